@@ -6,6 +6,7 @@
 //! request framing and the error-code table.
 
 pub mod batch;
+pub mod records;
 pub mod types;
 
 pub use kafka_protocol;
