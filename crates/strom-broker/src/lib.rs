@@ -1,1 +1,103 @@
-//! The Strom broker.
+//! The Strom broker: listeners, connections, request handlers and the
+//! partitions this node hosts.
+//!
+//! Entry point: [`run`] opens the logs, binds the listeners and serves until
+//! the shutdown future resolves, then closes every log cleanly.
+
+pub mod broker;
+pub mod config;
+pub mod errors;
+pub mod fetch_session;
+pub mod handlers;
+pub mod metadata;
+pub mod network;
+pub mod partition;
+pub mod replica_manager;
+pub mod topic;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use broker::Broker;
+pub use config::BrokerConfig;
+use tracing::{info, warn};
+
+/// Why the broker could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Topic(#[from] broker::TopicError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("storage: {0}")]
+    Storage(#[from] strom_storage::LogError),
+}
+
+/// Runs a broker until `shutdown` resolves: start-up (recovery included),
+/// serving, then a clean shutdown that flushes every log and writes the
+/// clean-shutdown marker.
+pub async fn run(
+    config: BrokerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    for key in &config.ignored {
+        warn!(key = %key, "config key not used by Strom; ignored");
+    }
+    let started = std::time::Instant::now();
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await
+        .expect("broker start-up task panicked")?;
+    let listeners = network::bind_listeners(&broker).await?;
+    let c = &broker.config;
+    info!(
+        node_id = c.node_id,
+        listeners = ?c.listeners.iter().map(|l| format!("{}://{}:{}", l.name, l.host, l.port)).collect::<Vec<_>>(),
+        log_dirs = ?c.log_dirs,
+        partitions = broker.replicas.partition_count(),
+        config = ?c.raw,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "strom broker started"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for (name, l) in listeners {
+        tasks.push(tokio::spawn(network::serve(
+            broker.clone(),
+            l,
+            name,
+            stop_rx.clone(),
+        )));
+    }
+    let flusher = {
+        let broker = broker.clone();
+        let mut stop = stop_rx.clone();
+        let period = Duration::from_millis(broker.config.log_flush_scheduler_interval_ms.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let b = broker.clone();
+                        let _ = tokio::task::spawn_blocking(move || b.flush_due()).await;
+                    }
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
+
+    shutdown.await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = flusher.await;
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.shutdown())
+        .await
+        .expect("shutdown task panicked")?;
+    info!("clean shutdown complete");
+    Ok(())
+}

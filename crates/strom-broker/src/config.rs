@@ -1,0 +1,419 @@
+//! Broker configuration: Kafka's `server.properties` names and defaults.
+//!
+//! `strom server --config FILE --override k=v` reads a Java properties file,
+//! applies overrides, and turns the keys Strom understands into a typed
+//! [`BrokerConfig`]. Keys Strom does not know are reported (logged) and
+//! ignored, never silently dropped; keys it knows with a bad value are errors.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use strom_protocol::TimestampType;
+use strom_storage::{FlushMode, LogConfig};
+use thiserror::Error;
+
+/// A bad configuration: which key, and why.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("--override expects key=value, got {0:?}")]
+    BadOverride(String),
+}
+
+/// One entry of `listeners` / `advertised.listeners`: `NAME://host:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// The effective broker configuration.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub listeners: Vec<Listener>,
+    pub advertised_listeners: Vec<Listener>,
+    pub log_dirs: Vec<PathBuf>,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics_enable: bool,
+    pub message_max_bytes: usize,
+    pub socket_request_max_bytes: usize,
+    /// `log.retention.*`, kept for the retention task (issue 3); parsed and
+    /// validated now so a user's file is checked.
+    pub log_retention_ms: Option<i64>,
+    pub log_retention_bytes: Option<i64>,
+    /// `log.flush.scheduler.interval.ms`: how often `flush.ms` is checked.
+    pub log_flush_scheduler_interval_ms: u64,
+    /// Defaults for every partition's log (`log.segment.bytes`, `log.flush.*`, …).
+    pub log: LogConfig,
+    /// Every key given, after overrides (for the start-up line).
+    pub raw: BTreeMap<String, String>,
+    /// Keys given that Strom does not use.
+    pub ignored: Vec<String>,
+}
+
+/// Keys Strom reads; everything else is reported as ignored.
+const KNOWN_KEYS: &[&str] = &[
+    "node.id",
+    "broker.id",
+    "listeners",
+    "advertised.listeners",
+    "log.dirs",
+    "log.dir",
+    "num.partitions",
+    "default.replication.factor",
+    "auto.create.topics.enable",
+    "message.max.bytes",
+    "socket.request.max.bytes",
+    "log.segment.bytes",
+    "log.roll.ms",
+    "log.roll.hours",
+    "log.index.size.max.bytes",
+    "log.index.interval.bytes",
+    "log.retention.ms",
+    "log.retention.minutes",
+    "log.retention.hours",
+    "log.retention.bytes",
+    "log.retention.check.interval.ms",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "log.flush.scheduler.interval.ms",
+    "log.message.timestamp.type",
+    "strom.flush.mode",
+];
+
+impl BrokerConfig {
+    /// Reads `path` (if any) and applies `overrides` (`key=value`).
+    pub fn load(path: Option<&std::path::Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut raw = BTreeMap::new();
+        if let Some(p) = path {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            raw.extend(parse_properties(&text));
+        }
+        for o in overrides {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| ConfigError::BadOverride(o.clone()))?;
+            raw.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Self::from_map(raw)
+    }
+
+    /// Builds the typed config from key/value pairs, applying Kafka's defaults.
+    pub fn from_map(raw: BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| raw.get(k).map(|s| s.as_str());
+        let node_id = match get("node.id").or(get("broker.id")) {
+            Some(v) => parse_num::<i32>("node.id", v)?,
+            None => 1,
+        };
+        let listeners = parse_listeners(
+            "listeners",
+            get("listeners").unwrap_or("PLAINTEXT://localhost:9092"),
+        )?;
+        let advertised_listeners = match get("advertised.listeners") {
+            Some(v) => parse_listeners("advertised.listeners", v)?,
+            None => listeners.clone(),
+        };
+        let log_dirs: Vec<PathBuf> = get("log.dirs")
+            .or(get("log.dir"))
+            .unwrap_or("./strom-data")
+            .split(',')
+            .map(|s| PathBuf::from(s.trim()))
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        if log_dirs.is_empty() {
+            return Err(invalid(
+                "log.dirs",
+                "",
+                "at least one directory is required",
+            ));
+        }
+        let num_partitions = opt_num("num.partitions", get("num.partitions"))?.unwrap_or(1);
+        if num_partitions < 1 {
+            return Err(invalid(
+                "num.partitions",
+                &num_partitions.to_string(),
+                "must be at least 1",
+            ));
+        }
+        let default_replication_factor = opt_num(
+            "default.replication.factor",
+            get("default.replication.factor"),
+        )?
+        .unwrap_or(1);
+        if default_replication_factor < 1 {
+            return Err(invalid(
+                "default.replication.factor",
+                &default_replication_factor.to_string(),
+                "must be at least 1",
+            ));
+        }
+        let auto_create_topics_enable = match get("auto.create.topics.enable") {
+            Some(v) => parse_bool("auto.create.topics.enable", v)?,
+            None => true,
+        };
+        let message_max_bytes =
+            opt_num::<usize>("message.max.bytes", get("message.max.bytes"))?.unwrap_or(1_048_588);
+        let socket_request_max_bytes =
+            opt_num::<usize>("socket.request.max.bytes", get("socket.request.max.bytes"))?
+                .unwrap_or(104_857_600);
+
+        let mut log = LogConfig {
+            max_message_bytes: message_max_bytes,
+            ..LogConfig::default()
+        };
+        if let Some(v) = opt_num::<u64>("log.segment.bytes", get("log.segment.bytes"))? {
+            if v < 14 {
+                return Err(invalid(
+                    "log.segment.bytes",
+                    &v.to_string(),
+                    "must be at least 14",
+                ));
+            }
+            log.segment_bytes = v;
+        }
+        let roll_ms = opt_num::<u64>("log.roll.ms", get("log.roll.ms"))?.or(opt_num::<u64>(
+            "log.roll.hours",
+            get("log.roll.hours"),
+        )?
+        .map(|h| h * 3_600_000));
+        if let Some(ms) = roll_ms {
+            log.segment_ms = Some(ms);
+        }
+        if let Some(v) =
+            opt_num::<u64>("log.index.size.max.bytes", get("log.index.size.max.bytes"))?
+        {
+            log.segment_index_bytes = v;
+        }
+        if let Some(v) =
+            opt_num::<u64>("log.index.interval.bytes", get("log.index.interval.bytes"))?
+        {
+            log.index_interval_bytes = v;
+        }
+        log.flush_messages = opt_num::<u64>(
+            "log.flush.interval.messages",
+            get("log.flush.interval.messages"),
+        )?
+        .filter(|&n| n != i64::MAX as u64);
+        log.flush_ms = opt_num::<u64>("log.flush.interval.ms", get("log.flush.interval.ms"))?;
+        if let Some(v) = get("log.message.timestamp.type") {
+            log.timestamp_type = TimestampType::from_config(v).ok_or_else(|| {
+                invalid(
+                    "log.message.timestamp.type",
+                    v,
+                    "expected CreateTime or LogAppendTime",
+                )
+            })?;
+        }
+        if let Some(v) = get("strom.flush.mode") {
+            log.flush_mode = match v {
+                "policy" => FlushMode::Policy,
+                "always" => FlushMode::Always,
+                _ => return Err(invalid("strom.flush.mode", v, "expected policy or always")),
+            };
+        }
+        let log_retention_ms = opt_num::<i64>("log.retention.ms", get("log.retention.ms"))?
+            .or(
+                opt_num::<i64>("log.retention.minutes", get("log.retention.minutes"))?
+                    .map(|m| m * 60_000),
+            )
+            .or(
+                opt_num::<i64>("log.retention.hours", get("log.retention.hours"))?
+                    .map(|h| h * 3_600_000),
+            )
+            .or(Some(7 * 24 * 3_600_000))
+            .filter(|&ms| ms >= 0);
+        let log_retention_bytes =
+            opt_num::<i64>("log.retention.bytes", get("log.retention.bytes"))?.filter(|&b| b >= 0);
+        let log_flush_scheduler_interval_ms = opt_num::<u64>(
+            "log.flush.scheduler.interval.ms",
+            get("log.flush.scheduler.interval.ms"),
+        )?
+        .unwrap_or(1000);
+
+        let ignored = raw
+            .keys()
+            .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        Ok(BrokerConfig {
+            node_id,
+            listeners,
+            advertised_listeners,
+            log_dirs,
+            num_partitions,
+            default_replication_factor,
+            auto_create_topics_enable,
+            message_max_bytes,
+            socket_request_max_bytes,
+            log_retention_ms,
+            log_retention_bytes,
+            log_flush_scheduler_interval_ms,
+            log,
+            raw,
+            ignored,
+        })
+    }
+
+    /// The advertised address for the listener called `name`.
+    pub fn advertised_for(&self, name: &str) -> Option<&Listener> {
+        self.advertised_listeners
+            .iter()
+            .find(|l| l.name == name)
+            .or_else(|| self.advertised_listeners.first())
+    }
+}
+
+fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
+    v.trim()
+        .parse::<T>()
+        .map_err(|_| invalid(key, v, "not a valid number"))
+}
+
+fn opt_num<T: std::str::FromStr>(key: &str, v: Option<&str>) -> Result<Option<T>, ConfigError> {
+    v.map(|v| parse_num(key, v)).transpose()
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, v, "expected true or false")),
+    }
+}
+
+/// Parses `NAME://host:port[,…]`. An empty host (`PLAINTEXT://:9092`) means
+/// all interfaces, as in Kafka.
+pub fn parse_listeners(key: &str, v: &str) -> Result<Vec<Listener>, ConfigError> {
+    let mut out = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, addr) = item
+            .split_once("://")
+            .ok_or_else(|| invalid(key, item, "expected NAME://host:port"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| invalid(key, item, "missing :port"))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| invalid(key, item, "bad port"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        out.push(Listener {
+            name: name.to_string(),
+            host,
+            port,
+        });
+    }
+    if out.is_empty() {
+        return Err(invalid(key, v, "no listener given"));
+    }
+    Ok(out)
+}
+
+/// Parses Java `.properties` text: `key=value` or `key: value` or
+/// `key value`, `#`/`!` comments, `\` line continuations.
+pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut logical = String::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        if logical.is_empty() && (line.starts_with('#') || line.starts_with('!') || line.is_empty())
+        {
+            continue;
+        }
+        if let Some(stripped) = line.strip_suffix('\\') {
+            logical.push_str(stripped);
+            continue;
+        }
+        logical.push_str(line);
+        let entry = std::mem::take(&mut logical);
+        let sep = entry
+            .find(['=', ':'])
+            .or_else(|| entry.find(char::is_whitespace));
+        let (k, v) = match sep {
+            Some(i) => (&entry[..i], &entry[i + 1..]),
+            None => (entry.as_str(), ""),
+        };
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let c = BrokerConfig::from_map(BTreeMap::new()).unwrap();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(
+            c.listeners[0],
+            Listener {
+                name: "PLAINTEXT".into(),
+                host: "localhost".into(),
+                port: 9092
+            }
+        );
+        assert_eq!(c.log_dirs, vec![PathBuf::from("./strom-data")]);
+        assert_eq!(c.message_max_bytes, 1_048_588);
+        assert!(c.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn properties_and_overrides() {
+        let text = "# comment\nnode.id=3\nlisteners = PLAINTEXT://127.0.0.1:19092\nlog.dirs=/a,/b\nsome.unknown.key=1\nlog.segment.bytes: 1048576\nlong.key=a\\\n  b\n";
+        let mut m = parse_properties(text);
+        assert_eq!(m.get("long.key").unwrap(), "ab");
+        m.insert("num.partitions".into(), "4".into());
+        let c = BrokerConfig::from_map(m).unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.listeners[0].port, 19092);
+        assert_eq!(c.log_dirs.len(), 2);
+        assert_eq!(c.log.segment_bytes, 1_048_576);
+        assert_eq!(c.num_partitions, 4);
+        assert!(c.ignored.contains(&"some.unknown.key".to_string()));
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        for (k, v) in [
+            ("num.partitions", "x"),
+            ("num.partitions", "0"),
+            ("listeners", "localhost:9092"),
+            ("auto.create.topics.enable", "yes"),
+            ("strom.flush.mode", "sometimes"),
+        ] {
+            let m = BTreeMap::from([(k.to_string(), v.to_string())]);
+            assert!(
+                BrokerConfig::from_map(m).is_err(),
+                "{k}={v} must be rejected"
+            );
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! The one mapping from Strom's typed errors to Kafka error codes. Every
+//! variant is listed (no catch-all arm), so a new error must pick its code.
+
+use kafka_protocol::error::ResponseError;
+use strom_storage::LogError;
+
+use crate::broker::TopicError;
+use crate::metadata::MetadataError;
+
+/// Kafka's error code for a log error on the produce/fetch path.
+pub fn log_error_code(e: &LogError) -> ResponseError {
+    match e {
+        LogError::CorruptRecord(_) => ResponseError::CorruptMessage,
+        LogError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        LogError::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::RecordBatchTooLarge { .. } => ResponseError::RecordListTooLarge,
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::Closed(_) => ResponseError::NotLeaderOrFollower,
+        LogError::LogDir(_) | LogError::Io(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+/// Kafka's error code for a failed topic create/delete.
+pub fn topic_error_code(e: &TopicError) -> ResponseError {
+    match e {
+        TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
+        TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        TopicError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        TopicError::UnknownTopic => ResponseError::UnknownTopicOrPartition,
+        TopicError::Storage(e) => log_error_code(e),
+        TopicError::Metadata(e) => metadata_error_code(e),
+    }
+}
+
+fn metadata_error_code(e: &MetadataError) -> ResponseError {
+    match e {
+        MetadataError::Io { .. }
+        | MetadataError::Corrupt { .. }
+        | MetadataError::NodeIdMismatch { .. } => ResponseError::KafkaStorageError,
+    }
+}

@@ -1,0 +1,115 @@
+//! CreateTopics (key 19): create topics, or only validate them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use crate::broker::{Broker, NewTopic};
+use crate::errors::topic_error_code;
+
+/// Kafka's ConfigSource.DYNAMIC_TOPIC_CONFIG.
+const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let mut seen = HashSet::new();
+    let duplicates: HashSet<String> = req
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.to_string()))
+        .map(|t| t.name.to_string())
+        .collect();
+
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let failed = |code: ResponseError, msg: String| {
+            CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_code(code.code())
+                .with_error_message(Some(StrBytes::from_string(msg)))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1)
+        };
+        if duplicates.contains(t.name.as_str()) {
+            results.push(failed(
+                ResponseError::InvalidRequest,
+                format!(
+                    "Create topics request from client contains a duplicate topic {}",
+                    t.name.as_str()
+                ),
+            ));
+            continue;
+        }
+        let mut configs = BTreeMap::new();
+        let mut null_config = None;
+        for c in &t.configs {
+            match &c.value {
+                Some(v) => {
+                    configs.insert(c.name.to_string(), v.to_string());
+                }
+                None => null_config = Some(c.name.to_string()),
+            }
+        }
+        if let Some(name) = null_config {
+            results.push(failed(
+                ResponseError::InvalidConfig,
+                format!("Null value not supported for topic configs: {name}"),
+            ));
+            continue;
+        }
+        let new = NewTopic {
+            name: t.name.to_string(),
+            num_partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+            assignments: t
+                .assignments
+                .iter()
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect(),
+            configs,
+        };
+        match broker.create_topic(new, req.validate_only).await {
+            Ok(meta) => {
+                let configs = meta
+                    .configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfigs::default()
+                            .with_name(StrBytes::from_string(k.clone()))
+                            .with_value(Some(StrBytes::from_string(v.clone())))
+                            .with_config_source(DYNAMIC_TOPIC_CONFIG)
+                    })
+                    .collect();
+                results.push(
+                    CreatableTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_topic_id(if req.validate_only {
+                            Default::default()
+                        } else {
+                            meta.id
+                        })
+                        .with_num_partitions(meta.partitions)
+                        .with_replication_factor(meta.replication_factor)
+                        .with_configs(Some(configs)),
+                );
+            }
+            Err(e) => results.push(failed(topic_error_code(&e), e.to_string())),
+        }
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}

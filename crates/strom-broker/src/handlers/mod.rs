@@ -1,0 +1,198 @@
+//! Request handlers, one module per Kafka API, and the registry that drives
+//! both dispatch and the ApiVersions answer (so the two cannot disagree).
+//!
+//! Each handler reads like the protocol spec: take the decoded request, act
+//! on the broker's domain objects, return the response struct. Framing,
+//! header versions and encoding are done here, once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+
+use crate::broker::Broker;
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+/// Who sent a request and how.
+pub struct RequestContext {
+    pub header: RequestHeader,
+    /// Name of the listener the connection came in on (e.g. `PLAINTEXT`).
+    pub listener: String,
+    pub peer: SocketAddr,
+}
+
+impl RequestContext {
+    pub fn version(&self) -> i16 {
+        self.header.request_api_version
+    }
+}
+
+/// What the connection does after a request.
+pub enum Outcome {
+    /// Send this frame (length prefix included).
+    Respond(BytesMut),
+    /// Send nothing (Produce with acks=0).
+    NoResponse,
+    /// Close the connection, logging why (Kafka's answer to requests it cannot
+    /// parse, unknown APIs and unsupported versions other than ApiVersions').
+    Close(String),
+}
+
+/// A handler's result: a response, or (Produce acks=0) possibly none.
+pub trait IntoOutcome {
+    fn into_outcome(self, ctx: &RequestContext) -> Outcome;
+}
+
+impl<T: Encodable + HeaderVersion> IntoOutcome for T {
+    fn into_outcome(self, ctx: &RequestContext) -> Outcome {
+        encode_response(ctx.header.correlation_id, ctx.version(), &self)
+    }
+}
+
+/// `None` means "no response to send"; a `Some` error means close.
+pub enum ProduceReply<T> {
+    Response(T),
+    NoResponse,
+    Close(String),
+}
+
+impl<T: Encodable + HeaderVersion> IntoOutcome for ProduceReply<T> {
+    fn into_outcome(self, ctx: &RequestContext) -> Outcome {
+        match self {
+            ProduceReply::Response(r) => r.into_outcome(ctx),
+            ProduceReply::NoResponse => Outcome::NoResponse,
+            ProduceReply::Close(why) => Outcome::Close(why),
+        }
+    }
+}
+
+/// Encodes a response frame: length, header (the version the API's response
+/// uses at `version`), body.
+pub fn encode_response<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    resp: &R,
+) -> Outcome {
+    let header_version = R::header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let size = match (
+        header.compute_size(header_version),
+        resp.compute_size(version),
+    ) {
+        (Ok(h), Ok(b)) => h + b,
+        (Err(e), _) | (_, Err(e)) => return Outcome::Close(format!("cannot size response: {e}")),
+    };
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(size as i32);
+    if let Err(e) = header
+        .encode(&mut buf, header_version)
+        .and_then(|_| resp.encode(&mut buf, version))
+    {
+        return Outcome::Close(format!("cannot encode response: {e}"));
+    }
+    Outcome::Respond(buf)
+}
+
+macro_rules! api_registry {
+    ($( $key:ident => $module:ident :: $req:ident, $min:literal ..= $max:literal; )*) => {
+        /// Every API this broker implements and the versions it accepts, with
+        /// Kafka 4.0's minimums (KIP-896).
+        pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[ $( (ApiKey::$key, $min, $max), )* ];
+
+        async fn dispatch(broker: &Arc<Broker>, ctx: &RequestContext, key: ApiKey, body: &mut Bytes) -> Outcome {
+            let version = ctx.version();
+            match key {
+                $( ApiKey::$key => {
+                    let req = match kafka_protocol::messages::$req::decode(body, version) {
+                        Ok(r) => r,
+                        Err(e) => return Outcome::Close(format!("cannot decode {key:?} v{version}: {e}")),
+                    };
+                    $module::handle(broker, ctx, req).await.into_outcome(ctx)
+                } )*
+                _ => Outcome::Close(format!("unsupported API {key:?}")),
+            }
+        }
+    };
+}
+
+api_registry! {
+    Produce => produce::ProduceRequest, 3..=12;
+    Fetch => fetch::FetchRequest, 4..=17;
+    ListOffsets => list_offsets::ListOffsetsRequest, 1..=10;
+    Metadata => metadata::MetadataRequest, 0..=13;
+    ApiVersions => api_versions::ApiVersionsRequest, 0..=4;
+    CreateTopics => create_topics::CreateTopicsRequest, 2..=7;
+    DeleteTopics => delete_topics::DeleteTopicsRequest, 1..=6;
+    DescribeCluster => describe_cluster::DescribeClusterRequest, 0..=2;
+}
+
+/// The version range this broker accepts for `key`, if any.
+pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// Handles one request frame (without its length prefix).
+pub async fn handle_frame(
+    broker: &Arc<Broker>,
+    listener: &str,
+    peer: SocketAddr,
+    mut frame: Bytes,
+) -> Outcome {
+    if frame.len() < 8 {
+        return Outcome::Close(format!(
+            "request of {} bytes is too short for a header",
+            frame.len()
+        ));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let Ok(key) = ApiKey::try_from(raw_key) else {
+        return Outcome::Close(format!("unknown API key {raw_key}"));
+    };
+    let supported = supported_versions(key);
+    let in_range = supported.is_some_and(|(min, max)| (min..=max).contains(&version));
+    if !in_range && key != ApiKey::ApiVersions {
+        return Outcome::Close(match supported {
+            Some((min, max)) => {
+                format!("unsupported version {version} of {key:?} (supported {min}..={max})")
+            }
+            None => format!("unsupported API {key:?}"),
+        });
+    }
+    let header = match RequestHeader::decode(&mut frame, key.request_header_version(version)) {
+        Ok(h) => h,
+        Err(e) => {
+            return Outcome::Close(format!(
+                "cannot decode request header of {key:?} v{version}: {e}"
+            ))
+        }
+    };
+    if !in_range {
+        // KIP-511: an ApiVersions version we don't know gets a v0 answer with
+        // UNSUPPORTED_VERSION and our ranges, so the client can retry.
+        return encode_response(
+            header.correlation_id,
+            0,
+            &api_versions::unsupported_version_response(),
+        );
+    }
+    let ctx = RequestContext {
+        header,
+        listener: listener.to_string(),
+        peer,
+    };
+    dispatch(broker, &ctx, key, &mut frame).await
+}

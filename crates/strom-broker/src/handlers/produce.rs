@@ -1,0 +1,127 @@
+//! Produce (key 0): append producer batches to partition logs.
+//!
+//! Batches stay opaque: the log checks framing and CRC, assigns offsets and
+//! writes them verbatim. Partitions of one request are appended concurrently
+//! and each gets its own error code; one bad partition never fails another.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use strom_storage::{LogAppendInfo, LogError};
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use super::{ProduceReply, RequestContext};
+use crate::broker::{now_ms, Broker};
+use crate::errors::log_error_code;
+use crate::handlers::metadata::is_internal;
+
+enum Pending {
+    Appending(JoinHandle<Result<LogAppendInfo, LogError>>),
+    Failed(ResponseError, Option<String>),
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: ProduceRequest,
+) -> ProduceReply<ProduceResponse> {
+    let acks = req.acks;
+    let acks_valid = (-1..=1).contains(&acks);
+    let now = now_ms();
+
+    // Start every partition's append first, then collect: they run in parallel.
+    let mut pending: Vec<(usize, i32, Pending)> = Vec::new();
+    for (ti, topic) in req.topic_data.iter().enumerate() {
+        for p in &topic.partition_data {
+            let state = if !acks_valid {
+                Pending::Failed(ResponseError::InvalidRequiredAcks, None)
+            } else if is_internal(topic.name.as_str()) {
+                Pending::Failed(
+                    ResponseError::InvalidTopicException,
+                    Some(format!(
+                        "Cannot append to internal topic {}",
+                        topic.name.as_str()
+                    )),
+                )
+            } else {
+                match broker.replicas.partition(topic.name.as_str(), p.index) {
+                    None => Pending::Failed(ResponseError::UnknownTopicOrPartition, None),
+                    Some(partition) => match &p.records {
+                        None => Pending::Failed(
+                            ResponseError::CorruptMessage,
+                            Some("null records".into()),
+                        ),
+                        Some(records) => Pending::Appending(
+                            partition.start_append(BytesMut::from(&records[..]), now),
+                        ),
+                    },
+                }
+            };
+            pending.push((ti, p.index, state));
+        }
+    }
+
+    let mut responses: Vec<TopicProduceResponse> = req
+        .topic_data
+        .iter()
+        .map(|t| {
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_topic_id(t.topic_id)
+        })
+        .collect();
+    let mut first_error: Option<String> = None;
+    for (ti, index, state) in pending {
+        let mut pr = PartitionProduceResponse::default().with_index(index);
+        match state {
+            Pending::Failed(code, msg) => {
+                pr.error_code = code.code();
+                pr.base_offset = -1;
+                pr.error_message = msg.map(StrBytes::from_string);
+            }
+            Pending::Appending(task) => match task.await {
+                Ok(Ok(info)) => {
+                    pr.base_offset = info.first_offset.0;
+                    pr.log_append_time_ms = info.log_append_time;
+                    pr.log_start_offset = info.log_start_offset.0;
+                }
+                Ok(Err(e)) => {
+                    pr.error_code = log_error_code(&e).code();
+                    pr.base_offset = -1;
+                    pr.error_message = Some(StrBytes::from_string(e.to_string()));
+                }
+                Err(join) => {
+                    pr.error_code = ResponseError::UnknownServerError.code();
+                    pr.base_offset = -1;
+                    warn!(error = %join, "append task failed");
+                }
+            },
+        }
+        if pr.error_code != 0 {
+            let topic = responses[ti].name.as_str().to_string();
+            warn!(client = ?ctx.header.client_id, topic, partition = index, code = pr.error_code, message = ?pr.error_message, "produce rejected");
+            first_error.get_or_insert_with(|| {
+                format!(
+                    "produce to {topic}-{index} failed with error {}",
+                    pr.error_code
+                )
+            });
+        }
+        responses[ti].partition_responses.push(pr);
+    }
+
+    if acks == 0 {
+        // The client waits for nothing, so an error can only be signalled by
+        // closing the connection (as Kafka does).
+        return match first_error {
+            Some(why) => ProduceReply::Close(why),
+            None => ProduceReply::NoResponse,
+        };
+    }
+    ProduceReply::Response(ProduceResponse::default().with_responses(responses))
+}

@@ -1,0 +1,134 @@
+//! The partition façade: the only way handlers touch a partition's data.
+//!
+//! A [`Partition`] is this broker's replica of one topic partition. It owns
+//! the log handle and the high watermark, and wakes waiting fetches when the
+//! high watermark moves (Kafka's delayed-fetch purgatory, keyed by partition).
+//! Replication (issue 7) will live behind this same API: appends will wait for
+//! the ISR, and the high watermark will follow the followers' fetches.
+//!
+//! Concurrency: shared as `Arc<Partition>`; the log serializes appends itself,
+//! and appends run on the blocking pool so an fsync never stalls the async
+//! workers. Reads are positional reads from the page cache.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use strom_protocol::{LeaderEpoch, Offset};
+use strom_storage::{FetchDataInfo, Log, LogAppendInfo, LogError, TopicPartition};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// Which records a fetch may see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IsolationLevel {
+    /// Up to the high watermark.
+    ReadUncommitted,
+    /// Up to the last stable offset (no open transactions; = HW until issue 5).
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    pub fn from_wire(v: i8) -> Self {
+        if v == 1 {
+            IsolationLevel::ReadCommitted
+        } else {
+            IsolationLevel::ReadUncommitted
+        }
+    }
+}
+
+/// This broker's replica of one partition (always the leader for now).
+pub struct Partition {
+    pub topic_partition: TopicPartition,
+    pub topic_id: Uuid,
+    pub leader_epoch: LeaderEpoch,
+    log: Arc<Log>,
+    /// Serializes high-watermark moves so concurrent appends never move it back.
+    hw_lock: Mutex<()>,
+    /// Notified (all waiters) whenever the high watermark advances.
+    changed: Notify,
+}
+
+impl Partition {
+    pub fn new(
+        topic_partition: TopicPartition,
+        topic_id: Uuid,
+        leader_epoch: LeaderEpoch,
+        log: Arc<Log>,
+    ) -> Self {
+        // A single node: everything in the log is committed once written.
+        log.update_high_watermark(log.log_end_offset());
+        Partition {
+            topic_partition,
+            topic_id,
+            leader_epoch,
+            log,
+            hw_lock: Mutex::new(()),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Starts appending producer batches as leader on the blocking pool. The
+    /// returned task resolves once the batches are durable per the flush
+    /// policy and the high watermark covers them.
+    pub fn start_append(
+        self: &Arc<Self>,
+        mut records: BytesMut,
+        now_ms: i64,
+    ) -> JoinHandle<Result<LogAppendInfo, LogError>> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let info = this
+                .log
+                .append_as_leader(&mut records, this.leader_epoch, now_ms)?;
+            this.advance_high_watermark(info.last_offset.plus(1));
+            Ok(info)
+        })
+    }
+
+    fn advance_high_watermark(&self, hw: Offset) {
+        let _g = self.hw_lock.lock().unwrap();
+        if hw > self.log.high_watermark() {
+            self.log.update_high_watermark(hw);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Reads whole batches from `fetch_offset`, bounded by what `isolation`
+    /// may see.
+    pub fn read(
+        &self,
+        fetch_offset: Offset,
+        max_bytes: usize,
+        min_one_batch: bool,
+        isolation: IsolationLevel,
+    ) -> Result<FetchDataInfo, LogError> {
+        let upper = match isolation {
+            IsolationLevel::ReadUncommitted => self.high_watermark(),
+            IsolationLevel::ReadCommitted => self.last_stable_offset(),
+        };
+        self.log.read(fetch_offset, max_bytes, upper, min_one_batch)
+    }
+
+    pub fn high_watermark(&self) -> Offset {
+        self.log.high_watermark()
+    }
+    /// No transactions yet, so nothing is unstable below the high watermark.
+    pub fn last_stable_offset(&self) -> Offset {
+        self.log.high_watermark()
+    }
+    pub fn log_start_offset(&self) -> Offset {
+        self.log.log_start_offset()
+    }
+    pub fn log_end_offset(&self) -> Offset {
+        self.log.log_end_offset()
+    }
+    /// Notified whenever the high watermark moves; fetches wait on it.
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+}
