@@ -1,0 +1,1353 @@
+//! One partition's log: an ordered set of segments, the last one active.
+//!
+//! Concurrency (all methods take `&self`, all block):
+//! ```text
+//!   writer: Mutex<()>        one appender / roller / truncater at a time
+//!   state:  RwLock<LogState> segment metadata; readers hold it only to take a
+//!                            snapshot, the writer only to publish (never
+//!                            during the data write or an fsync)
+//!   sync:   Mutex<Offset>    group commit: "durable below this offset"
+//! ```
+//! Lock order: writer → sync → state. An append writes its bytes with one
+//! positional write while holding only `writer`, then publishes size, end
+//! offset and index entries under a short `state` write lock, so a reader
+//! never sees bytes that are not fully written. Reads use positional reads on
+//! a snapshot `(file, size)`, so they never wait for the writer.
+//!
+//! Invariants (checked in debug builds): flushed ≤ log end; every published
+//! byte of the active segment is a whole, CRC-checked batch.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::ops::Bound;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+use strom_protocol::batch::{batch_size, BatchIter, BatchMut, BatchView, LOG_OVERHEAD};
+use strom_protocol::records::decode_records;
+use strom_protocol::{LeaderEpoch, Offset, TimestampType};
+use tracing::{info, warn};
+
+use crate::checkpoint;
+use crate::index::{self, segment_path, IndexState};
+use crate::scan::{self, pread_full, read_header, ScanOutcome};
+use crate::{FetchDataInfo, FlushMode, LogAppendInfo, LogConfig, LogError, TopicPartition};
+
+const EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
+pub(crate) const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
+
+/// The active segment's extra state: its open file and in-memory indexes.
+struct Active {
+    file: Arc<File>,
+    idx: IndexState,
+    /// Index entries already written to the `.index` / `.timeindex` files.
+    index_written: usize,
+    time_index_written: usize,
+    /// Time `segment.ms` counts from.
+    rolling_ts: Option<i64>,
+}
+
+struct Segment {
+    base: Offset,
+    size: u64,
+    /// Largest batch max timestamp; `i64::MIN` when unknown/empty.
+    max_ts: i64,
+    /// Last offset of the first batch that reached `max_ts`.
+    offset_of_max_ts: Offset,
+    active: Option<Active>,
+}
+
+struct LogState {
+    segments: BTreeMap<i64, Segment>,
+    log_start: Offset,
+    log_end: Offset,
+    epochs: Vec<(LeaderEpoch, Offset)>,
+    /// Rolled segments whose data (and indexes) still need an fsync.
+    pending_sync: Vec<(Offset, Arc<File>)>,
+    /// A segment file was created or removed since the last directory fsync.
+    dir_dirty: bool,
+}
+
+impl LogState {
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+}
+
+/// One partition's log (Kafka's `UnifiedLog`).
+///
+/// Owned by the [`crate::LogManager`] and shared as `Arc<Log>`; `Send + Sync`.
+/// Every method blocks on disk I/O: call from `spawn_blocking`. After
+/// [`Log::close`] appends fail with [`LogError::Closed`]; reads keep working
+/// until the files are deleted.
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    writer: Mutex<()>,
+    state: RwLock<LogState>,
+    sync: Mutex<Offset>,
+    /// Mirror of `*sync` for lock-free policy checks.
+    flushed_to: AtomicI64,
+    high_watermark: AtomicI64,
+    /// `i64::MIN` until the first `flush_if_due` call sets the baseline.
+    last_flush_ms: AtomicI64,
+    closed: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn corrupt_io(e: io::Error) -> LogError {
+    if e.kind() == io::ErrorKind::InvalidData {
+        LogError::CorruptRecord(e.to_string())
+    } else {
+        LogError::Io(e)
+    }
+}
+
+/// Snapshot of one segment for a read outside the locks.
+struct SegSnap {
+    base: Offset,
+    file: Arc<File>,
+    size: u64,
+    next_base: Option<i64>,
+    /// Index lookup result, when it could be done in memory (active segment).
+    pos: Option<u64>,
+}
+
+fn open_rw(path: &Path, create: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+}
+
+/// Parses `<20 digits>.log` into a base offset.
+fn parse_segment_name(name: &str, ext: &str) -> Option<Offset> {
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok().map(Offset)
+}
+
+impl Log {
+    /// Opens (creating if absent) the log in `dir`. With `needs_recovery`
+    /// (unclean shutdown) segments from the recovery point on are re-read
+    /// and CRC-checked, a torn or corrupt tail is truncated (and later
+    /// segments deleted), and their indexes rebuilt. The recovery point comes
+    /// from `<parent>/recovery-point-offset-checkpoint` if it names this log.
+    pub fn open(dir: PathBuf, config: LogConfig, needs_recovery: bool) -> Result<Log, LogError> {
+        let recovery_point = if needs_recovery {
+            let parent = dir.parent().map(|p| p.join(RECOVERY_POINT_CHECKPOINT));
+            let tp = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(TopicPartition::from_dir_name);
+            match (parent, tp) {
+                (Some(p), Some(tp)) => read_recovery_points(&p)?
+                    .into_iter()
+                    .find(|(t, _)| *t == tp)
+                    .map(|(_, o)| o),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Log::open_with_recovery_point(dir, config, needs_recovery, recovery_point)
+    }
+
+    /// [`Log::open`] with the recovery point given by the caller (the
+    /// LogManager reads the checkpoint once for all its logs). `None` means
+    /// "recover every segment".
+    pub fn open_with_recovery_point(
+        dir: PathBuf,
+        config: LogConfig,
+        needs_recovery: bool,
+        recovery_point: Option<Offset>,
+    ) -> Result<Log, LogError> {
+        fs::create_dir_all(&dir)?;
+        let mut config = config;
+        config.segment_bytes = config.segment_bytes.clamp(1, i32::MAX as u64);
+        let interval = config.index_interval_bytes;
+
+        let mut bases = Vec::new();
+        let mut index_files = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if name.ends_with(".deleted")
+                || name.ends_with(".cleaned")
+                || name.ends_with(".swap")
+                || name.ends_with(".tmp")
+            {
+                // leftovers of an interrupted delete/clean/atomic write
+                fs::remove_file(entry.path())?;
+            } else if let Some(b) = parse_segment_name(&name, "log") {
+                bases.push(b);
+            } else if let Some(b) = parse_segment_name(&name, "index")
+                .or_else(|| parse_segment_name(&name, "timeindex"))
+            {
+                index_files.push((b, entry.path()));
+            }
+        }
+        bases.sort();
+        for (b, path) in index_files {
+            if bases.binary_search(&b).is_err() {
+                fs::remove_file(path)?;
+            }
+        }
+        let mut epochs = read_epoch_checkpoint(&dir)?;
+        if bases.is_empty() {
+            File::create(segment_path(&dir, Offset(0), "log"))?;
+            index::write_index_files(&dir, Offset(0), &[], &[])?;
+            checkpoint::sync_dir(&dir)?;
+            bases.push(Offset(0));
+        }
+
+        let recover_from = if needs_recovery {
+            let rp = recovery_point.unwrap_or(Offset(0));
+            bases.iter().rposition(|b| *b <= rp).unwrap_or(0)
+        } else {
+            bases.len()
+        };
+
+        let mut segments = BTreeMap::new();
+        // the last segment's scan, the index entries already in its files, and
+        // whether the scan started at position 0
+        let mut active_scan: Option<(ScanOutcome, (usize, usize), bool)> = None;
+        let mut i = 0;
+        while i < bases.len() {
+            let base = bases[i];
+            let is_last = i + 1 == bases.len();
+            let path = segment_path(&dir, base, "log");
+            let file = open_rw(&path, false)?;
+            let size = file.metadata()?.len();
+            if i >= recover_from {
+                let out =
+                    scan::scan_segment(&file, base, 0, base, IndexState::new(), interval, true)?;
+                let mut stop = false;
+                if let Some(err) = &out.error {
+                    warn!(
+                        "truncated {} bytes of torn tail at offset {} in {}: {err}",
+                        out.file_len - out.valid_bytes,
+                        out.next_offset,
+                        path.display()
+                    );
+                    file.set_len(out.valid_bytes)?;
+                    stop = true;
+                }
+                file.sync_data()?;
+                index::write_index_files(&dir, base, &out.idx.index, &out.idx.time_index)?;
+                for (e, o) in &out.epochs {
+                    if epochs.last().is_none_or(|(le, _)| e > le) {
+                        epochs.push((*e, *o));
+                    }
+                }
+                if stop && !is_last {
+                    for later in &bases[i + 1..] {
+                        warn!(
+                            "deleting segment {} after corrupt tail in {}",
+                            later,
+                            path.display()
+                        );
+                        for ext in ["log", "index", "timeindex"] {
+                            remove_if_exists(&segment_path(&dir, *later, ext))?;
+                        }
+                    }
+                    bases.truncate(i + 1);
+                    checkpoint::sync_dir(&dir)?;
+                }
+                let is_last = i + 1 == bases.len();
+                segments.insert(
+                    base.0,
+                    Segment {
+                        base,
+                        size: out.valid_bytes,
+                        max_ts: out.idx.max_ts,
+                        offset_of_max_ts: out.idx.offset_of_max_ts,
+                        active: None,
+                    },
+                );
+                if is_last {
+                    let written = (out.idx.index.len(), out.idx.time_index.len());
+                    active_scan = Some((out, written, true));
+                }
+            } else if !is_last {
+                let last_time = match index::check_inactive(&dir, base, size)? {
+                    Some(t) => t,
+                    None => {
+                        info!("rebuilding indexes of {}", path.display());
+                        let out = scan::scan_segment(
+                            &file,
+                            base,
+                            0,
+                            base,
+                            IndexState::new(),
+                            interval,
+                            false,
+                        )?;
+                        let mut idx = out.idx;
+                        idx.maybe_time_entry(base);
+                        index::write_index_files(&dir, base, &idx.index, &idx.time_index)?;
+                        idx.time_index.last().copied()
+                    }
+                };
+                segments.insert(
+                    base.0,
+                    Segment {
+                        base,
+                        size,
+                        max_ts: last_time.map_or(i64::MIN, |t| t.ts),
+                        offset_of_max_ts: last_time
+                            .map_or(Offset::NONE, |t| Offset(base.0 + t.rel as i64)),
+                        active: None,
+                    },
+                );
+            } else {
+                // clean shutdown: trust the files, but check the active segment's
+                // indexes and re-validate the batches after its last index entry
+                let loaded = index::read_offset_index(&segment_path(&dir, base, "index"))?.zip(
+                    index::read_time_index(&segment_path(&dir, base, "timeindex"))?,
+                );
+                let mut start = None;
+                if let Some((offs, times)) = loaded {
+                    let mut idx = IndexState::new();
+                    idx.index = offs;
+                    idx.time_index = times;
+                    if let Some(t) = idx.time_index.last() {
+                        idx.max_ts = t.ts;
+                        idx.offset_of_max_ts = Offset(base.0 + t.rel as i64);
+                    }
+                    if idx.is_consistent(size) {
+                        let pos = idx.index.last().map_or(0, |e| e.pos as u64);
+                        let next = match idx.index.last() {
+                            // the indexed batch itself is re-scanned; offsets before it are known
+                            Some(_) => read_header(&file, pos, size).ok().flatten().map(|h| h.base),
+                            None => Some(base),
+                        };
+                        if let Some(next) = next {
+                            start = Some((pos, next, idx));
+                        }
+                    }
+                }
+                let (pos, next, idx, rebuilt) = match start {
+                    Some((p, n, idx)) => (p, n, idx, false),
+                    None => {
+                        info!("rebuilding indexes of active segment {}", path.display());
+                        (0, base, IndexState::new(), true)
+                    }
+                };
+                let n_off = idx.index.len();
+                let n_time = idx.time_index.len();
+                let mut out = scan::scan_segment(&file, base, pos, next, idx, interval, true)?;
+                let mut from_zero = pos == 0;
+                if let Some(err) = out.error.clone() {
+                    warn!(
+                        "truncated {} bytes of torn tail at offset {} in {}: {err}",
+                        out.file_len - out.valid_bytes,
+                        out.next_offset,
+                        path.display()
+                    );
+                    file.set_len(out.valid_bytes)?;
+                    file.sync_data()?;
+                    // rebuild the indexes from scratch so no entry points past the new end
+                    out = scan::scan_segment(
+                        &file,
+                        base,
+                        0,
+                        base,
+                        IndexState::new(),
+                        interval,
+                        false,
+                    )?;
+                    out.error = Some(err);
+                    from_zero = true;
+                }
+                let written = if rebuilt || out.error.is_some() {
+                    index::write_index_files(&dir, base, &out.idx.index, &out.idx.time_index)?;
+                    (out.idx.index.len(), out.idx.time_index.len())
+                } else {
+                    (n_off, n_time)
+                };
+                segments.insert(
+                    base.0,
+                    Segment {
+                        base,
+                        size: out.valid_bytes,
+                        max_ts: out.idx.max_ts,
+                        offset_of_max_ts: out.idx.offset_of_max_ts,
+                        active: None,
+                    },
+                );
+                active_scan = Some((out, written, from_zero));
+            }
+            i += 1;
+        }
+
+        // make the last segment active
+        let (out, (index_written, time_index_written), from_zero) =
+            active_scan.expect("last segment scanned");
+        let (&last_base, _) = segments.iter().next_back().expect("at least one segment");
+        let base = Offset(last_base);
+        let file = Arc::new(open_rw(&segment_path(&dir, base, "log"), false)?);
+        let rolling_ts = if from_zero {
+            out.first_batch_max_ts
+        } else {
+            read_header(&file, 0, out.valid_bytes)
+                .ok()
+                .flatten()
+                .map(|h| h.max_ts)
+        };
+        let log_end = out.next_offset;
+        let seg = segments.get_mut(&last_base).unwrap();
+        seg.active = Some(Active {
+            file,
+            idx: out.idx,
+            index_written,
+            time_index_written,
+            rolling_ts,
+        });
+        let log_start = Offset(*segments.keys().next().unwrap());
+        let before = epochs.len();
+        epochs.retain(|(_, o)| *o < log_end);
+        let state = LogState {
+            segments,
+            log_start,
+            log_end,
+            epochs,
+            pending_sync: Vec::new(),
+            dir_dirty: false,
+        };
+        let log = Log {
+            config,
+            writer: Mutex::new(()),
+            sync: Mutex::new(log_end),
+            flushed_to: AtomicI64::new(log_end.0),
+            high_watermark: AtomicI64::new(log_end.0),
+            last_flush_ms: AtomicI64::new(i64::MIN),
+            closed: AtomicBool::new(false),
+            state: RwLock::new(state),
+            dir,
+        };
+        if needs_recovery || read(&log.state).epochs.len() != before {
+            log.write_epoch_checkpoint()?;
+        }
+        Ok(log)
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// First offset still in the log.
+    pub fn log_start_offset(&self) -> Offset {
+        read(&self.state).log_start
+    }
+
+    /// Offset the next append gets.
+    pub fn log_end_offset(&self) -> Offset {
+        read(&self.state).log_end
+    }
+
+    /// Offsets below this are durable (fsynced); recovery after a crash
+    /// starts from the segment holding it.
+    pub fn recovery_point(&self) -> Offset {
+        Offset(self.flushed_to.load(Ordering::Acquire))
+    }
+
+    /// The high watermark. Starts at the log end offset when the log is
+    /// opened; replication lowers/raises it with [`Log::update_high_watermark`].
+    pub fn high_watermark(&self) -> Offset {
+        Offset(self.high_watermark.load(Ordering::Acquire))
+    }
+
+    /// Sets the high watermark, clamped to `[log_start, log_end]`.
+    pub fn update_high_watermark(&self, hw: Offset) {
+        let st = read(&self.state);
+        let hw = hw.clamp(st.log_start, st.log_end);
+        self.high_watermark.store(hw.0, Ordering::Release);
+    }
+
+    /// Total bytes of all segment files.
+    pub fn size_bytes(&self) -> u64 {
+        read(&self.state).segments.values().map(|s| s.size).sum()
+    }
+
+    /// Number of segments (for tests and metrics).
+    pub fn segment_count(&self) -> usize {
+        read(&self.state).segments.len()
+    }
+
+    /// The leader-epoch cache: `(epoch, first offset written in it)`.
+    pub fn leader_epoch_start_offsets(&self) -> Vec<(LeaderEpoch, Offset)> {
+        read(&self.state).epochs.clone()
+    }
+
+    /// Checks every batch of a produce request without touching the log.
+    /// Returns `(position, size)` of each batch.
+    fn validate(&self, records: &[u8]) -> Result<Vec<(usize, usize)>, LogError> {
+        if records.is_empty() {
+            return Err(LogError::CorruptRecord("empty record set".into()));
+        }
+        let mut out = Vec::new();
+        let mut pos = 0;
+        for b in BatchIter::new(records) {
+            // a batch too large to even be there is "too large", not "truncated"
+            if let Err(strom_protocol::batch::BatchError::Truncated { .. }) = &b {
+                if let Ok(size) = batch_size(&records[pos..]) {
+                    if size > self.config.max_message_bytes {
+                        return Err(LogError::RecordTooLarge {
+                            size,
+                            max: self.config.max_message_bytes,
+                        });
+                    }
+                }
+            }
+            let b = b?;
+            if b.size() > self.config.max_message_bytes {
+                return Err(LogError::RecordTooLarge {
+                    size: b.size(),
+                    max: self.config.max_message_bytes,
+                });
+            }
+            b.verify_crc()?;
+            if b.record_count() == 0 {
+                return Err(LogError::InvalidRecord(
+                    "record batch has no records".into(),
+                ));
+            }
+            if b.last_offset_delta() != b.record_count() - 1 {
+                return Err(LogError::InvalidRecord(format!(
+                    "record count {} disagrees with last offset delta {}",
+                    b.record_count(),
+                    b.last_offset_delta()
+                )));
+            }
+            if !b.has_valid_compression() {
+                return Err(LogError::InvalidRecord(format!(
+                    "unknown compression codec {}",
+                    b.attributes() & 0x07
+                )));
+            }
+            out.push((pos, b.size()));
+            pos += b.size();
+        }
+        if records.len() as u64 > self.config.segment_bytes {
+            return Err(LogError::RecordBatchTooLarge {
+                size: records.len(),
+                max: self.config.segment_bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Appends the batches of a produce request as leader: validates all of
+    /// them (nothing is written on error), assigns offsets from the log end,
+    /// stamps the leader epoch (and `LogAppendTime`), writes them with one
+    /// write, and fsyncs per the flush mode.
+    pub fn append_as_leader(
+        &self,
+        records: &mut [u8],
+        leader_epoch: LeaderEpoch,
+        now_ms: i64,
+    ) -> Result<LogAppendInfo, LogError> {
+        let batches = self.validate(records)?;
+        let append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
+        let guard = lock(&self.writer);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed(self.dir.display().to_string()));
+        }
+        let first = read(&self.state).log_end;
+        let mut next = first;
+        let mut max_ts = i64::MIN;
+        let mut record_count = 0i64;
+        let mut metas = Vec::with_capacity(batches.len());
+        for &(pos, size) in &batches {
+            let bytes = &mut records[pos..pos + size];
+            let mut m = BatchMut::new(bytes);
+            m.set_base_offset(next);
+            m.set_partition_leader_epoch(leader_epoch);
+            if append_time {
+                m.set_log_append_time(now_ms);
+            }
+            let v = BatchView::parse(bytes)?;
+            metas.push((pos as u64, v.last_offset(), v.max_timestamp(), size as u64));
+            max_ts = max_ts.max(v.max_timestamp());
+            record_count += v.record_count() as i64;
+            next = v.next_offset();
+        }
+        let last = next.plus(-1);
+
+        if self.should_roll(records.len() as u64, last, now_ms) {
+            self.roll(first)?;
+        }
+
+        // the data write: writer lock only
+        let (file, pos, base) = {
+            let st = read(&self.state);
+            let seg = st.active();
+            (
+                seg.active.as_ref().unwrap().file.clone(),
+                seg.size,
+                seg.base,
+            )
+        };
+        if let Err(e) = file.write_all_at(records, pos) {
+            let _ = file.set_len(pos);
+            return Err(e.into());
+        }
+
+        // publish
+        let mut epoch_changed = false;
+        let log_start = {
+            let mut st = write(&self.state);
+            if leader_epoch.0 >= 0 && st.epochs.last().is_none_or(|(e, _)| leader_epoch > *e) {
+                st.epochs.push((leader_epoch, first));
+                epoch_changed = true;
+            }
+            let seg = st.active_mut();
+            let act = seg.active.as_mut().unwrap();
+            for &(bpos, blast, bts, bsize) in &metas {
+                act.idx.on_batch(
+                    base,
+                    pos + bpos,
+                    blast,
+                    bts,
+                    bsize,
+                    self.config.index_interval_bytes,
+                );
+            }
+            act.rolling_ts.get_or_insert(now_ms);
+            seg.max_ts = act.idx.max_ts;
+            seg.offset_of_max_ts = act.idx.offset_of_max_ts;
+            seg.size += records.len() as u64;
+            st.log_end = next;
+            st.log_start
+        };
+        if epoch_changed {
+            if let Err(e) = self.write_epoch_checkpoint() {
+                warn!(
+                    "failed to write leader-epoch-checkpoint in {}: {e}",
+                    self.dir.display()
+                );
+            }
+        }
+        drop(guard);
+
+        match self.config.flush_mode {
+            FlushMode::Always => self.flush_to(next, true)?,
+            FlushMode::Policy => {
+                if let Some(n) = self.config.flush_messages {
+                    let unflushed = next.0 - self.flushed_to.load(Ordering::Acquire);
+                    if unflushed >= n as i64 {
+                        self.flush_to(next, true)?;
+                    }
+                }
+            }
+        }
+        Ok(LogAppendInfo {
+            first_offset: first,
+            last_offset: last,
+            log_append_time: if append_time { now_ms } else { -1 },
+            log_start_offset: log_start,
+            max_timestamp: max_ts,
+            record_count,
+            bytes: records.len(),
+        })
+    }
+
+    fn should_roll(&self, bytes: u64, last: Offset, now_ms: i64) -> bool {
+        let st = read(&self.state);
+        let seg = st.active();
+        if seg.size == 0 {
+            return false;
+        }
+        let act = seg.active.as_ref().unwrap();
+        let max_index =
+            (self.config.segment_index_bytes / index::OFFSET_ENTRY as u64).max(1) as usize;
+        let max_time = (self.config.segment_index_bytes / index::TIME_ENTRY as u64).max(1) as usize;
+        seg.size + bytes > self.config.segment_bytes
+            || self
+                .config
+                .segment_ms
+                .zip(act.rolling_ts)
+                .is_some_and(|(ms, t)| now_ms.saturating_sub(t) > ms as i64)
+            || act.idx.index.len() >= max_index
+            || act.idx.time_index.len() >= max_time
+            || last.0 - seg.base.0 > i32::MAX as i64
+    }
+
+    /// Starts a new active segment at `new_base` (the log end). Caller holds
+    /// the writer lock.
+    fn roll(&self, new_base: Offset) -> Result<(), LogError> {
+        let file = Arc::new(open_rw(&segment_path(&self.dir, new_base, "log"), true)?);
+        file.set_len(0)?;
+        index::write_index_files(&self.dir, new_base, &[], &[])?;
+        let mut st = write(&self.state);
+        let old = st.active_mut();
+        let old_base = old.base;
+        let mut act = old.active.take().expect("active segment");
+        act.idx.maybe_time_entry(old_base);
+        if let Err(e) = index::append_entries(
+            &self.dir,
+            old_base,
+            &act.idx.index[act.index_written..],
+            &act.idx.time_index[act.time_index_written..],
+        ) {
+            old.active = Some(act);
+            return Err(e.into());
+        }
+        old.max_ts = act.idx.max_ts;
+        old.offset_of_max_ts = act.idx.offset_of_max_ts;
+        st.pending_sync.push((old_base, act.file));
+        st.segments.insert(
+            new_base.0,
+            Segment {
+                base: new_base,
+                size: 0,
+                max_ts: i64::MIN,
+                offset_of_max_ts: Offset::NONE,
+                active: Some(Active {
+                    file,
+                    idx: IndexState::new(),
+                    index_written: 0,
+                    time_index_written: 0,
+                    rolling_ts: None,
+                }),
+            },
+        );
+        st.dir_dirty = true;
+        Ok(())
+    }
+
+    /// fsyncs up to at least `target` with group commit: if another thread's
+    /// fsync already covered `target`, returns at once. With
+    /// `include_active == false` only rolled segments are synced.
+    fn flush_to(&self, target: Offset, include_active: bool) -> Result<(), LogError> {
+        let mut flushed = lock(&self.sync);
+        if *flushed >= target {
+            return Ok(());
+        }
+        let (pending, active, end, dir_dirty) = {
+            let mut st = write(&self.state);
+            let act = st.active();
+            let (file, base) = (act.active.as_ref().unwrap().file.clone(), act.base);
+            let end = if include_active { st.log_end } else { base };
+            let dd = std::mem::take(&mut st.dir_dirty);
+            (
+                std::mem::take(&mut st.pending_sync),
+                include_active.then_some(file),
+                end,
+                dd,
+            )
+        };
+        let res = (|| -> io::Result<()> {
+            for (base, f) in &pending {
+                f.sync_data()?;
+                index::sync_index_files(&self.dir, *base)?;
+            }
+            if let Some(f) = &active {
+                f.sync_data()?;
+            }
+            if dir_dirty {
+                checkpoint::sync_dir(&self.dir)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let mut st = write(&self.state);
+            let mut pending = pending;
+            pending.append(&mut st.pending_sync);
+            st.pending_sync = pending;
+            st.dir_dirty |= dir_dirty;
+            return Err(e.into());
+        }
+        if end > *flushed {
+            *flushed = end;
+            self.flushed_to.store(end.0, Ordering::Release);
+        }
+        debug_assert!(*flushed <= read(&self.state).log_end);
+        Ok(())
+    }
+
+    /// fsyncs everything written so far and advances the recovery point.
+    pub fn flush(&self) -> Result<(), LogError> {
+        let end = self.log_end_offset();
+        let has_pending = !read(&self.state).pending_sync.is_empty();
+        if has_pending {
+            // make sure rolled segments are synced even if the offset is covered
+            let mut flushed = lock(&self.sync);
+            let cur = *flushed;
+            *flushed = Offset(i64::MIN);
+            drop(flushed);
+            let r = self.flush_to(end.max(cur), true);
+            let mut flushed = lock(&self.sync);
+            if *flushed < cur {
+                *flushed = cur;
+                self.flushed_to.store(cur.0, Ordering::Release);
+            }
+            return r;
+        }
+        self.flush_to(end, true)
+    }
+
+    /// Kafka's `flush.ms`: fsyncs when the last flush is older than
+    /// `flush_ms` and there is unflushed data. Also fsyncs segments rolled
+    /// since the last flush (Kafka flushes a rolled segment in the background).
+    /// The first call only records `now_ms` as the baseline.
+    pub fn flush_if_due(&self, now_ms: i64) -> Result<(), LogError> {
+        if !read(&self.state).pending_sync.is_empty() {
+            let base = read(&self.state).active().base;
+            self.flush_to(base, false)?;
+        }
+        let Some(ms) = self.config.flush_ms else {
+            return Ok(());
+        };
+        let last = self.last_flush_ms.load(Ordering::Acquire);
+        if last == i64::MIN {
+            self.last_flush_ms.store(now_ms, Ordering::Release);
+            return Ok(());
+        }
+        if now_ms.saturating_sub(last) >= ms as i64 {
+            if self.log_end_offset() > self.recovery_point() {
+                self.flush()?;
+            }
+            self.last_flush_ms.store(now_ms, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Takes a snapshot of the segment with base `key`, computing the index
+    /// position of `target` in memory if it is the active segment.
+    fn snapshot(&self, key: i64, target: Option<Offset>) -> Result<Option<SegSnap>, LogError> {
+        let (base, file, size, next_base, pos) = {
+            let st = read(&self.state);
+            let Some(seg) = st.segments.get(&key) else {
+                return Ok(None);
+            };
+            let next_base = st
+                .segments
+                .range((Bound::Excluded(key), Bound::Unbounded))
+                .next()
+                .map(|(k, _)| *k);
+            match &seg.active {
+                Some(a) => {
+                    let pos =
+                        target.map(|t| index::lookup_offset_mem(&a.idx.index, t.0 - seg.base.0));
+                    (seg.base, Some(a.file.clone()), seg.size, next_base, pos)
+                }
+                None => (seg.base, None, seg.size, next_base, None),
+            }
+        };
+        let file = match file {
+            Some(f) => f,
+            None => match File::open(segment_path(&self.dir, base, "log")) {
+                Ok(f) => Arc::new(f),
+                // removed by a concurrent truncation or deletion
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let pos = match (pos, target) {
+            (Some(p), _) => Some(p),
+            (None, Some(t)) => Some(index::lookup_offset_file(
+                &segment_path(&self.dir, base, "index"),
+                t.0 - base.0,
+            )?),
+            (None, None) => None,
+        };
+        Ok(Some(SegSnap {
+            base,
+            file,
+            size,
+            next_base,
+            pos,
+        }))
+    }
+
+    /// Reads whole batches starting with the one holding `start_offset`,
+    /// up to `max_bytes` (but at least one batch if `min_one_batch`), only
+    /// batches that end below `max_offset`.
+    pub fn read(
+        &self,
+        start_offset: Offset,
+        max_bytes: usize,
+        max_offset: Offset,
+        min_one_batch: bool,
+    ) -> Result<FetchDataInfo, LogError> {
+        let (log_start, log_end, first_key) = {
+            let st = read(&self.state);
+            let key = st
+                .segments
+                .range(..=start_offset.0)
+                .next_back()
+                .map(|(k, _)| *k);
+            (
+                st.log_start,
+                st.log_end,
+                key.or_else(|| st.segments.keys().next().copied()),
+            )
+        };
+        let hw = self.high_watermark();
+        if start_offset < log_start || start_offset > log_end {
+            return Err(LogError::OffsetOutOfRange {
+                offset: start_offset,
+                log_start,
+                log_end,
+            });
+        }
+        let info = |records: Vec<u8>| FetchDataInfo {
+            records: Bytes::from(records),
+            high_watermark: hw,
+            log_start_offset: log_start,
+            log_end_offset: log_end,
+        };
+        let mut out: Vec<u8> = Vec::new();
+        if start_offset == log_end || start_offset >= max_offset {
+            return Ok(info(out));
+        }
+        let mut key = first_key;
+        let mut first = true;
+        while let Some(k) = key {
+            let Some(snap) = self.snapshot(k, first.then_some(start_offset))? else {
+                break;
+            };
+            let mut pos = snap.pos.unwrap_or(0);
+            if first {
+                // skip batches before the one holding start_offset
+                loop {
+                    match read_header(&snap.file, pos, snap.size).map_err(corrupt_io)? {
+                        Some(h) if h.last < start_offset => pos += h.size,
+                        Some(_) => break,
+                        None => {
+                            pos = snap.size;
+                            break;
+                        }
+                    }
+                }
+                first = false;
+            }
+            let avail = snap.size.saturating_sub(pos);
+            let budget = max_bytes.saturating_sub(out.len()) as u64;
+            let want = avail.min(budget) as usize;
+            let mut buf = vec![0u8; want];
+            let n = pread_full(&snap.file, &mut buf, pos)?;
+            buf.truncate(n);
+            let mut p = 0usize;
+            let mut done = false;
+            while p + LOG_OVERHEAD <= buf.len() {
+                let size = batch_size(&buf[p..])?;
+                if p + size > buf.len() {
+                    break;
+                }
+                let h = scan::parse_header(&buf[p..]).map_err(LogError::CorruptRecord)?;
+                if h.last >= max_offset {
+                    done = true;
+                    break;
+                }
+                p += size;
+            }
+            if out.is_empty() && p == 0 && !done && min_one_batch && avail > 0 {
+                // the first batch alone exceeds max_bytes: return it whole
+                if let Some(h) = read_header(&snap.file, pos, snap.size).map_err(corrupt_io)? {
+                    if h.last < max_offset && pos + h.size <= snap.size {
+                        let mut b = vec![0u8; h.size as usize];
+                        let n = pread_full(&snap.file, &mut b, pos)?;
+                        b.truncate(n);
+                        out = b;
+                    }
+                }
+                break;
+            }
+            out.extend_from_slice(&buf[..p]);
+            if done || (p as u64) < avail {
+                break;
+            }
+            key = snap.next_base;
+        }
+        Ok(info(out))
+    }
+
+    /// Kafka ListOffsets by timestamp: the earliest record whose timestamp is
+    /// `>= timestamp`, as `(offset, timestamp)`.
+    pub fn fetch_offset_by_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(Offset, i64)>, LogError> {
+        let candidates: Vec<i64> = {
+            let st = read(&self.state);
+            st.segments
+                .values()
+                .filter(|s| s.max_ts >= timestamp && s.offset_of_max_ts != Offset::NONE)
+                .map(|s| s.base.0)
+                .collect()
+        };
+        for key in candidates {
+            // the time index gives a batch before which all timestamps are smaller
+            let rel = {
+                let st = read(&self.state);
+                let Some(seg) = st.segments.get(&key) else {
+                    continue;
+                };
+                seg.active
+                    .as_ref()
+                    .map(|a| index::lookup_time_mem(&a.idx.time_index, timestamp))
+            };
+            let rel = match rel {
+                Some(r) => r,
+                None => index::lookup_time_file(
+                    &segment_path(&self.dir, Offset(key), "timeindex"),
+                    timestamp,
+                )?,
+            };
+            let target = Offset(key + rel.map_or(0, |r| r as i64));
+            let Some(snap) = self.snapshot(key, Some(target))? else {
+                continue;
+            };
+            let mut pos = snap.pos.unwrap_or(0);
+            while let Some(h) = read_header(&snap.file, pos, snap.size).map_err(corrupt_io)? {
+                if h.max_ts >= timestamp {
+                    let batch = read_batch(&snap.file, pos, h.size)?;
+                    let view = BatchView::parse(&batch)?;
+                    let recs = decode_records(&view).map_err(|e| {
+                        LogError::CorruptRecord(format!("batch at offset {}: {e}", h.base))
+                    })?;
+                    if let Some(r) = recs.iter().find(|r| r.timestamp >= timestamp) {
+                        return Ok(Some((r.offset, r.timestamp)));
+                    }
+                }
+                pos += h.size;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The record with the largest timestamp (the earliest among equals),
+    /// for ListOffsets `MAX_TIMESTAMP`.
+    pub fn max_timestamp_and_offset(&self) -> Result<Option<(Offset, i64)>, LogError> {
+        let best = {
+            let st = read(&self.state);
+            let mut best: Option<(i64, i64, Offset)> = None; // (ts, seg key, offset)
+            for s in st.segments.values() {
+                if s.offset_of_max_ts == Offset::NONE {
+                    continue;
+                }
+                if best.is_none_or(|(ts, _, _)| s.max_ts > ts) {
+                    best = Some((s.max_ts, s.base.0, s.offset_of_max_ts));
+                }
+            }
+            best
+        };
+        let Some((ts, key, offset)) = best else {
+            return Ok(None);
+        };
+        let Some(snap) = self.snapshot(key, Some(offset))? else {
+            return Ok(None);
+        };
+        let mut pos = snap.pos.unwrap_or(0);
+        while let Some(h) = read_header(&snap.file, pos, snap.size).map_err(corrupt_io)? {
+            if h.last >= offset {
+                let batch = read_batch(&snap.file, pos, h.size)?;
+                let view = BatchView::parse(&batch)?;
+                let recs = decode_records(&view).map_err(|e| {
+                    LogError::CorruptRecord(format!("batch at offset {}: {e}", h.base))
+                })?;
+                let exact = recs.iter().find(|r| r.timestamp == h.max_ts);
+                let best = exact.or_else(|| recs.iter().max_by_key(|r| (r.timestamp, -r.offset.0)));
+                return Ok(Some(best.map_or((h.last, ts), |r| (r.offset, r.timestamp))));
+            }
+            pos += h.size;
+        }
+        Ok(None)
+    }
+
+    /// Drops every batch at or after `offset` (the batch holding `offset` is
+    /// dropped whole, so the new log end may be below `offset`). Below the
+    /// log start the log is emptied and restarts at `offset`.
+    pub fn truncate_to(&self, offset: Offset) -> Result<(), LogError> {
+        let _guard = lock(&self.writer);
+        let (log_start, log_end, bases) = {
+            let st = read(&self.state);
+            (
+                st.log_start,
+                st.log_end,
+                st.segments.keys().copied().collect::<Vec<_>>(),
+            )
+        };
+        if offset >= log_end {
+            return Ok(());
+        }
+        let interval = self.config.index_interval_bytes;
+        if offset <= log_start {
+            return self.truncate_fully(offset, &bases);
+        }
+        let key = *bases
+            .iter()
+            .rev()
+            .find(|b| **b < offset.0)
+            .expect("offset > log start");
+        let snap = self
+            .snapshot(key, Some(offset))?
+            .ok_or_else(|| LogError::LogDir("segment vanished".into()))?;
+        let mut pos = snap.pos.unwrap_or(0);
+        while let Some(h) = read_header(&snap.file, pos, snap.size).map_err(corrupt_io)? {
+            if h.last >= offset {
+                break;
+            }
+            pos += h.size;
+        }
+        let file = Arc::new(open_rw(&segment_path(&self.dir, snap.base, "log"), false)?);
+        file.set_len(pos)?;
+        let out = scan::scan_segment(
+            &file,
+            snap.base,
+            0,
+            snap.base,
+            IndexState::new(),
+            interval,
+            false,
+        )?;
+        index::write_index_files(&self.dir, snap.base, &out.idx.index, &out.idx.time_index)?;
+        let later: Vec<i64> = bases.iter().copied().filter(|b| *b > key).collect();
+        let new_end = out.next_offset;
+        let rolling_ts = out.first_batch_max_ts;
+        {
+            let mut flushed = lock(&self.sync);
+            let mut st = write(&self.state);
+            for b in &later {
+                st.segments.remove(b);
+            }
+            st.pending_sync.retain(|(b, _)| b.0 < key);
+            let seg = st.segments.get_mut(&key).unwrap();
+            seg.size = out.valid_bytes;
+            seg.max_ts = out.idx.max_ts;
+            seg.offset_of_max_ts = out.idx.offset_of_max_ts;
+            seg.active = Some(Active {
+                file,
+                index_written: out.idx.index.len(),
+                time_index_written: out.idx.time_index.len(),
+                idx: out.idx,
+                rolling_ts,
+            });
+            st.log_end = new_end;
+            st.epochs.retain(|(_, o)| *o < new_end);
+            st.dir_dirty = true;
+            if *flushed > new_end {
+                *flushed = new_end;
+                self.flushed_to.store(new_end.0, Ordering::Release);
+            }
+            let hw = self.high_watermark.load(Ordering::Acquire).min(new_end.0);
+            self.high_watermark.store(hw, Ordering::Release);
+        }
+        for b in later {
+            for ext in ["log", "index", "timeindex"] {
+                remove_if_exists(&segment_path(&self.dir, Offset(b), ext))?;
+            }
+        }
+        self.write_epoch_checkpoint()?;
+        Ok(())
+    }
+
+    /// Deletes every segment and restarts the log empty at `offset`.
+    fn truncate_fully(&self, offset: Offset, bases: &[i64]) -> Result<(), LogError> {
+        let new_base = offset.max(Offset(0));
+        // the new segment may reuse a base name: remove the old files first
+        for b in bases {
+            for ext in ["log", "index", "timeindex"] {
+                remove_if_exists(&segment_path(&self.dir, Offset(*b), ext))?;
+            }
+        }
+        let file = Arc::new(open_rw(&segment_path(&self.dir, new_base, "log"), true)?);
+        file.set_len(0)?;
+        index::write_index_files(&self.dir, new_base, &[], &[])?;
+        let mut flushed = lock(&self.sync);
+        let mut st = write(&self.state);
+        st.segments.clear();
+        st.pending_sync.clear();
+        st.segments.insert(
+            new_base.0,
+            Segment {
+                base: new_base,
+                size: 0,
+                max_ts: i64::MIN,
+                offset_of_max_ts: Offset::NONE,
+                active: Some(Active {
+                    file,
+                    idx: IndexState::new(),
+                    index_written: 0,
+                    time_index_written: 0,
+                    rolling_ts: None,
+                }),
+            },
+        );
+        st.log_start = new_base;
+        st.log_end = new_base;
+        st.epochs.clear();
+        st.dir_dirty = true;
+        *flushed = new_base;
+        self.flushed_to.store(new_base.0, Ordering::Release);
+        self.high_watermark.store(new_base.0, Ordering::Release);
+        drop(st);
+        drop(flushed);
+        self.write_epoch_checkpoint()?;
+        Ok(())
+    }
+
+    /// Flushes, writes the active segment's pending index entries (ending
+    /// with its max-timestamp entry) and the leader-epoch checkpoint. Later
+    /// appends fail with [`LogError::Closed`].
+    pub fn close(&self) -> Result<(), LogError> {
+        let _guard = lock(&self.writer);
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        {
+            let mut st = write(&self.state);
+            let seg = st.active_mut();
+            let base = seg.base;
+            let act = seg.active.as_mut().unwrap();
+            act.idx.maybe_time_entry(base);
+            index::append_entries(
+                &self.dir,
+                base,
+                &act.idx.index[act.index_written..],
+                &act.idx.time_index[act.time_index_written..],
+            )?;
+            act.index_written = act.idx.index.len();
+            act.time_index_written = act.idx.time_index.len();
+            index::sync_index_files(&self.dir, base)?;
+        }
+        self.flush()?;
+        self.write_epoch_checkpoint()?;
+        Ok(())
+    }
+
+    /// Marks the log closed without flushing (its directory is about to be deleted).
+    pub(crate) fn mark_closed(&self) {
+        let _guard = lock(&self.writer);
+        self.closed.store(true, Ordering::Release);
+    }
+
+    fn write_epoch_checkpoint(&self) -> io::Result<()> {
+        let lines: Vec<String> = read(&self.state)
+            .epochs
+            .iter()
+            .map(|(e, o)| format!("{} {}", e.0, o.0))
+            .collect();
+        checkpoint::write_atomic(
+            &self.dir.join(EPOCH_CHECKPOINT),
+            &checkpoint::render(&lines),
+        )
+    }
+}
+
+fn read_batch(file: &File, pos: u64, size: u64) -> Result<Vec<u8>, LogError> {
+    let mut b = vec![0u8; size as usize];
+    let n = pread_full(file, &mut b, pos)?;
+    if n < b.len() {
+        return Err(LogError::CorruptRecord(format!(
+            "batch at position {pos} truncated"
+        )));
+    }
+    Ok(b)
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn read_epoch_checkpoint(dir: &Path) -> io::Result<Vec<(LeaderEpoch, Offset)>> {
+    let path = dir.join(EPOCH_CHECKPOINT);
+    let lines = match checkpoint::parse(&path)? {
+        None => return Ok(Vec::new()),
+        Some(Err(e)) => {
+            warn!("ignoring malformed {}: {e}", path.display());
+            return Ok(Vec::new());
+        }
+        Some(Ok(l)) => l,
+    };
+    let mut out: Vec<(LeaderEpoch, Offset)> = Vec::new();
+    for l in lines {
+        let mut it = l.split_whitespace();
+        match (
+            it.next().and_then(|e| e.parse().ok()),
+            it.next().and_then(|o| o.parse().ok()),
+        ) {
+            (Some(e), Some(o))
+                if out
+                    .last()
+                    .is_none_or(|(le, lo)| LeaderEpoch(e) > *le && Offset(o) >= *lo) =>
+            {
+                out.push((LeaderEpoch(e), Offset(o)))
+            }
+            _ => {
+                warn!("ignoring malformed {}: bad line {l:?}", path.display());
+                return Ok(Vec::new());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a log dir's `recovery-point-offset-checkpoint`. Malformed files
+/// are ignored with a warning (recovery then scans everything).
+pub(crate) fn read_recovery_points(path: &Path) -> io::Result<Vec<(TopicPartition, Offset)>> {
+    let lines = match checkpoint::parse(path)? {
+        None => return Ok(Vec::new()),
+        Some(Err(e)) => {
+            warn!("ignoring malformed {}: {e}", path.display());
+            return Ok(Vec::new());
+        }
+        Some(Ok(l)) => l,
+    };
+    let mut out = Vec::with_capacity(lines.len());
+    for l in lines {
+        let mut it = l.split_whitespace();
+        match (
+            it.next(),
+            it.next().and_then(|p| p.parse().ok()),
+            it.next().and_then(|o| o.parse().ok()),
+        ) {
+            (Some(t), Some(p), Some(o)) => out.push((TopicPartition::new(t, p), Offset(o))),
+            _ => {
+                warn!("ignoring malformed {}: bad line {l:?}", path.display());
+                return Ok(Vec::new());
+            }
+        }
+    }
+    Ok(out)
+}

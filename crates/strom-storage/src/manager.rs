@@ -1,0 +1,285 @@
+//! The set of log directories and the logs in them (Kafka's `LogManager`).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use strom_protocol::Offset;
+use tracing::{error, info, warn};
+
+use crate::checkpoint;
+use crate::log::{read_recovery_points, RECOVERY_POINT_CHECKPOINT};
+use crate::{Log, LogConfig, LogError, TopicPartition};
+
+const CLEAN_SHUTDOWN: &str = ".kafka_cleanshutdown";
+/// How often [`LogManager::flush_due`] rewrites the recovery-point
+/// checkpoints (Kafka's `log.flush.offset.checkpoint.interval.ms`).
+const CHECKPOINT_INTERVAL_MS: i64 = 60_000;
+
+struct Entry {
+    log: Arc<Log>,
+    dir_index: usize,
+}
+
+/// Owns the log directories (`log.dirs`) and every partition log in them.
+///
+/// Created once at broker start; `Send + Sync`, methods take `&self` and
+/// block on disk I/O. Lifecycle: `open` → `load_logs` → (`create_log` /
+/// `delete_log` / `flush_due`)* → `shutdown`, which leaves the clean-shutdown
+/// marker so the next start skips recovery.
+pub struct LogManager {
+    log_dirs: Vec<PathBuf>,
+    default_config: LogConfig,
+    /// Per log dir: was the previous shutdown unclean?
+    needs_recovery: Vec<bool>,
+    logs: RwLock<HashMap<TopicPartition, Entry>>,
+    last_checkpoint_ms: Mutex<Option<i64>>,
+    uniq: AtomicU64,
+}
+
+impl LogManager {
+    /// Creates missing log dirs and consumes their clean-shutdown markers
+    /// (deleting them, so a later crash is detected).
+    pub fn open(log_dirs: Vec<PathBuf>, default_config: LogConfig) -> Result<LogManager, LogError> {
+        if log_dirs.is_empty() {
+            return Err(LogError::LogDir("no log directories configured".into()));
+        }
+        let mut needs_recovery = Vec::with_capacity(log_dirs.len());
+        for dir in &log_dirs {
+            fs::create_dir_all(dir)?;
+            let marker = dir.join(CLEAN_SHUTDOWN);
+            if marker.exists() {
+                fs::remove_file(&marker)?;
+                checkpoint::sync_dir(dir)?;
+                needs_recovery.push(false);
+            } else {
+                let has_logs = fs::read_dir(dir)?.filter_map(|e| e.ok()).any(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(TopicPartition::from_dir_name)
+                        .is_some()
+                });
+                if has_logs {
+                    warn!(
+                        "{} was not shut down cleanly; logs will be recovered",
+                        dir.display()
+                    );
+                }
+                needs_recovery.push(has_logs);
+            }
+        }
+        Ok(LogManager {
+            log_dirs,
+            default_config,
+            needs_recovery,
+            logs: RwLock::new(HashMap::new()),
+            last_checkpoint_ms: Mutex::new(None),
+            uniq: AtomicU64::new(0),
+        })
+    }
+
+    /// The configured log directories.
+    pub fn log_dirs(&self) -> &[PathBuf] {
+        &self.log_dirs
+    }
+
+    /// The default log config given at open.
+    pub fn default_config(&self) -> &LogConfig {
+        &self.default_config
+    }
+
+    /// Opens every `<topic>-<partition>` directory of every log dir,
+    /// recovering them if the last shutdown was unclean. Leftover
+    /// `*-delete` directories are removed.
+    pub fn load_logs(
+        &self,
+        config_for: impl Fn(&TopicPartition) -> LogConfig,
+    ) -> Result<Vec<(TopicPartition, Arc<Log>)>, LogError> {
+        let mut loaded = Vec::new();
+        for (i, dir) in self.log_dirs.iter().enumerate() {
+            let rps: HashMap<TopicPartition, Offset> = if self.needs_recovery[i] {
+                read_recovery_points(&dir.join(RECOVERY_POINT_CHECKPOINT))?
+                    .into_iter()
+                    .collect()
+            } else {
+                HashMap::new()
+            };
+            let mut names: Vec<_> = fs::read_dir(dir)?.filter_map(|e| e.ok()).collect();
+            names.sort_by_key(|e| e.file_name());
+            for entry in names {
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                if !entry.file_type()?.is_dir() {
+                    continue;
+                }
+                if name.ends_with("-delete") {
+                    info!("removing leftover {}", entry.path().display());
+                    fs::remove_dir_all(entry.path())?;
+                    continue;
+                }
+                let Some(tp) = TopicPartition::from_dir_name(&name) else {
+                    continue;
+                };
+                if self.logs.read().unwrap().contains_key(&tp) {
+                    return Err(LogError::LogDir(format!(
+                        "duplicate log for {tp} in {}",
+                        dir.display()
+                    )));
+                }
+                let log = Arc::new(Log::open_with_recovery_point(
+                    entry.path(),
+                    config_for(&tp),
+                    self.needs_recovery[i],
+                    rps.get(&tp).copied(),
+                )?);
+                self.logs.write().unwrap().insert(
+                    tp.clone(),
+                    Entry {
+                        log: log.clone(),
+                        dir_index: i,
+                    },
+                );
+                loaded.push((tp, log));
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Creates the log for `tp` in the log dir holding the fewest partitions,
+    /// or returns the existing one.
+    pub fn create_log(&self, tp: &TopicPartition, config: LogConfig) -> Result<Arc<Log>, LogError> {
+        let mut logs = self.logs.write().unwrap();
+        if let Some(e) = logs.get(tp) {
+            return Ok(e.log.clone());
+        }
+        if tp.topic.is_empty()
+            || tp.topic.contains('/')
+            || tp.topic == "."
+            || tp.topic == ".."
+            || tp.partition < 0
+        {
+            return Err(LogError::LogDir(format!("invalid topic partition {tp:?}")));
+        }
+        let mut counts = vec![0usize; self.log_dirs.len()];
+        for e in logs.values() {
+            counts[e.dir_index] += 1;
+        }
+        let dir_index = (0..counts.len()).min_by_key(|&i| counts[i]).unwrap();
+        let parent = &self.log_dirs[dir_index];
+        let path = parent.join(tp.to_string());
+        let log = Arc::new(Log::open_with_recovery_point(path, config, false, None)?);
+        checkpoint::sync_dir(parent)?;
+        logs.insert(
+            tp.clone(),
+            Entry {
+                log: log.clone(),
+                dir_index,
+            },
+        );
+        Ok(log)
+    }
+
+    /// Closes and removes the log of `tp`: renames its directory to
+    /// `<topic>-<partition>.<uniq>-delete`, then deletes it. A no-op if absent.
+    pub fn delete_log(&self, tp: &TopicPartition) -> Result<(), LogError> {
+        let Some(entry) = self.logs.write().unwrap().remove(tp) else {
+            return Ok(());
+        };
+        entry.log.mark_closed();
+        let dir = entry.log.dir().to_path_buf();
+        let parent = dir.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let uniq = format!(
+            "{:x}{:04x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+            self.uniq.fetch_add(1, Ordering::Relaxed)
+        );
+        let doomed = parent.join(format!("{tp}.{uniq}-delete"));
+        fs::rename(&dir, &doomed)?;
+        checkpoint::sync_dir(&parent)?;
+        fs::remove_dir_all(&doomed)?;
+        Ok(())
+    }
+
+    /// The log of `tp`, if this broker has it.
+    pub fn get(&self, tp: &TopicPartition) -> Option<Arc<Log>> {
+        self.logs.read().unwrap().get(tp).map(|e| e.log.clone())
+    }
+
+    /// Every log this manager holds.
+    pub fn all_logs(&self) -> Vec<(TopicPartition, Arc<Log>)> {
+        self.logs
+            .read()
+            .unwrap()
+            .iter()
+            .map(|(tp, e)| (tp.clone(), e.log.clone()))
+            .collect()
+    }
+
+    /// Applies `flush.ms` to every log and, every minute, rewrites the
+    /// recovery-point checkpoints. Errors are logged, not returned: one bad
+    /// log must not stop the others from flushing.
+    pub fn flush_due(&self, now_ms: i64) {
+        for (tp, log) in self.all_logs() {
+            if let Err(e) = log.flush_if_due(now_ms) {
+                error!("flushing {tp} failed: {e}");
+            }
+        }
+        let mut last = self.last_checkpoint_ms.lock().unwrap();
+        match *last {
+            None => *last = Some(now_ms),
+            Some(t) if now_ms - t >= CHECKPOINT_INTERVAL_MS => {
+                *last = Some(now_ms);
+                if let Err(e) = self.write_recovery_checkpoints() {
+                    error!("writing recovery-point checkpoints failed: {e}");
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn write_recovery_checkpoints(&self) -> Result<(), LogError> {
+        let logs = self.logs.read().unwrap();
+        for (i, dir) in self.log_dirs.iter().enumerate() {
+            let mut lines: Vec<String> = logs
+                .iter()
+                .filter(|(_, e)| e.dir_index == i)
+                .map(|(tp, e)| {
+                    format!("{} {} {}", tp.topic, tp.partition, e.log.recovery_point().0)
+                })
+                .collect();
+            lines.sort();
+            checkpoint::write_atomic(
+                &dir.join(RECOVERY_POINT_CHECKPOINT),
+                &checkpoint::render(&lines),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Closes every log, writes the recovery-point checkpoints and then the
+    /// clean-shutdown marker of each log dir (fsynced).
+    pub fn shutdown(&self) -> Result<(), LogError> {
+        let mut first_err = None;
+        for (tp, log) in self.all_logs() {
+            if let Err(e) = log.close() {
+                error!("closing {tp} failed: {e}");
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_err {
+            // without the marker the next start recovers: the safe outcome
+            return Err(e);
+        }
+        self.write_recovery_checkpoints()?;
+        for dir in &self.log_dirs {
+            checkpoint::write_atomic(&dir.join(CLEAN_SHUTDOWN), b"")?;
+        }
+        Ok(())
+    }
+}
