@@ -666,12 +666,12 @@ impl Log {
         drop(guard);
 
         match self.config.flush_mode {
-            FlushMode::Always => self.flush_to(next, true)?,
+            FlushMode::Always => self.flush_to(next, true, false)?,
             FlushMode::Policy => {
                 if let Some(n) = self.config.flush_messages {
                     let unflushed = next.0 - self.flushed_to.load(Ordering::Acquire);
                     if unflushed >= n as i64 {
-                        self.flush_to(next, true)?;
+                        self.flush_to(next, true, false)?;
                     }
                 }
             }
@@ -753,10 +753,12 @@ impl Log {
 
     /// fsyncs up to at least `target` with group commit: if another thread's
     /// fsync already covered `target`, returns at once. With
-    /// `include_active == false` only rolled segments are synced.
-    fn flush_to(&self, target: Offset, include_active: bool) -> Result<(), LogError> {
+    /// `include_active == false` only rolled segments are synced. `force`
+    /// also syncs rolled segments when the offset is already covered.
+    fn flush_to(&self, target: Offset, include_active: bool, force: bool) -> Result<(), LogError> {
         let mut flushed = lock(&self.sync);
-        if *flushed >= target {
+        let must_sync_rolled = force && !read(&self.state).pending_sync.is_empty();
+        if *flushed >= target && !must_sync_rolled {
             return Ok(());
         }
         let (pending, active, end, dir_dirty) = {
@@ -801,25 +803,10 @@ impl Log {
         Ok(())
     }
 
-    /// fsyncs everything written so far and advances the recovery point.
+    /// fsyncs everything written so far (including segments rolled since
+    /// the last flush) and advances the recovery point.
     pub fn flush(&self) -> Result<(), LogError> {
-        let end = self.log_end_offset();
-        let has_pending = !read(&self.state).pending_sync.is_empty();
-        if has_pending {
-            // make sure rolled segments are synced even if the offset is covered
-            let mut flushed = lock(&self.sync);
-            let cur = *flushed;
-            *flushed = Offset(i64::MIN);
-            drop(flushed);
-            let r = self.flush_to(end.max(cur), true);
-            let mut flushed = lock(&self.sync);
-            if *flushed < cur {
-                *flushed = cur;
-                self.flushed_to.store(cur.0, Ordering::Release);
-            }
-            return r;
-        }
-        self.flush_to(end, true)
+        self.flush_to(self.log_end_offset(), true, true)
     }
 
     /// Kafka's `flush.ms`: fsyncs when the last flush is older than
@@ -829,7 +816,7 @@ impl Log {
     pub fn flush_if_due(&self, now_ms: i64) -> Result<(), LogError> {
         if !read(&self.state).pending_sync.is_empty() {
             let base = read(&self.state).active().base;
-            self.flush_to(base, false)?;
+            self.flush_to(base, false, false)?;
         }
         let Some(ms) = self.config.flush_ms else {
             return Ok(());
