@@ -52,14 +52,15 @@ pub async fn handle(
                             version,
                             isolation,
                         ) {
-                            Ok((offset, timestamp)) => base
-                                .with_offset(offset)
-                                .with_timestamp(timestamp)
-                                .with_leader_epoch(if offset >= 0 {
-                                    part.leader_epoch.0
+                            Ok((offset, timestamp)) => {
+                                let r = base.with_offset(offset).with_timestamp(timestamp);
+                                // leader_epoch exists from v4 on.
+                                if version >= 4 && offset >= 0 {
+                                    r.with_leader_epoch(part.leader_epoch.0)
                                 } else {
-                                    -1
-                                }),
+                                    r
+                                }
+                            }
                             Err(code) => base.with_error_code(code.code()),
                         },
                     }

@@ -117,7 +117,10 @@ macro_rules! api_registry {
                         Ok(r) => r,
                         Err(e) => return Outcome::Close(format!("cannot decode {key:?} v{version}: {e}")),
                     };
-                    $module::handle(broker, ctx, req).await.into_outcome(ctx)
+                    match $module::handle(broker, ctx, req).await.into_outcome(ctx) {
+                        Outcome::Close(why) => Outcome::Close(format!("{key:?} v{version}: {why}")),
+                        other => other,
+                    }
                 } )*
                 _ => Outcome::Close(format!("unsupported API {key:?}")),
             }
