@@ -27,7 +27,7 @@ pub const INITIAL_EPOCH: i32 = 0;
 pub const FINAL_EPOCH: i32 = -1;
 
 /// What a session remembers of one partition.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionPartition {
     pub topic_id: Uuid,
     pub fetch_offset: Offset,
