@@ -8,6 +8,7 @@ for the module-scoped one. Nothing here assumes 9092 is free, nothing is mocked.
         broker.kill9(); broker.restart()
 """
 
+import gc
 import os
 import signal
 import socket
@@ -31,21 +32,31 @@ def free_port():
 
 
 def api_versions_probe(host, port, timeout=1.0):
-    """Send a raw ApiVersions v0 request; True if a response with our correlation id
-    comes back. Any answer counts (even an error code): it proves the broker reads
-    requests and writes responses, which a bare TCP accept does not."""
-    correlation_id = 0x5170
+    """Send a raw ApiVersions request; True if a response with our correlation id comes
+    back. Any answer counts (even an error code): it proves the broker reads requests
+    and writes responses, which a bare TCP accept does not. Tries v0 (fixed header),
+    then v3 (flexible header) in case the broker drops v0 connections."""
     client_id = b"strom-test-probe"
-    body = struct.pack(">hhih", 18, 0, correlation_id, len(client_id)) + client_id
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.settimeout(timeout)
-        s.sendall(struct.pack(">i", len(body)) + body)
-        header = _recv_exact(s, 8)
-        size, corr = struct.unpack(">ii", header)
-        if corr != correlation_id or size < 4:
-            return False
-        _recv_exact(s, size - 4)
-        return True
+    v0 = struct.pack(">hhih", 18, 0, 0x5170, len(client_id)) + client_id
+    v3 = (struct.pack(">hhih", 18, 3, 0x5173, len(client_id)) + client_id + b"\x00"
+          + bytes([len(b"probe") + 1]) + b"probe" + bytes([len(b"1") + 1]) + b"1" + b"\x00")
+    last = None
+    for body, corr in ((v0, 0x5170), (v3, 0x5173)):
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as s:
+                s.settimeout(timeout)
+                s.sendall(struct.pack(">i", len(body)) + body)
+                size, got = struct.unpack(">ii", _recv_exact(s, 8))
+                if got == corr and size >= 4:
+                    _recv_exact(s, size - 4)
+                    return True
+        except ConnectionRefusedError:
+            raise
+        except OSError as e:
+            last = e
+    if last:
+        raise last
+    return False
 
 
 def _recv_exact(s, n):
@@ -255,6 +266,10 @@ def pytest_runtest_makereport(item, call):
 
 
 def _finish(broker, request):
+    # Free the test's client objects (librdkafka handles caught in reference cycles)
+    # while the broker still runs, so they don't spend the rest of the session
+    # reconnecting to a dead port and logging about it.
+    gc.collect()
     died = broker.stop_at_teardown()
     text = broker.stderr_text()
     # The house rule is "never a panic": a broker that panicked or died on its own

@@ -243,7 +243,6 @@ def kp_producer(bootstrap, **extra):
         acks="all",
         linger_ms=5,
         batch_size=256 * 1024,
-        buffer_memory=256 * 1024 * 1024,
         max_block_ms=120000,
     )
     conf.update(extra)
