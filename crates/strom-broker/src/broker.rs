@@ -65,6 +65,8 @@ pub struct Broker {
     pub metadata: MetadataStore,
     pub replicas: ReplicaManager,
     pub fetch_sessions: FetchSessionCache,
+    /// Consumer groups and committed offsets (`__consumer_offsets`).
+    pub groups: crate::group::GroupCoordinator,
     log_manager: LogManager,
     /// Addresses clients are told to use, per listener name (ports resolved
     /// after binding, so `:0` works in tests).
@@ -128,11 +130,13 @@ impl Broker {
             warn!(topic, partition = p, dir = %log.dir().display(), "log directory of an unknown topic left untouched");
         }
         let advertised = RwLock::new(config.advertised_listeners.clone());
+        let groups = crate::group::GroupCoordinator::new(config.group.clone());
         Ok(Arc::new(Broker {
             config,
             metadata,
             replicas,
             fetch_sessions: FetchSessionCache::new(1000),
+            groups,
             log_manager,
             advertised,
             admin_lock: tokio::sync::Mutex::new(()),

@@ -58,6 +58,8 @@ pub struct BrokerConfig {
     pub log_flush_scheduler_interval_ms: u64,
     /// Defaults for every partition's log (`log.segment.bytes`, `log.flush.*`, …).
     pub log: LogConfig,
+    /// The group coordinator's settings (`group.*`, `offsets.*`).
+    pub group: crate::group::GroupConfig,
     /// Every key given, after overrides (for the start-up line).
     pub raw: BTreeMap<String, String>,
     /// Keys given that Strom does not use.
@@ -92,6 +94,16 @@ const KNOWN_KEYS: &[&str] = &[
     "log.flush.scheduler.interval.ms",
     "log.message.timestamp.type",
     "strom.flush.mode",
+    "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "group.max.size",
+    "offsets.topic.num.partitions",
+    "offsets.topic.replication.factor",
+    "offsets.topic.segment.bytes",
+    "offsets.retention.minutes",
+    "offsets.retention.check.interval.ms",
+    "offset.metadata.max.bytes",
 ];
 
 impl BrokerConfig {
@@ -246,6 +258,7 @@ impl BrokerConfig {
         )?
         .unwrap_or(1000);
 
+        let group = group_config(&raw)?;
         let ignored = raw
             .keys()
             .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
@@ -265,6 +278,7 @@ impl BrokerConfig {
             log_retention_bytes,
             log_flush_scheduler_interval_ms,
             log,
+            group,
             raw,
             ignored,
         })
@@ -303,6 +317,56 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
         "false" => Ok(false),
         _ => Err(invalid(key, v, "expected true or false")),
     }
+}
+
+/// The group coordinator's keys, with Kafka's defaults and bounds.
+fn group_config(raw: &BTreeMap<String, String>) -> Result<crate::group::GroupConfig, ConfigError> {
+    let mut c = crate::group::GroupConfig::default();
+    let get = |k: &str| raw.get(k).map(|s| s.as_str());
+    let at_least = |k: &str, v: i64, min: i64| {
+        if v < min {
+            Err(invalid(
+                k,
+                &v.to_string(),
+                &format!("must be at least {min}"),
+            ))
+        } else {
+            Ok(v)
+        }
+    };
+    for (key, min) in [
+        ("group.initial.rebalance.delay.ms", 0),
+        ("group.min.session.timeout.ms", 0),
+        ("group.max.session.timeout.ms", 0),
+        ("group.max.size", 1),
+        ("offsets.topic.num.partitions", 1),
+        ("offsets.topic.replication.factor", 1),
+        ("offsets.topic.segment.bytes", 1),
+        ("offsets.retention.minutes", 1),
+        ("offsets.retention.check.interval.ms", 1),
+        ("offset.metadata.max.bytes", 0),
+    ] {
+        let Some(v) = opt_num::<i64>(key, get(key))? else {
+            continue;
+        };
+        let v = at_least(key, v, min)?;
+        let as_i32 =
+            |v: i64| i32::try_from(v).map_err(|_| invalid(key, &v.to_string(), "out of range"));
+        match key {
+            "group.initial.rebalance.delay.ms" => c.initial_rebalance_delay_ms = as_i32(v)?,
+            "group.min.session.timeout.ms" => c.min_session_timeout_ms = as_i32(v)?,
+            "group.max.session.timeout.ms" => c.max_session_timeout_ms = as_i32(v)?,
+            "group.max.size" => c.max_size = v as usize,
+            "offsets.topic.num.partitions" => c.offsets_topic_num_partitions = as_i32(v)?,
+            "offsets.topic.segment.bytes" => c.offsets_topic_segment_bytes = v,
+            "offsets.retention.minutes" => c.offsets_retention_ms = v.saturating_mul(60_000),
+            "offsets.retention.check.interval.ms" => c.offsets_retention_check_interval_ms = v,
+            "offset.metadata.max.bytes" => c.offset_metadata_max_bytes = v as usize,
+            // One node: the replication factor of the internal topic is 1.
+            _ => {}
+        }
+    }
+    Ok(c)
 }
 
 /// Parses `NAME://host:port[,…]`. An empty host (`PLAINTEXT://:9092`) means

@@ -5,6 +5,7 @@ use kafka_protocol::error::ResponseError;
 use strom_storage::LogError;
 
 use crate::broker::TopicError;
+use crate::group::CoordinatorError;
 use crate::metadata::MetadataError;
 
 /// Kafka's error code for a log error on the produce/fetch path.
@@ -41,5 +42,18 @@ fn metadata_error_code(e: &MetadataError) -> ResponseError {
         MetadataError::Io { .. }
         | MetadataError::Corrupt { .. }
         | MetadataError::NodeIdMismatch { .. } => ResponseError::KafkaStorageError,
+    }
+}
+
+/// Kafka's error code when the group coordinator cannot serve a request.
+pub fn coordinator_error_code(e: &CoordinatorError) -> ResponseError {
+    match e {
+        CoordinatorError::NotAvailable | CoordinatorError::Topic(_) => {
+            ResponseError::CoordinatorNotAvailable
+        }
+        // The partition is gone or closing: the client looks up the
+        // coordinator again.
+        CoordinatorError::Log(LogError::Closed(_)) => ResponseError::NotCoordinator,
+        CoordinatorError::Log(_) => ResponseError::CoordinatorNotAvailable,
     }
 }

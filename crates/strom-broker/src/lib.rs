@@ -8,6 +8,7 @@ pub mod broker;
 pub mod config;
 pub mod errors;
 pub mod fetch_session;
+pub mod group;
 pub mod handlers;
 pub mod metadata;
 pub mod network;
@@ -47,6 +48,7 @@ pub async fn run(
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await
         .expect("broker start-up task panicked")?;
+    broker.groups.startup(&broker).await;
     let listeners = network::bind_listeners(&broker).await?;
     let c = &broker.config;
     info!(

@@ -16,12 +16,23 @@ use crate::broker::Broker;
 
 pub mod api_versions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_groups;
 pub mod describe_cluster;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 /// Who sent a request and how.
 pub struct RequestContext {
@@ -137,6 +148,17 @@ api_registry! {
     CreateTopics => create_topics::CreateTopicsRequest, 2..=7;
     DeleteTopics => delete_topics::DeleteTopicsRequest, 1..=6;
     DescribeCluster => describe_cluster::DescribeClusterRequest, 0..=2;
+    OffsetCommit => offset_commit::OffsetCommitRequest, 2..=9;
+    OffsetFetch => offset_fetch::OffsetFetchRequest, 1..=9;
+    FindCoordinator => find_coordinator::FindCoordinatorRequest, 0..=6;
+    JoinGroup => join_group::JoinGroupRequest, 0..=9;
+    Heartbeat => heartbeat::HeartbeatRequest, 0..=4;
+    LeaveGroup => leave_group::LeaveGroupRequest, 0..=5;
+    SyncGroup => sync_group::SyncGroupRequest, 0..=5;
+    DescribeGroups => describe_groups::DescribeGroupsRequest, 0..=6;
+    ListGroups => list_groups::ListGroupsRequest, 0..=5;
+    DeleteGroups => delete_groups::DeleteGroupsRequest, 0..=2;
+    OffsetDelete => offset_delete::OffsetDeleteRequest, 0..=0;
 }
 
 /// The version range this broker accepts for `key`, if any.

@@ -1,0 +1,291 @@
+//! The coordinator runtime (Kafka's `CoordinatorRuntime`, one shard per
+//! `__consumer_offsets` partition): a task that owns a [`GroupShard`], runs
+//! operations on it one at a time, appends the records they return through
+//! the partition façade, waits until the high watermark covers them, replays
+//! them, and only then answers. Timers (sessions, rebalances, offset expiry)
+//! are ticks of the same task, so the shard never needs a lock.
+//!
+//! Loading is replay: on start the task reads its partition from the log
+//! start offset to the high watermark before it serves anything; requests
+//! that arrive meanwhile queue up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use strom_protocol::batch::{BatchIter, Compression};
+use strom_protocol::records::{decode_records, encode_batch, Record};
+use strom_protocol::Offset;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use super::coordinator::CoordinatorError;
+use super::records::CoordinatorRecord;
+use super::state::{Effects, GroupShard, ReplayMode, Reply, Token};
+use super::GroupConfig;
+use crate::broker::now_ms;
+use crate::partition::{IsolationLevel, Partition};
+
+type Completion = Box<dyn FnOnce(Result<(), CoordinatorError>) + Send>;
+type WriteOp = Box<dyn FnOnce(&mut GroupShard, i64, &mut Effects) -> Completion + Send>;
+type DeferredOp = Box<dyn FnOnce(&mut GroupShard, i64, Token, &mut Effects) + Send>;
+
+enum Command {
+    Write(WriteOp),
+    Deferred(DeferredOp, oneshot::Sender<Reply>),
+}
+
+/// A handle to one shard's task. Cheap to clone; the task stops when every
+/// handle is dropped.
+#[derive(Clone)]
+pub struct ShardHandle {
+    pub partition: i32,
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl ShardHandle {
+    /// Starts the task of `partition`: it loads the partition, then serves.
+    pub fn start(partition: Arc<Partition>, config: GroupConfig) -> ShardHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let index = partition.topic_partition.partition;
+        tokio::spawn(run(partition, config, rx));
+        ShardHandle {
+            partition: index,
+            tx,
+        }
+    }
+
+    /// Runs `op`; its records are durable and replayed before the result
+    /// comes back.
+    pub async fn write<R: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut GroupShard, i64, &mut Effects) -> R + Send + 'static,
+    ) -> Result<R, CoordinatorError> {
+        let (tx, rx) = oneshot::channel();
+        let cmd: WriteOp = Box::new(move |shard, now, fx| {
+            let r = op(shard, now, fx);
+            Box::new(move |res: Result<(), CoordinatorError>| {
+                let _ = tx.send(res.map(|()| r));
+            })
+        });
+        self.tx
+            .send(Command::Write(cmd))
+            .map_err(|_| CoordinatorError::NotAvailable)?;
+        rx.await.map_err(|_| CoordinatorError::NotAvailable)?
+    }
+
+    /// Runs a read-only `f` in order with the writes.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&GroupShard) -> R + Send + 'static,
+    ) -> Result<R, CoordinatorError> {
+        self.write(move |shard, _, _| f(shard)).await
+    }
+
+    /// Runs an operation whose reply may come later (JoinGroup, SyncGroup).
+    pub async fn deferred(
+        &self,
+        op: impl FnOnce(&mut GroupShard, i64, Token, &mut Effects) + Send + 'static,
+    ) -> Result<Reply, CoordinatorError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Deferred(Box::new(op), tx))
+            .map_err(|_| CoordinatorError::NotAvailable)?;
+        rx.await.map_err(|_| CoordinatorError::NotAvailable)
+    }
+}
+
+struct Runtime {
+    partition: Arc<Partition>,
+    shard: GroupShard,
+    waiting: HashMap<Token, oneshot::Sender<Reply>>,
+    next_token: Token,
+}
+
+async fn run(
+    partition: Arc<Partition>,
+    config: GroupConfig,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+) {
+    let started = std::time::Instant::now();
+    let p = partition.clone();
+    let loaded =
+        tokio::task::spawn_blocking(move || load(&p, GroupShard::new(config, now_ms()))).await;
+    let shard = match loaded {
+        Ok(Ok((shard, n))) => {
+            if n > 0 {
+                info!(partition = %partition.topic_partition, records = n, ms = started.elapsed().as_millis() as u64, "loaded group coordinator state");
+            }
+            shard
+        }
+        Ok(Err(e)) => {
+            warn!(partition = %partition.topic_partition, error = %e, "cannot load group coordinator state; groups of this partition are unavailable");
+            return;
+        }
+        Err(e) => {
+            warn!(partition = %partition.topic_partition, error = %e, "group coordinator load task failed");
+            return;
+        }
+    };
+    let mut rt = Runtime {
+        partition,
+        shard,
+        waiting: HashMap::new(),
+        next_token: 1,
+    };
+    loop {
+        let wait = (rt.shard.next_deadline() - now_ms()).clamp(0, 60_000) as u64;
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                None => return,
+                Some(Command::Write(op)) => {
+                    let mut fx = Effects::default();
+                    let done = op(&mut rt.shard, now_ms(), &mut fx);
+                    let res = rt.apply(fx).await;
+                    done(res);
+                }
+                Some(Command::Deferred(op, reply)) => {
+                    let token = rt.next_token;
+                    rt.next_token += 1;
+                    rt.waiting.insert(token, reply);
+                    let mut fx = Effects::default();
+                    op(&mut rt.shard, now_ms(), token, &mut fx);
+                    let _ = rt.apply(fx).await;
+                }
+            },
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {
+                let mut fx = Effects::default();
+                rt.shard.tick(now_ms(), &mut fx);
+                let _ = rt.apply(fx).await;
+            }
+        }
+        rt.waiting.retain(|_, tx| !tx.is_closed());
+    }
+}
+
+impl Runtime {
+    /// Appends, waits for the high watermark, replays, answers.
+    async fn apply(&mut self, mut fx: Effects) -> Result<(), CoordinatorError> {
+        let mut result = Ok(());
+        if !fx.records.is_empty() {
+            match append(&self.partition, &fx.records).await {
+                Ok(()) => {
+                    let now = now_ms();
+                    for r in &fx.records {
+                        self.shard.replay(now, r, ReplayMode::Live, &mut fx.replies);
+                    }
+                }
+                Err(e) => {
+                    warn!(partition = %self.partition.topic_partition, error = %e, "cannot append group coordinator records");
+                    let code = e.code().code();
+                    fx.replies = fx
+                        .replies
+                        .into_iter()
+                        .map(|(t, r)| (t, r.failed(code)))
+                        .collect();
+                    result = Err(e);
+                }
+            }
+        }
+        for (token, reply) in fx.replies {
+            if let Some(tx) = self.waiting.remove(&token) {
+                let _ = tx.send(reply);
+            }
+        }
+        result
+    }
+}
+
+async fn append(
+    partition: &Arc<Partition>,
+    records: &[CoordinatorRecord],
+) -> Result<(), CoordinatorError> {
+    let now = now_ms();
+    let recs: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (key, value) = r.encode();
+            Record {
+                offset: Offset(i as i64),
+                timestamp: now,
+                key: Some(key),
+                value,
+                headers: Vec::new(),
+            }
+        })
+        .collect();
+    let batch = encode_batch(&recs, Compression::None, Offset(0));
+    let info = partition
+        .start_append(BytesMut::from(&batch[..]), now)
+        .await
+        .map_err(|_| CoordinatorError::NotAvailable)??;
+    // The façade resolves once the high watermark covers the batch; with
+    // replication that becomes a real wait, so check rather than assume.
+    let target = info.last_offset.plus(1);
+    while partition.high_watermark() < target {
+        let changed = partition.changed().notified();
+        if partition.high_watermark() >= target {
+            break;
+        }
+        if tokio::time::timeout(Duration::from_secs(30), changed)
+            .await
+            .is_err()
+        {
+            return Err(CoordinatorError::NotAvailable);
+        }
+    }
+    Ok(())
+}
+
+/// Replays the partition from its log start into `shard`; returns it and
+/// the number of records read.
+fn load(
+    partition: &Partition,
+    mut shard: GroupShard,
+) -> Result<(GroupShard, usize), CoordinatorError> {
+    let mut offset = partition.log_start_offset();
+    let end = partition.high_watermark();
+    let mut count = 0;
+    let mut ignored = Vec::new();
+    while offset < end {
+        let data = partition.read(offset, 1 << 20, true, IsolationLevel::ReadUncommitted)?;
+        if data.records.is_empty() {
+            break;
+        }
+        let now = now_ms();
+        for batch in BatchIter::new(&data.records) {
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(partition = %partition.topic_partition, offset = offset.0, error = %e, "unreadable batch while loading; stopping the load here");
+                    return Ok((shard, count));
+                }
+            };
+            offset = batch.next_offset();
+            if batch.is_control() {
+                continue;
+            }
+            let records = match decode_records(&batch) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(partition = %partition.topic_partition, offset = batch.base_offset().0, error = %e, "undecodable batch skipped while loading");
+                    continue;
+                }
+            };
+            for r in records {
+                match CoordinatorRecord::decode(r.key.as_deref(), r.value.as_deref()) {
+                    Ok(rec) => {
+                        shard.replay(now, &rec, ReplayMode::Load, &mut ignored);
+                        count += 1;
+                    }
+                    Err(e) => {
+                        warn!(partition = %partition.topic_partition, offset = r.offset.0, error = %e, "undecodable record skipped while loading")
+                    }
+                }
+            }
+        }
+    }
+    Ok((shard, count))
+}

@@ -1,0 +1,71 @@
+//! FindCoordinator (key 10): which broker coordinates a group (key type 0)
+//! or a transactional id (key type 1). One node: always this one; the group
+//! coordinator is started (and `__consumer_offsets` created) on first use.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use crate::broker::Broker;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let version = ctx.version();
+    let listener = broker.advertised_listener(&ctx.listener);
+    let keys = if version >= 4 {
+        req.coordinator_keys
+    } else {
+        vec![req.key]
+    };
+    let error = match req.key_type {
+        0 => broker
+            .groups
+            .ensure_started(broker)
+            .await
+            .err()
+            .map(|e| (e.code(), e.to_string())),
+        // The transaction coordinator lives here too (issue 5).
+        1 => None,
+        t => Some((
+            ResponseError::InvalidRequest,
+            format!("Unknown coordinator type {t}"),
+        )),
+    };
+    let coordinators: Vec<Coordinator> = keys
+        .into_iter()
+        .map(|key| match &error {
+            None => Coordinator::default()
+                .with_key(key)
+                .with_node_id(BrokerId(broker.node_id()))
+                .with_host(StrBytes::from_string(listener.host.clone()))
+                .with_port(i32::from(listener.port)),
+            Some((code, msg)) => Coordinator::default()
+                .with_key(key)
+                .with_node_id(BrokerId(-1))
+                .with_host(StrBytes::default())
+                .with_port(-1)
+                .with_error_code(code.code())
+                .with_error_message(Some(StrBytes::from_string(msg.clone()))),
+        })
+        .collect();
+    if version >= 4 {
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let c = coordinators.into_iter().next().unwrap_or_default();
+    let mut resp = FindCoordinatorResponse::default()
+        .with_error_code(c.error_code)
+        .with_node_id(c.node_id)
+        .with_host(c.host)
+        .with_port(c.port);
+    if version >= 1 {
+        resp.error_message = c.error_message;
+    }
+    resp
+}

@@ -1,0 +1,30 @@
+//! Heartbeat (key 12): keeps a member's session alive and tells it when the
+//! group rebalances.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
+
+use super::RequestContext;
+use crate::broker::Broker;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: HeartbeatRequest,
+) -> HeartbeatResponse {
+    let group_id = req.group_id.0.to_string();
+    let member_id = req.member_id.to_string();
+    let instance = req.group_instance_id.map(|i| i.to_string());
+    let generation = req.generation_id;
+    let code = match broker.groups.shard_for(broker, &group_id).await {
+        Ok(shard) => shard
+            .write(move |st, now, _| {
+                st.heartbeat(now, &group_id, generation, &member_id, instance.as_deref())
+            })
+            .await
+            .unwrap_or_else(|e| e.code().code()),
+        Err(e) => e.code().code(),
+    };
+    HeartbeatResponse::default().with_error_code(code)
+}

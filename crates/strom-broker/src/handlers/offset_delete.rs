@@ -1,0 +1,71 @@
+//! OffsetDelete (key 47): remove a group's committed offsets, refused for
+//! topics the (non-empty) group still subscribes to.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use crate::broker::Broker;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
+    let group = req.group_id.0.to_string();
+    let image = broker.metadata.image();
+    let mut unknown: Vec<(String, i32)> = Vec::new();
+    let mut topics: Vec<(String, Vec<i32>)> = Vec::new();
+    for t in &req.topics {
+        let meta = image.topic(t.name.as_str());
+        let mut ps = Vec::new();
+        for p in &t.partitions {
+            if meta.is_some_and(|m| (0..m.partitions).contains(&p.partition_index)) {
+                ps.push(p.partition_index);
+            } else {
+                unknown.push((t.name.to_string(), p.partition_index));
+            }
+        }
+        topics.push((t.name.to_string(), ps));
+    }
+    let mut resp = OffsetDeleteResponse::default();
+    let result = match broker.groups.existing_shard_for(broker, &group).await {
+        Ok(Some(shard)) => shard
+            .write(move |st, _, fx| st.delete_offsets(&group, &topics, fx))
+            .await
+            .unwrap_or_else(|e| Err(e.code().code())),
+        Ok(None) => Err(ResponseError::GroupIdNotFound.code()),
+        Err(e) => Err(e.code().code()),
+    };
+    match result {
+        Err(code) => resp.error_code = code,
+        Ok(done) => {
+            for (t, ps) in done {
+                let mut rt = OffsetDeleteResponseTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(t.clone())));
+                for (p, code) in ps {
+                    rt.partitions.push(
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_error_code(code),
+                    );
+                }
+                for (_, p) in unknown.iter().filter(|(ut, _)| *ut == t) {
+                    rt.partitions.push(
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(*p)
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                    );
+                }
+                resp.topics.push(rt);
+            }
+        }
+    }
+    resp
+}
