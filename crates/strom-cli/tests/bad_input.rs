@@ -184,36 +184,25 @@ fn oversized_length_prefix_closes_connection_without_reading_body() {
     assert_intact(&mut server, &seed);
 }
 
-// (d) A frame whose length is valid but whose content is truncated or garbage.
-#[test]
-fn truncated_or_garbage_frames_close_connection() {
+// (d) A frame whose length is valid but whose content is truncated or garbage:
+// Kafka cannot parse the request and closes the connection. One server per
+// case, so a crash in one case does not hide the others.
+
+/// Sends `frame` on a fresh connection to a fresh server, expects the server to
+/// close that connection without answering, and to be fine afterwards.
+fn assert_frame_closes_connection(what: &str, frame: impl FnOnce(&Seed) -> Vec<u8>) {
     let mut server = TestServer::start();
     let seed = seed(&server);
-
-    // Header cut off after the correlation id (client id length missing).
     let mut c = server.connect();
-    let mut h = BytesMut::new();
-    h.put_i16(ApiKey::Metadata as i16);
-    h.put_i16(12);
-    h.put_i32(7);
-    c.send_raw(&with_len(&h)).unwrap();
-    c.expect_closed(CLOSE_WITHIN)
-        .expect("truncated request header must close the connection");
+    c.send_raw(&frame(&seed)).unwrap();
+    if let Err(e) = c.expect_closed(CLOSE_WITHIN) {
+        panic!("{what}: connection must be closed: {e}; {}", server.probe());
+    }
+    assert_intact(&mut server, &seed);
+}
 
-    // Client id length pointing past the end of the frame.
-    let mut c = server.connect();
-    let mut h = BytesMut::new();
-    h.put_i16(ApiKey::Metadata as i16);
-    h.put_i16(1);
-    h.put_i32(8);
-    h.put_i16(1000);
-    h.put_slice(b"short");
-    c.send_raw(&with_len(&h)).unwrap();
-    c.expect_closed(CLOSE_WITHIN)
-        .expect("client id longer than the frame must close the connection");
-
-    // Valid Metadata v12 header, body is an over-long varint (garbage).
-    let mut c = server.connect();
+/// A Metadata v12 frame (flexible header v2) whose body is `body`.
+fn metadata_v12_frame(body: &[u8]) -> Vec<u8> {
     let mut h = BytesMut::new();
     h.put_i16(ApiKey::Metadata as i16);
     h.put_i16(12);
@@ -221,24 +210,75 @@ fn truncated_or_garbage_frames_close_connection() {
     h.put_i16(8);
     h.put_slice(b"strom-it");
     h.put_u8(0);
-    h.put_slice(&[0xff; 7]);
-    c.send_raw(&with_len(&h)).unwrap();
-    c.expect_closed(CLOSE_WITHIN)
-        .expect("garbage request body must close the connection");
+    h.put_slice(body);
+    with_len(&h)
+}
 
+#[test]
+fn truncated_header_closes_connection() {
+    assert_frame_closes_connection("header cut after the correlation id", |_| {
+        let mut h = BytesMut::new();
+        h.put_i16(ApiKey::Metadata as i16);
+        h.put_i16(12);
+        h.put_i32(7);
+        with_len(&h)
+    });
+}
+
+#[test]
+fn client_id_past_end_of_frame_closes_connection() {
+    assert_frame_closes_connection("client id length past the frame end", |_| {
+        let mut h = BytesMut::new();
+        h.put_i16(ApiKey::Metadata as i16);
+        h.put_i16(1);
+        h.put_i32(8);
+        h.put_i16(1000);
+        h.put_slice(b"short");
+        with_len(&h)
+    });
+}
+
+#[test]
+fn garbage_varint_body_closes_connection() {
+    // 0xff x 7 is an unsigned varint longer than 5 bytes: not a valid length.
+    assert_frame_closes_connection("over-long varint in a Metadata v12 body", |_| {
+        metadata_v12_frame(&[0xff; 7])
+    });
+}
+
+#[test]
+fn huge_compact_array_length_closes_connection() {
+    // Compact array length 2^31-1 in a 20-byte frame: a decoder that allocates
+    // for the announced count before checking the bytes left runs out of memory.
+    assert_frame_closes_connection("compact array length 2^31-1", |_| {
+        metadata_v12_frame(&[0xff, 0xff, 0xff, 0xff, 0x07, 0x00, 0x00, 0x00])
+    });
+}
+
+#[test]
+fn huge_int32_array_length_closes_connection() {
+    // Metadata v1 (non-flexible): topics is an INT32-counted array.
+    assert_frame_closes_connection("int32 array length 2^31-1", |_| {
+        frame_v1(
+            ApiKey::Metadata as i16,
+            1,
+            10,
+            &0x7fff_ffffi32.to_be_bytes(),
+        )
+    });
+}
+
+#[test]
+fn truncated_produce_body_closes_connection() {
     // A real Produce v9 frame cut in half (length prefix adjusted): the body
     // ends inside the record batch bytes.
-    let mut c = server.connect();
-    let records = vec![(b"k".to_vec(), vec![1u8; 200])];
-    let req = produce_request(&[(seed.topic, 0, batch_of(&records))], -1);
-    let (_, frame) = c.frame(&req, PRODUCE_V);
-    let body = &frame[4..];
-    let cut = &body[..body.len() / 2];
-    c.send_raw(&with_len(cut)).unwrap();
-    c.expect_closed(CLOSE_WITHIN)
-        .expect("truncated Produce body must close the connection");
-
-    assert_intact(&mut server, &seed);
+    assert_frame_closes_connection("Produce v9 body cut in half", |seed| {
+        let records = vec![(b"k".to_vec(), vec![1u8; 200])];
+        let req = produce_request(&[(seed.topic, 0, batch_of(&records))], -1);
+        let frame = encode_frame(&req, PRODUCE_V, 1);
+        let body = &frame[4..];
+        with_len(&body[..body.len() / 2])
+    });
 }
 
 // (e) Kafka 4.0 removed Produce v0-v2 (KIP-896). A request at an unsupported

@@ -132,7 +132,7 @@ fn gen(codec: &str, i: usize) -> Rec {
 }
 
 fn roundtrip(codec: &str) {
-    let server = TestServer::start();
+    let mut server = TestServer::start();
     let topic = format!("compat-{codec}");
     create_topics(&server, &[(&topic, PARTITIONS)]);
     let rt = runtime();
@@ -172,7 +172,7 @@ fn roundtrip(codec: &str) {
             }
         }
     }
-    let delivered: Vec<(i32, i64)> = rt.block_on(async {
+    let delivered = rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(180), async {
             let mut out = Vec::with_capacity(RECORDS);
             for (i, f) in pending.into_iter().enumerate() {
@@ -184,8 +184,9 @@ fn roundtrip(codec: &str) {
             out
         })
         .await
-        .expect("all deliveries within 180 s")
     });
+    let delivered: Vec<(i32, i64)> = delivered
+        .unwrap_or_else(|_| panic!("deliveries not done within 180 s; {}", server.probe()));
     let produce_ms = started.elapsed().as_millis();
 
     // Delivery reports: every partition got a contiguous range from 0, in
@@ -233,10 +234,12 @@ fn roundtrip(codec: &str) {
     let mut errors = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(180);
     while received < RECORDS {
-        assert!(
-            Instant::now() < deadline,
-            "consumed {received}/{RECORDS} in 180 s; next offsets {next:?}; errors {errors:?}"
-        );
+        if Instant::now() > deadline {
+            panic!(
+                "consumed {received}/{RECORDS} in 180 s; next offsets {next:?}; errors {errors:?}; {}",
+                server.probe()
+            );
+        }
         let msg = match consumer.poll(Duration::from_millis(200)) {
             None => continue,
             Some(Err(e)) => {
@@ -284,7 +287,7 @@ fn roundtrip(codec: &str) {
         assert_eq!(next[p as usize], per_partition[p as usize].len() as i64);
         let (lo, hi) = consumer
             .fetch_watermarks(&topic, p, TIMEOUT)
-            .expect("watermarks");
+            .unwrap_or_else(|e| panic!("watermarks of partition {p}: {e}; {}", server.probe()));
         assert_eq!(
             (lo, hi),
             (0, next[p as usize]),

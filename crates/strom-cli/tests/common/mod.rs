@@ -95,9 +95,30 @@ impl TestServer {
         std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
     }
 
-    /// Opens a raw protocol connection to this server.
+    /// Opens a raw protocol connection to this server. If that fails, says
+    /// whether the server process is still alive (a crash is the usual cause).
     pub fn connect(&self) -> RawClient {
-        RawClient::connect(self.addr())
+        match TcpStream::connect_timeout(&self.addr(), Duration::from_secs(5)) {
+            Ok(stream) => RawClient::from_stream(stream, Duration::from_secs(30)),
+            Err(e) => {
+                let pid = self.child.as_ref().map(|c| c.id());
+                let alive = pid.is_some_and(|pid| {
+                    // A reaped-or-zombie check without needing `&mut self`.
+                    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .map(|s| !s.contains(") Z "))
+                        .unwrap_or(false)
+                });
+                panic!(
+                    "connect to {}: {e}; server process {}",
+                    self.addr(),
+                    if alive {
+                        "alive"
+                    } else {
+                        "DIED (see its stderr below)"
+                    }
+                );
+            }
+        }
     }
 
     fn spawn(&mut self) {
@@ -140,8 +161,7 @@ impl TestServer {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
                 self.child = None;
                 panic!(
-                    "strom server exited during startup with {status}\n--- stderr ---\n{}",
-                    self.stderr()
+                    "strom server exited during startup with {status} (its stderr is printed below)"
                 );
             }
             let last_err = match try_api_versions(self.addr()) {
@@ -150,9 +170,8 @@ impl TestServer {
             };
             if Instant::now() > deadline {
                 panic!(
-                    "strom server not ready on {} after {READY_TIMEOUT:?}: {last_err}\n--- stderr ---\n{}",
-                    self.addr(),
-                    self.stderr()
+                    "strom server not ready on {} after {READY_TIMEOUT:?}: {last_err}",
+                    self.addr()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -185,8 +204,7 @@ impl TestServer {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "strom server did not exit within 30 s of SIGTERM\n--- stderr ---\n{}",
-                    self.stderr()
+                    "strom server did not exit within 30 s of SIGTERM (its stderr is printed below)"
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -199,6 +217,18 @@ impl TestServer {
             self.kill9();
         }
         self.spawn();
+    }
+
+    /// One line on the server's state, for failure messages: dead, alive but
+    /// not answering, or answering ApiVersions.
+    pub fn probe(&mut self) -> String {
+        if !self.is_running() {
+            return "server process DIED".to_string();
+        }
+        match try_api_versions(self.addr()) {
+            Ok(()) => "server alive and answering ApiVersions".to_string(),
+            Err(e) => format!("server alive but NOT answering ApiVersions: {e}"),
+        }
     }
 
     /// Whether the process is still alive.
@@ -214,20 +244,15 @@ impl TestServer {
     pub fn assert_healthy(&mut self) {
         assert!(
             self.is_running(),
-            "strom server died\n--- stderr ---\n{}",
-            self.stderr()
+            "strom server DIED (its stderr is printed below)"
         );
         if let Err(e) = try_api_versions(self.addr()) {
-            panic!(
-                "strom server no longer answers ApiVersions: {e}\n--- stderr ---\n{}",
-                self.stderr()
-            );
+            panic!("strom server alive but no longer answers ApiVersions: {e}");
         }
         // A handler may catch its own panic and keep serving; that is still a bug.
         assert!(
             !self.stderr().contains("panicked at"),
-            "strom server logged a panic\n--- stderr ---\n{}",
-            self.stderr()
+            "strom server logged a panic (its stderr is printed below)"
         );
     }
 }
@@ -305,26 +330,12 @@ impl RawClient {
         self.stream.set_read_timeout(Some(t)).unwrap();
     }
 
-    /// Encodes `req` at `version` into a complete frame (length prefix included).
+    /// Encodes `req` at `version` into a complete frame (length prefix included)
+    /// with this connection's next correlation id.
     pub fn frame<R: Request>(&mut self, req: &R, version: i16) -> (i32, BytesMut) {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id += 1;
-        let api_key = ApiKey::try_from(R::KEY).expect("known api key");
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("strom-it")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, api_key.request_header_version(version))
-            .expect("encode request header");
-        req.encode(&mut body, version)
-            .unwrap_or_else(|e| panic!("encode {api_key:?} v{version}: {e}"));
-        let mut frame = BytesMut::with_capacity(body.len() + 4);
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
-        (correlation_id, frame)
+        (correlation_id, encode_frame(req, version, correlation_id))
     }
 
     /// Sends `req` without waiting; returns its correlation id.
@@ -526,6 +537,27 @@ impl RawClient {
         assert_eq!(parts.len(), 1, "one partition expected: {parts:?}");
         parts.pop().unwrap()
     }
+}
+
+/// Encodes a request (header at the right version for the API, client id
+/// "strom-it") into a complete length-prefixed frame.
+pub fn encode_frame<R: Request>(req: &R, version: i16, correlation_id: i32) -> BytesMut {
+    let api_key = ApiKey::try_from(R::KEY).expect("known api key");
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("strom-it")));
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, api_key.request_header_version(version))
+        .expect("encode request header");
+    req.encode(&mut body, version)
+        .unwrap_or_else(|e| panic!("encode {api_key:?} v{version}: {e}"));
+    let mut frame = BytesMut::with_capacity(body.len() + 4);
+    frame.put_i32(body.len() as i32);
+    frame.extend_from_slice(&body);
+    frame
 }
 
 pub fn topic_name(name: &str) -> TopicName {
