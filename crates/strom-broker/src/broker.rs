@@ -143,6 +143,17 @@ impl Broker {
         }))
     }
 
+    /// The log directories and their logs (topic administration, retention
+    /// and the log cleaner live in `crate::topic_admin`).
+    pub fn log_manager(&self) -> &LogManager {
+        &self.log_manager
+    }
+
+    /// Serializes topic-shape changes (create, delete, configs, partitions).
+    pub(crate) fn admin_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.admin_lock
+    }
+
     pub fn node_id(&self) -> i32 {
         self.config.node_id
     }
@@ -175,9 +186,7 @@ impl Broker {
     ) -> Result<Arc<TopicMetadata>, TopicError> {
         topic::validate_name(&req.name).map_err(TopicError::InvalidName)?;
         let (num_partitions, replication_factor) = self.validate_layout(&req)?;
-        for (k, v) in &req.configs {
-            topic::validate_config(k, v).map_err(TopicError::InvalidConfig)?;
-        }
+        topic::validate_configs(&req.configs).map_err(TopicError::InvalidConfig)?;
         let _guard = self.admin_lock.lock().await;
         let image = self.metadata.image();
         if image.topic(&req.name).is_some() {

@@ -94,6 +94,24 @@ const KNOWN_KEYS: &[&str] = &[
     "log.flush.scheduler.interval.ms",
     "log.message.timestamp.type",
     "strom.flush.mode",
+    // topic-config synonyms and the log cleaner (issue 3)
+    "log.cleanup.policy",
+    "log.cleaner.delete.retention.ms",
+    "log.cleaner.min.cleanable.ratio",
+    "log.cleaner.min.compaction.lag.ms",
+    "log.cleaner.max.compaction.lag.ms",
+    "log.cleaner.dedupe.buffer.size",
+    "log.cleaner.backoff.ms",
+    "log.cleaner.enable",
+    "log.segment.delete.delay.ms",
+    "log.message.timestamp.before.max.ms",
+    "log.message.timestamp.after.max.ms",
+    "log.preallocate",
+    "log.roll.jitter.ms",
+    "log.roll.jitter.hours",
+    "compression.type",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
     "group.initial.rebalance.delay.ms",
     "group.min.session.timeout.ms",
     "group.max.session.timeout.ms",
@@ -238,6 +256,21 @@ impl BrokerConfig {
                 "always" => FlushMode::Always,
                 _ => return Err(invalid("strom.flush.mode", v, "expected policy or always")),
             };
+        }
+        // the broker synonyms of topic configs (log.retention.*, log.cleanup.policy, …)
+        crate::topic::apply_broker_synonyms(&mut log, &raw)
+            .map_err(|(key, value, reason)| invalid(&key, &value, &reason))?;
+        for key in ["log.retention.check.interval.ms", "log.cleaner.backoff.ms"] {
+            if opt_num::<u64>(key, get(key))? == Some(0) {
+                return Err(invalid(key, "0", "must be at least 1"));
+            }
+        }
+        opt_num::<u64>(
+            "log.cleaner.dedupe.buffer.size",
+            get("log.cleaner.dedupe.buffer.size"),
+        )?;
+        if let Some(v) = get("log.cleaner.enable") {
+            parse_bool("log.cleaner.enable", v)?;
         }
         let log_retention_ms = opt_num::<i64>("log.retention.ms", get("log.retention.ms"))?
             .or(

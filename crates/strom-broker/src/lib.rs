@@ -15,6 +15,7 @@ pub mod network;
 pub mod partition;
 pub mod replica_manager;
 pub mod topic;
+pub mod topic_admin;
 
 use std::future::Future;
 use std::time::Duration;
@@ -89,6 +90,8 @@ pub async fn run(
         })
     };
 
+    let log_tasks = topic_admin::spawn_log_tasks(broker.clone(), stop_rx.clone());
+
     shutdown.await;
     info!("shutting down");
     let _ = stop_tx.send(true);
@@ -96,6 +99,9 @@ pub async fn run(
         let _ = t.await;
     }
     let _ = flusher.await;
+    for t in log_tasks {
+        let _ = t.await;
+    }
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.shutdown())
         .await

@@ -155,6 +155,12 @@ impl MetadataStore {
         self.update(|img| img.insert(t))
     }
 
+    /// Replaces a topic's entry (configs, partition count), persisted
+    /// before it becomes visible.
+    pub fn update_topic(&self, t: TopicMetadata) -> Result<Arc<MetadataImage>, MetadataError> {
+        self.update(|img| img.insert(t))
+    }
+
     /// Removes a topic (persisted before it disappears from the image).
     pub fn remove_topic(&self, name: &str) -> Result<Arc<MetadataImage>, MetadataError> {
         self.update(|img| {

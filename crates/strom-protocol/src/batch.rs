@@ -230,6 +230,14 @@ impl<'a> BatchMut<'a> {
     pub fn set_partition_leader_epoch(&mut self, epoch: LeaderEpoch) {
         self.bytes[12..16].copy_from_slice(&epoch.0.to_be_bytes());
     }
+    /// Sets `lastOffsetDelta` and recomputes the CRC. Compaction uses it to
+    /// keep a rewritten batch's offset range (and so the producer's sequence
+    /// range) when it drops the batch's last records, as Kafka does.
+    pub fn set_last_offset_delta(&mut self, delta: i32) {
+        self.bytes[23..27].copy_from_slice(&delta.to_be_bytes());
+        let crc = crc32c::crc32c(&self.bytes[CRC_START..]);
+        self.bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
     /// Stamps the batch with the broker's time (`LogAppendTime`): sets the
     /// timestamp-type bit and `maxTimestamp`, then recomputes the CRC, as Kafka
     /// does. Records keep their deltas; consumers use `maxTimestamp`.

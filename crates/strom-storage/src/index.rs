@@ -164,7 +164,7 @@ pub(crate) fn lookup_time_mem(entries: &[TimeEntry], target: i64) -> Option<u32>
     (n > 0).then(|| entries[n - 1].rel)
 }
 
-fn open_if_exists(path: &Path) -> io::Result<Option<File>> {
+pub(crate) fn open_if_exists(path: &Path) -> io::Result<Option<File>> {
     match File::open(path) {
         Ok(f) => Ok(Some(f)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -213,10 +213,17 @@ fn partition_point_file(
 
 /// [`lookup_offset_mem`] on an index file; a missing file gives 0 (scan from
 /// the segment start: slower, still correct).
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn lookup_offset_file(path: &Path, rel: i64) -> io::Result<u64> {
     let Some(f) = open_if_exists(path)? else {
         return Ok(0);
     };
+    lookup_offset_open(&f, rel)
+}
+
+/// [`lookup_offset_file`] on an already opened index (so the lookup sees the
+/// same segment generation as the log file opened with it).
+pub(crate) fn lookup_offset_open(f: &File, rel: i64) -> io::Result<u64> {
     let (n, last) = partition_point_file(&f, OFFSET_ENTRY, |b| {
         (OffsetEntry::decode(b).rel as i64) <= rel
     })?;
@@ -326,6 +333,18 @@ pub(crate) fn append_entries(
             .write_all(&buf)?;
     }
     Ok(())
+}
+
+/// The bytes of an offset index and a time index holding these entries.
+pub(crate) fn encode_index_files(
+    offsets: &[OffsetEntry],
+    times: &[TimeEntry],
+) -> (Vec<u8>, Vec<u8>) {
+    let mut o = Vec::with_capacity(offsets.len() * OFFSET_ENTRY);
+    offsets.iter().for_each(|e| e.encode(&mut o));
+    let mut t = Vec::with_capacity(times.len() * TIME_ENTRY);
+    times.iter().for_each(|e| e.encode(&mut t));
+    (o, t)
 }
 
 /// Replaces both index files of a segment atomically (temp, fsync, rename).

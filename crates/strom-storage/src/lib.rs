@@ -9,6 +9,7 @@
 //! records (timestamp lookups), `strom_protocol::records`.
 
 mod checkpoint;
+mod cleaner;
 mod index;
 mod log;
 mod manager;
@@ -20,6 +21,7 @@ use strom_protocol::batch::BatchError;
 pub use strom_protocol::{LeaderEpoch, Offset, TimestampType};
 use thiserror::Error;
 
+pub use crate::cleaner::{CleanStats, OffsetMap};
 pub use crate::log::Log;
 pub use crate::manager::LogManager;
 
@@ -93,6 +95,61 @@ pub struct LogConfig {
     pub max_message_bytes: usize,
     /// `message.timestamp.type`.
     pub timestamp_type: TimestampType,
+    /// `cleanup.policy`: which of retention (`delete`) and compaction
+    /// (`compact`) apply.
+    pub cleanup_policy: CleanupPolicy,
+    /// `retention.ms`: delete rolled segments whose largest timestamp is
+    /// older (`None`: keep forever).
+    pub retention_ms: Option<i64>,
+    /// `retention.bytes`: delete the oldest rolled segments while the log is
+    /// larger (`None`: no size limit).
+    pub retention_bytes: Option<u64>,
+    /// `delete.retention.ms`: how long tombstones survive compaction.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: records younger than this are not compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a dirty segment older than this is compacted
+    /// whatever the dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `file.delete.delay.ms`: how long a deleted segment lingers as
+    /// `.deleted` (readers that opened it finish first).
+    pub file_delete_delay_ms: i64,
+}
+
+/// Kafka's `cleanup.policy`: `delete`, `compact` or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    pub delete: bool,
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    /// Parses Kafka's list syntax (`"compact,delete"`); `None` for unknown items.
+    pub fn parse(s: &str) -> Option<CleanupPolicy> {
+        let mut p = CleanupPolicy {
+            delete: false,
+            compact: false,
+        };
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item {
+                "delete" => p.delete = true,
+                "compact" => p.compact = true,
+                _ => return None,
+            }
+        }
+        Some(p)
+    }
+}
+
+impl Default for CleanupPolicy {
+    fn default() -> Self {
+        CleanupPolicy {
+            delete: true,
+            compact: false,
+        }
+    }
 }
 
 impl Default for LogConfig {
@@ -107,6 +164,14 @@ impl Default for LogConfig {
             flush_mode: FlushMode::Policy,
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
+            cleanup_policy: CleanupPolicy::default(),
+            retention_ms: Some(7 * 24 * 60 * 60 * 1000),
+            retention_bytes: None,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: 0.5,
+            file_delete_delay_ms: 60_000,
         }
     }
 }
@@ -179,5 +244,7 @@ pub struct FetchDataInfo {
     pub log_end_offset: Offset,
 }
 
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 mod tests;

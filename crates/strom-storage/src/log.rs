@@ -95,7 +95,8 @@ impl LogState {
 /// until the files are deleted.
 pub struct Log {
     dir: PathBuf,
-    config: LogConfig,
+    /// Replaced whole by [`Log::set_config`]; readers take an `Arc` clone.
+    config: RwLock<Arc<LogConfig>>,
     writer: Mutex<()>,
     state: RwLock<LogState>,
     sync: Mutex<Offset>,
@@ -105,6 +106,12 @@ pub struct Log {
     /// `i64::MIN` until the first `flush_if_due` call sets the baseline.
     last_flush_ms: AtomicI64,
     closed: AtomicBool,
+    /// Segments removed from the log, renamed `.deleted`, waiting for
+    /// `file.delete.delay.ms`: (due time, base offset).
+    doomed: Mutex<Vec<(i64, Offset)>>,
+    /// The log cleaner's position: offsets below were compacted already
+    /// (Kafka's cleaner checkpoint; in memory, so a restart re-cleans once).
+    pub(crate) first_dirty: AtomicI64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -126,6 +133,16 @@ fn corrupt_io(e: io::Error) -> LogError {
 }
 
 /// Snapshot of one segment for a read outside the locks.
+/// What the cleaner sees of one segment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SegmentInfo {
+    pub base: Offset,
+    pub size: u64,
+    /// `i64::MIN` when the segment is empty.
+    pub max_ts: i64,
+    pub active: bool,
+}
+
 struct SegSnap {
     base: Offset,
     file: Arc<File>,
@@ -133,6 +150,14 @@ struct SegSnap {
     next_base: Option<i64>,
     /// Index lookup result, when it could be done in memory (active segment).
     pos: Option<u64>,
+}
+
+/// Where a snapshot's index lookup comes from.
+enum IndexPos {
+    /// Computed in memory (active segment).
+    Known(u64),
+    /// The segment's offset index, opened with its log file (None: missing).
+    File(Option<File>),
 }
 
 fn open_rw(path: &Path, create: bool) -> io::Result<File> {
@@ -195,16 +220,13 @@ impl Log {
 
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
+        crate::cleaner::finish_interrupted_swaps(&dir)?;
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            if name.ends_with(".deleted")
-                || name.ends_with(".cleaned")
-                || name.ends_with(".swap")
-                || name.ends_with(".tmp")
-            {
+            if name.ends_with(".deleted") || name.ends_with(".cleaned") || name.ends_with(".tmp") {
                 // leftovers of an interrupted delete/clean/atomic write
                 fs::remove_file(entry.path())?;
             } else if let Some(b) = parse_segment_name(&name, "log") {
@@ -444,7 +466,9 @@ impl Log {
             dir_dirty: false,
         };
         let log = Log {
-            config,
+            config: RwLock::new(Arc::new(config)),
+            doomed: Mutex::new(Vec::new()),
+            first_dirty: AtomicI64::new(log_start.0),
             writer: Mutex::new(()),
             sync: Mutex::new(log_end),
             flushed_to: AtomicI64::new(log_end.0),
@@ -465,9 +489,18 @@ impl Log {
         &self.dir
     }
 
-    /// The configuration the log was opened with.
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    /// The log's current configuration.
+    pub fn config(&self) -> Arc<LogConfig> {
+        read(&self.config).clone()
+    }
+
+    /// Applies a new configuration to the live log (AlterConfigs). Appends
+    /// already in progress finish under the old one; the next roll,
+    /// retention pass and clean use the new one.
+    pub fn set_config(&self, config: LogConfig) {
+        let mut config = config;
+        config.segment_bytes = config.segment_bytes.clamp(1, i32::MAX as u64);
+        *write(&self.config) = Arc::new(config);
     }
 
     /// First offset still in the log.
@@ -516,7 +549,7 @@ impl Log {
 
     /// Checks every batch of a produce request without touching the log.
     /// Returns `(position, size)` of each batch.
-    fn validate(&self, records: &[u8]) -> Result<Vec<(usize, usize)>, LogError> {
+    fn validate(&self, cfg: &LogConfig, records: &[u8]) -> Result<Vec<(usize, usize)>, LogError> {
         if records.is_empty() {
             return Err(LogError::CorruptRecord("empty record set".into()));
         }
@@ -526,19 +559,19 @@ impl Log {
             // a batch too large to even be there is "too large", not "truncated"
             if let Err(strom_protocol::batch::BatchError::Truncated { .. }) = &b {
                 if let Ok(size) = batch_size(&records[pos..]) {
-                    if size > self.config.max_message_bytes {
+                    if size > cfg.max_message_bytes {
                         return Err(LogError::RecordTooLarge {
                             size,
-                            max: self.config.max_message_bytes,
+                            max: cfg.max_message_bytes,
                         });
                     }
                 }
             }
             let b = b?;
-            if b.size() > self.config.max_message_bytes {
+            if b.size() > cfg.max_message_bytes {
                 return Err(LogError::RecordTooLarge {
                     size: b.size(),
-                    max: self.config.max_message_bytes,
+                    max: cfg.max_message_bytes,
                 });
             }
             b.verify_crc()?;
@@ -560,13 +593,28 @@ impl Log {
                     b.attributes() & 0x07
                 )));
             }
+            if cfg.cleanup_policy.compact && !b.is_control() {
+                // the cleaner keys on the record key: a keyless record could
+                // never be compacted away (Kafka rejects it the same way)
+                let recs = decode_records(&b)
+                    .map_err(|e| LogError::CorruptRecord(format!("batch {}: {e}", out.len())))?;
+                if recs.iter().any(|r| r.key.is_none()) {
+                    return Err(LogError::InvalidRecord(format!(
+                        "Compacted topic cannot accept message without key in topic partition {}.",
+                        self.dir
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    )));
+                }
+            }
             out.push((pos, b.size()));
             pos += b.size();
         }
-        if records.len() as u64 > self.config.segment_bytes {
+        if records.len() as u64 > cfg.segment_bytes {
             return Err(LogError::RecordBatchTooLarge {
                 size: records.len(),
-                max: self.config.segment_bytes,
+                max: cfg.segment_bytes,
             });
         }
         Ok(out)
@@ -582,8 +630,9 @@ impl Log {
         leader_epoch: LeaderEpoch,
         now_ms: i64,
     ) -> Result<LogAppendInfo, LogError> {
-        let batches = self.validate(records)?;
-        let append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
+        let cfg = self.config();
+        let batches = self.validate(&cfg, records)?;
+        let append_time = cfg.timestamp_type == TimestampType::LogAppendTime;
         let guard = lock(&self.writer);
         if self.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed(self.dir.display().to_string()));
@@ -645,7 +694,7 @@ impl Log {
                     blast,
                     bts,
                     bsize,
-                    self.config.index_interval_bytes,
+                    cfg.index_interval_bytes,
                 );
             }
             act.rolling_ts.get_or_insert(now_ms);
@@ -665,10 +714,10 @@ impl Log {
         }
         drop(guard);
 
-        match self.config.flush_mode {
+        match cfg.flush_mode {
             FlushMode::Always => self.flush_to(next, true, false)?,
             FlushMode::Policy => {
-                if let Some(n) = self.config.flush_messages {
+                if let Some(n) = cfg.flush_messages {
                     let unflushed = next.0 - self.flushed_to.load(Ordering::Acquire);
                     if unflushed >= n as i64 {
                         self.flush_to(next, true, false)?;
@@ -688,18 +737,17 @@ impl Log {
     }
 
     fn should_roll(&self, bytes: u64, last: Offset, now_ms: i64) -> bool {
+        let cfg = self.config();
         let st = read(&self.state);
         let seg = st.active();
         if seg.size == 0 {
             return false;
         }
         let act = seg.active.as_ref().unwrap();
-        let max_index =
-            (self.config.segment_index_bytes / index::OFFSET_ENTRY as u64).max(1) as usize;
-        let max_time = (self.config.segment_index_bytes / index::TIME_ENTRY as u64).max(1) as usize;
-        seg.size + bytes > self.config.segment_bytes
-            || self
-                .config
+        let max_index = (cfg.segment_index_bytes / index::OFFSET_ENTRY as u64).max(1) as usize;
+        let max_time = (cfg.segment_index_bytes / index::TIME_ENTRY as u64).max(1) as usize;
+        seg.size + bytes > cfg.segment_bytes
+            || cfg
                 .segment_ms
                 .zip(act.rolling_ts)
                 .is_some_and(|(ms, t)| now_ms.saturating_sub(t) > ms as i64)
@@ -818,7 +866,7 @@ impl Log {
             let base = read(&self.state).active().base;
             self.flush_to(base, false, false)?;
         }
-        let Some(ms) = self.config.flush_ms else {
+        let Some(ms) = self.config().flush_ms else {
             return Ok(());
         };
         let last = self.last_flush_ms.load(Ordering::Acquire);
@@ -850,29 +898,42 @@ impl Log {
                 .map(|(k, _)| *k);
             match &seg.active {
                 Some(a) => {
-                    let pos =
-                        target.map(|t| index::lookup_offset_mem(&a.idx.index, t.0 - seg.base.0));
-                    (seg.base, Some(a.file.clone()), seg.size, next_base, pos)
+                    let pos = match target {
+                        Some(t) => IndexPos::Known(index::lookup_offset_mem(
+                            &a.idx.index,
+                            t.0 - seg.base.0,
+                        )),
+                        None => IndexPos::File(None),
+                    };
+                    (seg.base, a.file.clone(), seg.size, next_base, pos)
                 }
-                None => (seg.base, None, seg.size, next_base, None),
+                None => {
+                    // opened under the state lock: the cleaner swaps segment
+                    // files under the write lock, so log and index are one
+                    // generation and match `size`
+                    let f = match File::open(segment_path(&self.dir, seg.base, "log")) {
+                        Ok(f) => Arc::new(f),
+                        // removed by a concurrent truncation or deletion
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                        Err(e) => return Err(e.into()),
+                    };
+                    let idx = match target {
+                        Some(_) => {
+                            index::open_if_exists(&segment_path(&self.dir, seg.base, "index"))?
+                        }
+                        None => None,
+                    };
+                    (seg.base, f, seg.size, next_base, IndexPos::File(idx))
+                }
             }
         };
-        let file = match file {
-            Some(f) => f,
-            None => match File::open(segment_path(&self.dir, base, "log")) {
-                Ok(f) => Arc::new(f),
-                // removed by a concurrent truncation or deletion
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e.into()),
-            },
-        };
         let pos = match (pos, target) {
-            (Some(p), _) => Some(p),
-            (None, Some(t)) => Some(index::lookup_offset_file(
-                &segment_path(&self.dir, base, "index"),
-                t.0 - base.0,
-            )?),
-            (None, None) => None,
+            (IndexPos::Known(p), _) => Some(p),
+            (IndexPos::File(Some(f)), Some(t)) => {
+                Some(index::lookup_offset_open(&f, t.0 - base.0)?)
+            }
+            (IndexPos::File(None), Some(_)) => Some(0),
+            (_, None) => None,
         };
         Ok(Some(SegSnap {
             base,
@@ -1095,7 +1156,7 @@ impl Log {
         if offset >= log_end {
             return Ok(());
         }
-        let interval = self.config.index_interval_bytes;
+        let interval = self.config().index_interval_bytes;
         if offset <= log_start {
             return self.truncate_fully(offset, &bases);
         }
@@ -1209,6 +1270,258 @@ impl Log {
         drop(flushed);
         self.write_epoch_checkpoint()?;
         Ok(())
+    }
+
+    /// Rolls the active segment when `segment.ms` has passed since its first
+    /// append, even without a new append, so that time retention and
+    /// compaction reach quiet partitions. Empty segments are never rolled.
+    pub fn roll_if_due(&self, now_ms: i64) -> Result<bool, LogError> {
+        let cfg = self.config();
+        let _guard = lock(&self.writer);
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let (due, end) = {
+            let st = read(&self.state);
+            let seg = st.active();
+            let act = seg.active.as_ref().unwrap();
+            let due = seg.size > 0
+                && cfg
+                    .segment_ms
+                    .zip(act.rolling_ts)
+                    .is_some_and(|(ms, t)| now_ms.saturating_sub(t) > ms as i64);
+            (due, st.log_end)
+        };
+        if due {
+            self.roll(end)?;
+        }
+        Ok(due)
+    }
+
+    /// Kafka's retention pass: deletes the oldest rolled segments while they
+    /// lie wholly below the log start offset (DeleteRecords), or — with
+    /// `cleanup.policy` containing `delete` — while their largest timestamp
+    /// is older than `retention.ms` or the log exceeds `retention.bytes` by
+    /// at least their size. Never the active segment. The log start offset
+    /// moves to the first remaining segment. Returns how many were deleted.
+    pub fn delete_retained_segments(&self, now_ms: i64) -> Result<usize, LogError> {
+        let cfg = self.config();
+        let _guard = lock(&self.writer);
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(0);
+        }
+        let doomed: Vec<i64> = {
+            let st = read(&self.state);
+            let keys: Vec<i64> = st.segments.keys().copied().collect();
+            let total: u64 = st.segments.values().map(|s| s.size).sum();
+            let mut excess = cfg
+                .retention_bytes
+                .filter(|_| cfg.cleanup_policy.delete)
+                .map(|rb| total.saturating_sub(rb));
+            let mut out = Vec::new();
+            for (i, seg) in st.segments.values().enumerate() {
+                if seg.active.is_some() {
+                    break;
+                }
+                let next_base = keys[i + 1];
+                let below_start = next_base <= st.log_start.0;
+                let by_time = cfg.cleanup_policy.delete
+                    && cfg.retention_ms.is_some_and(|ms| {
+                        seg.max_ts == i64::MIN || now_ms.saturating_sub(seg.max_ts) > ms
+                    });
+                let by_size = excess.is_some_and(|e| e >= seg.size);
+                if !(below_start || by_time || by_size) {
+                    break;
+                }
+                if let Some(e) = excess.as_mut() {
+                    *e = e.saturating_sub(seg.size);
+                }
+                out.push(seg.base.0);
+            }
+            out
+        };
+        self.remove_segments(&doomed, now_ms, cfg.file_delete_delay_ms)?;
+        Ok(doomed.len())
+    }
+
+    /// DeleteRecords: moves the log start offset up to `offset` (at most the
+    /// high watermark) and deletes the rolled segments wholly below it.
+    /// Returns the new log start offset (Kafka's low watermark).
+    pub fn delete_records_before(&self, offset: Offset, now_ms: i64) -> Result<Offset, LogError> {
+        let cfg = self.config();
+        let _guard = lock(&self.writer);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed(self.dir.display().to_string()));
+        }
+        let hw = self.high_watermark();
+        let doomed: Vec<i64> = {
+            let mut st = write(&self.state);
+            if offset.0 < 0 || offset > hw {
+                return Err(LogError::OffsetOutOfRange {
+                    offset,
+                    log_start: st.log_start,
+                    log_end: hw,
+                });
+            }
+            if offset > st.log_start {
+                st.log_start = offset;
+            }
+            let keys: Vec<i64> = st.segments.keys().copied().collect();
+            keys.windows(2)
+                .take_while(|w| w[1] <= st.log_start.0)
+                .map(|w| w[0])
+                .collect()
+        };
+        self.first_dirty.fetch_max(offset.0, Ordering::AcqRel);
+        self.remove_segments(&doomed, now_ms, cfg.file_delete_delay_ms)?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Raises the log start offset to a checkpointed value (from Kafka's
+    /// `log-start-offset-checkpoint`) if it lies inside the log.
+    pub(crate) fn restore_log_start(&self, offset: Offset) {
+        let mut st = write(&self.state);
+        if offset > st.log_start && offset <= st.log_end {
+            st.log_start = offset;
+            self.first_dirty.fetch_max(offset.0, Ordering::AcqRel);
+            let hw = self.high_watermark.load(Ordering::Acquire).max(offset.0);
+            self.high_watermark.store(hw, Ordering::Release);
+        }
+    }
+
+    /// Takes rolled segments out of the log (caller holds the writer lock):
+    /// they vanish from the state first, then their files are renamed
+    /// `.deleted` (readers that already opened them finish undisturbed) and
+    /// removed by [`Log::delete_expired_files`] after `delay_ms`.
+    pub(crate) fn remove_segments(
+        &self,
+        bases: &[i64],
+        now_ms: i64,
+        delay_ms: i64,
+    ) -> Result<(), LogError> {
+        if bases.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut st = write(&self.state);
+            for b in bases {
+                debug_assert!(st.segments.get(b).is_some_and(|s| s.active.is_none()));
+                st.segments.remove(b);
+            }
+            let first = Offset(*st.segments.keys().next().expect("active segment remains"));
+            if st.log_start < first {
+                st.log_start = first;
+            }
+            st.pending_sync.retain(|(b, _)| !bases.contains(&b.0));
+            st.dir_dirty = true;
+            let hw = self
+                .high_watermark
+                .load(Ordering::Acquire)
+                .max(st.log_start.0);
+            self.high_watermark.store(hw, Ordering::Release);
+            self.first_dirty.fetch_max(st.log_start.0, Ordering::AcqRel);
+        }
+        for b in bases {
+            for ext in ["log", "index", "timeindex"] {
+                let path = segment_path(&self.dir, Offset(*b), ext);
+                let mut doomed = path.as_os_str().to_owned();
+                doomed.push(".deleted");
+                match fs::rename(&path, &doomed) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
+                }
+            }
+            info!(
+                "scheduled segment {} of {} for deletion",
+                b,
+                self.dir.display()
+            );
+        }
+        checkpoint::sync_dir(&self.dir)?;
+        lock(&self.doomed).extend(
+            bases
+                .iter()
+                .map(|b| (now_ms.saturating_add(delay_ms), Offset(*b))),
+        );
+        Ok(())
+    }
+
+    /// Removes `.deleted` segment files whose `file.delete.delay.ms` passed.
+    pub fn delete_expired_files(&self, now_ms: i64) -> Result<usize, LogError> {
+        let due: Vec<Offset> = {
+            let mut d = lock(&self.doomed);
+            let (due, keep): (Vec<_>, Vec<_>) = d.drain(..).partition(|(t, _)| *t <= now_ms);
+            *d = keep;
+            due.into_iter().map(|(_, b)| b).collect()
+        };
+        for b in &due {
+            for ext in ["log", "index", "timeindex"] {
+                remove_if_exists(&segment_path(&self.dir, *b, &format!("{ext}.deleted")))?;
+            }
+        }
+        Ok(due.len())
+    }
+
+    /// The segments as the cleaner and retention see them, oldest first.
+    pub(crate) fn segment_infos(&self) -> (Vec<SegmentInfo>, Offset) {
+        let st = read(&self.state);
+        let infos = st
+            .segments
+            .values()
+            .map(|s| SegmentInfo {
+                base: s.base,
+                size: s.size,
+                max_ts: s.max_ts,
+                active: s.active.is_some(),
+            })
+            .collect();
+        (infos, st.log_start)
+    }
+
+    /// Opens a rolled segment's log file for the cleaner: `(file, size)`.
+    pub(crate) fn open_segment(&self, base: Offset) -> Result<Option<(Arc<File>, u64)>, LogError> {
+        Ok(self.snapshot(base.0, None)?.map(|s| (s.file, s.size)))
+    }
+
+    /// Swaps in a cleaned segment (its `.swap` files are complete and
+    /// fsynced), or removes the segment when cleaning left it empty
+    /// (`replacement == None`). Aborts (returns false) if the segment changed
+    /// since the cleaner read it (deleted by retention, truncated).
+    pub(crate) fn replace_segment(
+        &self,
+        base: Offset,
+        read_size: u64,
+        replacement: Option<(u64, i64, Offset)>,
+        now_ms: i64,
+    ) -> Result<bool, LogError> {
+        let delay = self.config().file_delete_delay_ms;
+        let _guard = lock(&self.writer);
+        let unchanged = read(&self.state)
+            .segments
+            .get(&base.0)
+            .is_some_and(|s| s.active.is_none() && s.size == read_size);
+        if !unchanged || self.closed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let Some((size, max_ts, offset_of_max_ts)) = replacement else {
+            self.remove_segments(&[base.0], now_ms, delay)?;
+            return Ok(true);
+        };
+        {
+            let mut st = write(&self.state);
+            // the log file last: recovery treats a remaining `.log.swap` as
+            // "finish the swap and rebuild the indexes"
+            for ext in ["index", "timeindex", "log"] {
+                let to = segment_path(&self.dir, base, ext);
+                fs::rename(crate::cleaner::swap_path(&to), &to)?;
+            }
+            let seg = st.segments.get_mut(&base.0).expect("checked above");
+            seg.size = size;
+            seg.max_ts = max_ts;
+            seg.offset_of_max_ts = offset_of_max_ts;
+        }
+        checkpoint::sync_dir(&self.dir)?;
+        Ok(true)
     }
 
     /// Flushes, writes the active segment's pending index entries (ending

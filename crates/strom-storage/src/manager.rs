@@ -10,10 +10,14 @@ use strom_protocol::Offset;
 use tracing::{error, info, warn};
 
 use crate::checkpoint;
+use crate::cleaner::{clean_log, CleanStats, OffsetMap};
 use crate::log::{read_recovery_points, RECOVERY_POINT_CHECKPOINT};
 use crate::{Log, LogConfig, LogError, TopicPartition};
 
 const CLEAN_SHUTDOWN: &str = ".kafka_cleanshutdown";
+/// Kafka's per-log-dir file of log start offsets above the first segment's
+/// base (after DeleteRecords), so they survive a restart.
+pub(crate) const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
 /// How often [`LogManager::flush_due`] rewrites the recovery-point
 /// checkpoints (Kafka's `log.flush.offset.checkpoint.interval.ms`).
 const CHECKPOINT_INTERVAL_MS: i64 = 60_000;
@@ -106,6 +110,10 @@ impl LogManager {
             } else {
                 HashMap::new()
             };
+            let starts: HashMap<TopicPartition, Offset> =
+                read_recovery_points(&dir.join(LOG_START_CHECKPOINT))?
+                    .into_iter()
+                    .collect();
             let mut names: Vec<_> = fs::read_dir(dir)?.filter_map(|e| e.ok()).collect();
             names.sort_by_key(|e| e.file_name());
             for entry in names {
@@ -135,6 +143,9 @@ impl LogManager {
                     self.needs_recovery[i],
                     rps.get(&tp).copied(),
                 )?);
+                if let Some(o) = starts.get(&tp) {
+                    log.restore_log_start(*o);
+                }
                 self.logs.write().unwrap().insert(
                     tp.clone(),
                     Entry {
@@ -243,6 +254,93 @@ impl LogManager {
         }
     }
 
+    /// One retention pass (Kafka's `log.retention.check.interval.ms` task):
+    /// rolls quiet active segments whose `segment.ms` passed, deletes
+    /// segments past `retention.ms` / `retention.bytes` or below the log
+    /// start offset, removes `.deleted` files whose `file.delete.delay.ms`
+    /// passed, and checkpoints log start offsets if any moved. Returns the
+    /// number of segments deleted. Errors are logged per log.
+    pub fn retention_pass(&self, now_ms: i64) -> usize {
+        let mut deleted = 0;
+        for (tp, log) in self.all_logs() {
+            let res = (|| -> Result<usize, LogError> {
+                log.roll_if_due(now_ms)?;
+                let n = log.delete_retained_segments(now_ms)?;
+                log.delete_expired_files(now_ms)?;
+                Ok(n)
+            })();
+            match res {
+                Ok(n) => deleted += n,
+                Err(e) => error!("retention of {tp} failed: {e}"),
+            }
+        }
+        if deleted > 0 {
+            if let Err(e) = self.write_log_start_checkpoints() {
+                error!("writing log start offset checkpoints failed: {e}");
+            }
+        }
+        deleted
+    }
+
+    /// DeleteRecords on `tp`: advances its log start offset to `offset`
+    /// (≤ high watermark), checkpointed before returning the new one.
+    pub fn delete_records(
+        &self,
+        tp: &TopicPartition,
+        offset: Offset,
+        now_ms: i64,
+    ) -> Result<Offset, LogError> {
+        let log = self
+            .get(tp)
+            .ok_or_else(|| LogError::Closed(tp.to_string()))?;
+        let start = log.delete_records_before(offset, now_ms)?;
+        self.write_log_start_checkpoints()?;
+        Ok(start)
+    }
+
+    /// One log-cleaner pass over every compacted log (see
+    /// [`crate::cleaner`]); `cancel` stops it between segments.
+    pub fn clean_pass(
+        &self,
+        map: &mut OffsetMap,
+        now_ms: i64,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Vec<(TopicPartition, CleanStats)> {
+        let mut out = Vec::new();
+        for (tp, log) in self.all_logs() {
+            if cancel.load(Ordering::Acquire) {
+                break;
+            }
+            match clean_log(&log, map, now_ms, cancel) {
+                Ok(Some(stats)) => out.push((tp, stats)),
+                Ok(None) => {}
+                Err(e) => error!("cleaning {tp} failed: {e}"),
+            }
+        }
+        out
+    }
+
+    fn write_log_start_checkpoints(&self) -> Result<(), LogError> {
+        let logs = self.logs.read().unwrap();
+        for (i, dir) in self.log_dirs.iter().enumerate() {
+            let mut lines: Vec<String> = logs
+                .iter()
+                .filter(|(_, e)| e.dir_index == i)
+                .map(|(tp, e)| {
+                    format!(
+                        "{} {} {}",
+                        tp.topic,
+                        tp.partition,
+                        e.log.log_start_offset().0
+                    )
+                })
+                .collect();
+            lines.sort();
+            checkpoint::write_atomic(&dir.join(LOG_START_CHECKPOINT), &checkpoint::render(&lines))?;
+        }
+        Ok(())
+    }
+
     fn write_recovery_checkpoints(&self) -> Result<(), LogError> {
         let logs = self.logs.read().unwrap();
         for (i, dir) in self.log_dirs.iter().enumerate() {
@@ -277,6 +375,7 @@ impl LogManager {
             return Err(e);
         }
         self.write_recovery_checkpoints()?;
+        self.write_log_start_checkpoints()?;
         for dir in &self.log_dirs {
             checkpoint::write_atomic(&dir.join(CLEAN_SHUTDOWN), b"")?;
         }

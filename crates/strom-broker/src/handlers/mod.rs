@@ -14,13 +14,20 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use crate::broker::Broker;
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_groups;
 pub mod describe_cluster;
+pub mod describe_configs;
+pub mod describe_log_dirs;
+pub mod describe_topic_partitions;
 pub mod fetch;
+pub mod incremental_alter_configs;
 pub mod find_coordinator;
 pub mod heartbeat;
 pub mod join_group;
@@ -148,6 +155,13 @@ api_registry! {
     CreateTopics => create_topics::CreateTopicsRequest, 2..=7;
     DeleteTopics => delete_topics::DeleteTopicsRequest, 1..=6;
     DescribeCluster => describe_cluster::DescribeClusterRequest, 0..=2;
+    DescribeConfigs => describe_configs::DescribeConfigsRequest, 1..=4;
+    AlterConfigs => alter_configs::AlterConfigsRequest, 0..=2;
+    IncrementalAlterConfigs => incremental_alter_configs::IncrementalAlterConfigsRequest, 0..=1;
+    CreatePartitions => create_partitions::CreatePartitionsRequest, 0..=3;
+    DeleteRecords => delete_records::DeleteRecordsRequest, 0..=2;
+    DescribeLogDirs => describe_log_dirs::DescribeLogDirsRequest, 1..=4;
+    DescribeTopicPartitions => describe_topic_partitions::DescribeTopicPartitionsRequest, 0..=0;
     OffsetCommit => offset_commit::OffsetCommitRequest, 2..=9;
     OffsetFetch => offset_fetch::OffsetFetchRequest, 1..=9;
     FindCoordinator => find_coordinator::FindCoordinatorRequest, 0..=6;

@@ -1,0 +1,55 @@
+//! DeleteRecords (key 21): advance partitions' log start offsets (Kafka's
+//! low watermark). An offset beyond the high watermark is
+//! OFFSET_OUT_OF_RANGE and changes nothing; -1 means "up to the high
+//! watermark".
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::errors::log_error_code;
+use crate::handlers::metadata::is_internal;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let result = DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_low_watermark(-1);
+            let part = broker
+                .replicas
+                .partition(t.name.as_str(), p.partition_index);
+            partitions.push(match part {
+                None => result.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                Some(_) if is_internal(t.name.as_str()) => {
+                    result.with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                }
+                Some(_) if p.offset < -1 => {
+                    result.with_error_code(ResponseError::OffsetOutOfRange.code())
+                }
+                Some(part) => match broker.delete_records(&part, p.offset).await {
+                    Ok(low) => result.with_low_watermark(low.0),
+                    Err(e) => result.with_error_code(log_error_code(&e).code()),
+                },
+            });
+        }
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    DeleteRecordsResponse::default().with_topics(topics)
+}
