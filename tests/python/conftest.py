@@ -81,6 +81,8 @@ class StromBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.overrides = dict(overrides or {})
         self.port = None
+        # /metrics and /health (strom.admin.listener); a free port per broker.
+        self.admin_port = None
         self.proc = None
         self.starts = 0
         self.stderr_path = None
@@ -101,7 +103,10 @@ class StromBroker:
 
     # -- lifecycle --------------------------------------------------------------
     def _write_config(self):
+        if self.admin_port is None:
+            self.admin_port = free_port()
         props = {
+            "strom.admin.listener": f"{self.host}:{self.admin_port}",
             "node.id": "1",
             "listeners": f"PLAINTEXT://{self.host}:{self.port}",
             "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::config::{BrokerConfig, Listener};
 use crate::fetch_session::FetchSessionCache;
 use crate::metadata::{MetadataError, MetadataStore, TopicMetadata};
+use crate::metrics::BrokerMetrics;
 use crate::partition::Partition;
 use crate::replica_manager::ReplicaManager;
 use crate::topic;
@@ -67,6 +68,8 @@ pub struct Broker {
     pub fetch_sessions: FetchSessionCache,
     /// Consumer groups and committed offsets (`__consumer_offsets`).
     pub groups: crate::group::GroupCoordinator,
+    /// Counters and histograms served on the admin listener's `/metrics`.
+    pub metrics: BrokerMetrics,
     log_manager: LogManager,
     /// Addresses clients are told to use, per listener name (ports resolved
     /// after binding, so `:0` works in tests).
@@ -137,6 +140,7 @@ impl Broker {
             replicas,
             fetch_sessions: FetchSessionCache::new(1000),
             groups,
+            metrics: BrokerMetrics::new(),
             log_manager,
             advertised,
             admin_lock: tokio::sync::Mutex::new(()),
@@ -304,6 +308,7 @@ impl Broker {
         self.metadata.remove_topic(name)?;
         self.replicas.remove_topic(name);
         self.fetch_sessions.forget_topic(name);
+        self.metrics.forget_topic(name);
         for p in 0..t.partitions {
             let tp = TopicPartition {
                 topic: name.to_string(),

@@ -38,6 +38,13 @@ pub struct Listener {
     pub port: u16,
 }
 
+/// `strom.admin.listener`: where `/metrics` and `/health` are served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminListener {
+    pub host: String,
+    pub port: u16,
+}
+
 /// The effective broker configuration.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
@@ -60,6 +67,11 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// The group coordinator's settings (`group.*`, `offsets.*`).
     pub group: crate::group::GroupConfig,
+    /// `strom.admin.listener` (`host:port`, default `127.0.0.1:9644`; empty
+    /// disables it).
+    pub admin_listener: Option<AdminListener>,
+    /// Whether `strom.admin.listener` was given (a bind failure is then fatal).
+    pub admin_listener_explicit: bool,
     /// Every key given, after overrides (for the start-up line).
     pub raw: BTreeMap<String, String>,
     /// Keys given that Strom does not use.
@@ -94,6 +106,17 @@ const KNOWN_KEYS: &[&str] = &[
     "log.flush.scheduler.interval.ms",
     "log.message.timestamp.type",
     "strom.flush.mode",
+    "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "group.max.size",
+    "offsets.topic.num.partitions",
+    "offsets.topic.replication.factor",
+    "offsets.topic.segment.bytes",
+    "offsets.retention.minutes",
+    "offsets.retention.check.interval.ms",
+    "offset.metadata.max.bytes",
+    "strom.admin.listener",
     // topic-config synonyms and the log cleaner (issue 3)
     "log.cleanup.policy",
     "log.cleaner.delete.retention.ms",
@@ -112,16 +135,6 @@ const KNOWN_KEYS: &[&str] = &[
     "compression.type",
     "min.insync.replicas",
     "unclean.leader.election.enable",
-    "group.initial.rebalance.delay.ms",
-    "group.min.session.timeout.ms",
-    "group.max.session.timeout.ms",
-    "group.max.size",
-    "offsets.topic.num.partitions",
-    "offsets.topic.replication.factor",
-    "offsets.topic.segment.bytes",
-    "offsets.retention.minutes",
-    "offsets.retention.check.interval.ms",
-    "offset.metadata.max.bytes",
 ];
 
 impl BrokerConfig {
@@ -291,6 +304,9 @@ impl BrokerConfig {
         )?
         .unwrap_or(1000);
 
+        let admin_listener_explicit = raw.contains_key("strom.admin.listener");
+        let admin_listener = parse_admin_listener(get("strom.admin.listener"))?;
+
         let group = group_config(&raw)?;
         let ignored = raw
             .keys()
@@ -312,6 +328,8 @@ impl BrokerConfig {
             log_flush_scheduler_interval_ms,
             log,
             group,
+            admin_listener,
+            admin_listener_explicit,
             raw,
             ignored,
         })
@@ -350,6 +368,28 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
         "false" => Ok(false),
         _ => Err(invalid(key, v, "expected true or false")),
     }
+}
+
+/// Parses `strom.admin.listener`: `host:port` (port 0: any free port),
+/// optionally with an `http://` prefix; empty disables the listener.
+fn parse_admin_listener(v: Option<&str>) -> Result<Option<AdminListener>, ConfigError> {
+    const KEY: &str = "strom.admin.listener";
+    let v = v.unwrap_or("127.0.0.1:9644").trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let addr = v.strip_prefix("http://").unwrap_or(v);
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(KEY, v, "expected host:port"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| invalid(KEY, v, "bad port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(Some(AdminListener {
+        host: if host.is_empty() { "0.0.0.0" } else { host }.to_string(),
+        port,
+    }))
 }
 
 /// The group coordinator's keys, with Kafka's defaults and bounds.
@@ -480,6 +520,27 @@ mod tests {
         assert_eq!(c.log_dirs, vec![PathBuf::from("./strom-data")]);
         assert_eq!(c.message_max_bytes, 1_048_588);
         assert!(c.auto_create_topics_enable);
+        assert_eq!(
+            c.admin_listener,
+            Some(AdminListener {
+                host: "127.0.0.1".into(),
+                port: 9644
+            })
+        );
+        assert!(!c.admin_listener_explicit);
+    }
+
+    #[test]
+    fn admin_listener() {
+        let m = |v: &str| BTreeMap::from([("strom.admin.listener".to_string(), v.to_string())]);
+        let c = BrokerConfig::from_map(m("0.0.0.0:0")).unwrap();
+        assert_eq!(c.admin_listener.unwrap().port, 0);
+        assert!(c.admin_listener_explicit);
+        assert!(BrokerConfig::from_map(m(""))
+            .unwrap()
+            .admin_listener
+            .is_none());
+        assert!(BrokerConfig::from_map(m("localhost")).is_err());
     }
 
     #[test]

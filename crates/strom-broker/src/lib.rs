@@ -4,6 +4,7 @@
 //! Entry point: [`run`] opens the logs, binds the listeners and serves until
 //! the shutdown future resolves, then closes every log cleanly.
 
+pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod errors;
@@ -11,6 +12,7 @@ pub mod fetch_session;
 pub mod group;
 pub mod handlers;
 pub mod metadata;
+pub mod metrics;
 pub mod network;
 pub mod partition;
 pub mod replica_manager;
@@ -51,10 +53,16 @@ pub async fn run(
         .expect("broker start-up task panicked")?;
     broker.groups.startup(&broker).await;
     let listeners = network::bind_listeners(&broker).await?;
+    let admin = admin::bind(&broker).await?;
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(a) = admin_addr {
+        info!(address = %a, "admin listener (/metrics, /health)");
+    }
     let c = &broker.config;
     info!(
         node_id = c.node_id,
         listeners = ?c.listeners.iter().map(|l| format!("{}://{}:{}", l.name, l.host, l.port)).collect::<Vec<_>>(),
+        admin = ?admin_addr.map(|a| a.to_string()),
         log_dirs = ?c.log_dirs,
         partitions = broker.replicas.partition_count(),
         config = ?c.raw,
@@ -69,6 +77,13 @@ pub async fn run(
             broker.clone(),
             l,
             name,
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(l) = admin {
+        tasks.push(tokio::spawn(admin::serve(
+            broker.clone(),
+            l,
             stop_rx.clone(),
         )));
     }

@@ -7,6 +7,7 @@
 //! log line; no other connection is affected.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -70,12 +71,16 @@ async fn connection(
             _ = shutdown.changed() => return Ok(()),
         };
         if size < 0 || size as usize > max {
-            warn!(%peer, size, max, "closing connection: request size outside 0..=socket.request.max.bytes");
+            if let Some(suppressed) = OVERSIZED.allow() {
+                warn!(%peer, size, max, suppressed, "closing connection: request size outside 0..=socket.request.max.bytes");
+            }
             return Ok(());
         }
         let mut frame = BytesMut::zeroed(size as usize);
         if let Err(e) = reader.read_exact(&mut frame).await {
-            warn!(%peer, size, error = %e, "closing connection: truncated request frame");
+            if let Some(suppressed) = TRUNCATED.allow() {
+                warn!(%peer, size, error = %e, suppressed, "closing connection: truncated request frame");
+            }
             return Ok(());
         }
         match handle_frame(&broker, &listener, peer, frame.freeze()).await {
@@ -83,7 +88,9 @@ async fn connection(
             Outcome::NoResponse => {}
             Outcome::Close(why) => {
                 writer.flush().await?;
-                warn!(%peer, reason = %why, "closing connection");
+                if let Some(suppressed) = REJECTED.allow() {
+                    warn!(%peer, reason = %why, suppressed, "closing connection");
+                }
                 return Ok(());
             }
         }
@@ -91,6 +98,86 @@ async fn connection(
         if reader.buffer().is_empty() {
             writer.flush().await?;
         }
+    }
+}
+
+/// A rate limit for the warning of one class of rejected request, so a
+/// misbehaving client cannot flood the log: at most [`WarnLimiter::BURST`]
+/// lines per [`WarnLimiter::WINDOW_MS`]; the next line allowed says how
+/// many were suppressed. Lock-free; meant for `static`s.
+pub struct WarnLimiter {
+    /// Start of the current window (ms since the epoch).
+    window: AtomicU64,
+    /// Lines in the current window (allowed or not).
+    count: AtomicU64,
+    /// Suppressed since the last line allowed.
+    suppressed: AtomicU64,
+}
+
+impl WarnLimiter {
+    pub const BURST: u64 = 10;
+    pub const WINDOW_MS: u64 = 10_000;
+
+    pub const fn new() -> Self {
+        WarnLimiter {
+            window: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(suppressed so far)` if this line may be logged.
+    pub fn allow(&self) -> Option<u64> {
+        self.allow_at(crate::broker::now_ms().max(0) as u64)
+    }
+
+    fn allow_at(&self, now_ms: u64) -> Option<u64> {
+        let start = self.window.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(start) >= Self::WINDOW_MS
+            && self
+                .window
+                .compare_exchange(start, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.count.store(0, Ordering::Relaxed);
+        }
+        if self.count.fetch_add(1, Ordering::Relaxed) < Self::BURST {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+impl Default for WarnLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Rejected-request warning classes (process-wide).
+static OVERSIZED: WarnLimiter = WarnLimiter::new();
+static TRUNCATED: WarnLimiter = WarnLimiter::new();
+static REJECTED: WarnLimiter = WarnLimiter::new();
+/// Produce partitions rejected with an error code.
+pub static PRODUCE_REJECTED: WarnLimiter = WarnLimiter::new();
+
+#[cfg(test)]
+mod tests {
+    use super::WarnLimiter;
+
+    #[test]
+    fn warn_limiter_allows_a_burst_per_window_and_counts_the_rest() {
+        let l = WarnLimiter::new();
+        let t0 = 1_000_000;
+        for _ in 0..WarnLimiter::BURST {
+            assert_eq!(l.allow_at(t0), Some(0));
+        }
+        assert_eq!(l.allow_at(t0 + 1), None);
+        assert_eq!(l.allow_at(t0 + 2), None);
+        assert_eq!(l.allow_at(t0 + WarnLimiter::WINDOW_MS), Some(2));
+        assert_eq!(l.allow_at(t0 + WarnLimiter::WINDOW_MS + 1), Some(0));
     }
 }
 

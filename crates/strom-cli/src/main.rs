@@ -1,9 +1,25 @@
 //! `strom`: the Strom server and its tools in one binary.
+//!
+//! Every command but `server` is a Kafka client (librdkafka), so the tools
+//! work against Apache Kafka too. Errors are one line on stderr and a
+//! non-zero exit code.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod cluster;
+mod group;
+mod kafka;
+mod output;
+mod perf;
+mod raw;
+mod server;
+mod topic;
+
+use kafka::ConnectOpts;
+use output::Format;
 
 #[derive(Parser)]
 #[command(
@@ -12,6 +28,15 @@ use clap::{Parser, Subcommand};
     about = "Strom: a Kafka-compatible event-streaming platform"
 )]
 struct Cli {
+    #[command(flatten)]
+    connect: ConnectOpts,
+    /// Output format: `table` (default) or `json`; `topic consume` also takes
+    /// a template such as `%k=%v (%p@%o)`.
+    #[arg(long, global = true)]
+    format: Option<String>,
+    /// Same as `--format json`.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,54 +52,57 @@ enum Command {
         #[arg(long = "override", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Create, inspect, write to and read from topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCmd),
+    /// Brokers, controller, health and broker configs.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
+    /// Consumer groups: members, committed offsets, lag; reset and delete.
+    #[command(subcommand)]
+    Group(group::GroupCmd),
+    /// Benchmarks on librdkafka, like kafka-producer-perf-test / kafka-consumer-perf-test.
+    #[command(subcommand)]
+    Perf(perf::PerfCmd),
+}
+
+/// What a client command gets: where the cluster is and how to print.
+pub struct Ctx {
+    pub connect: ConnectOpts,
+    pub format: Format,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let is_server = matches!(cli.command, Command::Server { .. });
+    // Client commands stay quiet unless RUST_LOG asks: librdkafka's own
+    // connection errors would otherwise repeat what the one-line error says.
+    let default_filter = if is_server { "info" } else { "off" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
-        Command::Server { config, overrides } => server(config, overrides),
-    }
-}
-
-fn server(config: Option<PathBuf>, overrides: Vec<String>) -> ExitCode {
-    let cfg = match strom_broker::BrokerConfig::load(config.as_deref(), &overrides) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("strom: {e}");
-            return ExitCode::from(2);
-        }
+    let ctx = Ctx {
+        connect: cli.connect,
+        format: Format::parse(cli.format.as_deref(), cli.json),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("strom: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let result = match cli.command {
+        Command::Server { config, overrides } => return server::run(config, overrides),
+        Command::Topic(cmd) => topic::run(&ctx, cmd),
+        Command::Cluster(cmd) => cluster::run(&ctx, cmd),
+        Command::Group(cmd) => group::run(&ctx, cmd),
+        Command::Perf(cmd) => perf::run(&ctx, cmd),
     };
-    match rt.block_on(strom_broker::run(cfg, shutdown_signal())) {
-        Ok(()) => ExitCode::SUCCESS,
+    match result {
+        Ok(code) => code,
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("strom: {e}");
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("strom: error: {msg}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

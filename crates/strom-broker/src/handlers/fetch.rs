@@ -248,6 +248,7 @@ pub async fn handle(
 
     // Group partitions by topic, keeping request order.
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    let mut topic_metrics: Option<Arc<crate::metrics::TopicMetrics>> = None;
     for (key, data) in parts {
         let topic_id = targets
             .iter()
@@ -261,6 +262,17 @@ pub async fn handle(
                 r.topic.as_str() == key.0
             }
         });
+        if !same {
+            topic_metrics = None;
+        }
+        let bytes = data.records.as_ref().map_or(0, |r| r.len());
+        if bytes > 0 {
+            // Consecutive partitions of one topic share one lookup.
+            topic_metrics
+                .get_or_insert_with(|| broker.metrics.topic(&key.0))
+                .bytes_out
+                .inc_by(bytes as u64);
+        }
         if !same {
             responses.push(
                 FetchableTopicResponse::default()

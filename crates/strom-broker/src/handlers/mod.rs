@@ -18,18 +18,18 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
-pub mod delete_records;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
-pub mod describe_groups;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_topic_partitions;
 pub mod fetch;
-pub mod incremental_alter_configs;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
@@ -233,5 +233,8 @@ pub async fn handle_frame(
         listener: listener.to_string(),
         peer,
     };
-    dispatch(broker, &ctx, key, &mut frame).await
+    let started = std::time::Instant::now();
+    let outcome = dispatch(broker, &ctx, key, &mut frame).await;
+    broker.metrics.observe_request(key, started.elapsed());
+    outcome
 }

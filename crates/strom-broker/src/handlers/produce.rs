@@ -19,6 +19,7 @@ use super::{ProduceReply, RequestContext};
 use crate::broker::{now_ms, Broker};
 use crate::errors::log_error_code;
 use crate::handlers::metadata::is_internal;
+use crate::metrics::TopicMetrics;
 
 enum Pending {
     Appending(JoinHandle<Result<LogAppendInfo, LogError>>),
@@ -76,6 +77,8 @@ pub async fn handle(
         })
         .collect();
     let mut first_error: Option<String> = None;
+    // Per-topic counters, looked up once per topic of the request.
+    let mut topic_metrics: Vec<Option<Arc<TopicMetrics>>> = vec![None; responses.len()];
     for (ti, index, state) in pending {
         let mut pr = PartitionProduceResponse::default().with_index(index);
         match state {
@@ -86,6 +89,9 @@ pub async fn handle(
             }
             Pending::Appending(task) => match task.await {
                 Ok(Ok(info)) => {
+                    topic_metrics[ti]
+                        .get_or_insert_with(|| broker.metrics.topic(responses[ti].name.as_str()))
+                        .record_append(info.record_count, info.bytes);
                     pr.base_offset = info.first_offset.0;
                     pr.log_append_time_ms = info.log_append_time;
                     pr.log_start_offset = info.log_start_offset.0;
@@ -104,7 +110,9 @@ pub async fn handle(
         }
         if pr.error_code != 0 {
             let topic = responses[ti].name.as_str().to_string();
-            warn!(client = ?ctx.header.client_id, topic, partition = index, code = pr.error_code, message = ?pr.error_message, "produce rejected");
+            if let Some(suppressed) = crate::network::PRODUCE_REJECTED.allow() {
+                warn!(client = ?ctx.header.client_id, topic, partition = index, code = pr.error_code, message = ?pr.error_message, suppressed, "produce rejected");
+            }
             first_error.get_or_insert_with(|| {
                 format!(
                     "produce to {topic}-{index} failed with error {}",

@@ -1,0 +1,210 @@
+//! A thin synchronous Kafka client on `kafka-protocol` for the few APIs
+//! librdkafka's admin API lacks (DescribeLogDirs, OffsetDelete,
+//! FindCoordinator). One connection, one request at a time; plaintext only.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_log_dirs_request::DescribeLogDirsRequest;
+use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequest, OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
+use kafka_protocol::messages::{ApiKey, GroupId, RequestHeader, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+
+/// One broker connection.
+pub struct RawClient {
+    stream: TcpStream,
+    next_id: i32,
+}
+
+impl RawClient {
+    pub fn connect(addr: &str, timeout: Duration) -> Result<RawClient> {
+        let sa = addr
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve {addr}"))?
+            .next()
+            .ok_or_else(|| anyhow!("cannot resolve {addr}"))?;
+        let stream = TcpStream::connect_timeout(&sa, timeout)
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        stream.set_read_timeout(Some(timeout.max(Duration::from_secs(1))))?;
+        stream.set_write_timeout(Some(timeout.max(Duration::from_secs(1))))?;
+        stream.set_nodelay(true)?;
+        Ok(RawClient { stream, next_id: 1 })
+    }
+
+    /// Sends `req` at `version` and decodes the answer.
+    pub fn call<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response> {
+        let key = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown API key {}", R::KEY))?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(id)
+            .with_client_id(Some(StrBytes::from_static_str("strom-cli")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, key.request_header_version(version))
+            .and_then(|_| req.encode(&mut body, version))
+            .map_err(|e| anyhow!("cannot encode {key:?}: {e}"))?;
+        let mut frame = BytesMut::with_capacity(body.len() + 4);
+        frame.put_i32(body.len() as i32);
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame)?;
+        let mut len = [0u8; 4];
+        self.stream
+            .read_exact(&mut len)
+            .with_context(|| format!("no {key:?} answer (the broker may not support it)"))?;
+        let mut buf = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
+        self.stream.read_exact(&mut buf)?;
+        let mut buf = Bytes::from(buf);
+        let h = ResponseHeader::decode(&mut buf, key.response_header_version(version))
+            .map_err(|e| anyhow!("cannot decode the {key:?} header: {e}"))?;
+        if h.correlation_id != id {
+            bail!("{key:?}: correlation id {} != {id}", h.correlation_id);
+        }
+        let resp = R::Response::decode(&mut buf, version)
+            .map_err(|e| anyhow!("cannot decode the {key:?} answer: {e}"))?;
+        let _ = buf.remaining();
+        Ok(resp)
+    }
+}
+
+fn error_text(code: i16) -> Option<String> {
+    (code != 0).then(|| match ResponseError::try_from_code(code) {
+        Some(e) => format!("{e}"),
+        None => format!("error code {code}"),
+    })
+}
+
+/// One log directory of one broker.
+pub struct LogDir {
+    pub dir: String,
+    pub error: Option<String>,
+    /// (topic, partition, size in bytes)
+    pub partitions: Vec<(String, i32, i64)>,
+}
+
+/// DescribeLogDirs (v2) against one broker, for every partition.
+pub fn describe_log_dirs(addr: &str, timeout: Duration) -> Result<Vec<LogDir>> {
+    let mut c = RawClient::connect(addr, timeout)?;
+    let resp = c.call(&DescribeLogDirsRequest::default().with_topics(None), 2)?;
+    if let Some(e) = error_text(resp.error_code) {
+        bail!("DescribeLogDirs: {e}");
+    }
+    Ok(resp
+        .results
+        .into_iter()
+        .map(|r| LogDir {
+            dir: r.log_dir.to_string(),
+            error: error_text(r.error_code),
+            partitions: r
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(|p| (t.name.to_string(), p.partition_index, p.partition_size))
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// The `host:port` of `group`'s coordinator (FindCoordinator v3).
+pub fn find_coordinator(bootstrap: &str, group: &str, timeout: Duration) -> Result<String> {
+    let first = bootstrap
+        .split(',')
+        .map(str::trim)
+        .find(|s| !s.is_empty())
+        .ok_or_else(|| anyhow!("no bootstrap address"))?;
+    let mut c = RawClient::connect(first, timeout)?;
+    let resp = c.call(
+        &FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(group.to_string()))
+            .with_key_type(0),
+        3,
+    )?;
+    if let Some(e) = error_text(resp.error_code) {
+        bail!("cannot find the coordinator of group '{group}': {e}");
+    }
+    Ok(format!("{}:{}", resp.host, resp.port))
+}
+
+/// OffsetDelete (v0): drops `group`'s committed offsets for these
+/// partitions. Returns per-partition errors.
+pub fn offset_delete(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> Result<Vec<(i32, Option<String>)>> {
+    let coordinator = find_coordinator(bootstrap, group, timeout)?;
+    let mut c = RawClient::connect(&coordinator, timeout)?;
+    let req = OffsetDeleteRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_topics(vec![OffsetDeleteRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&p| OffsetDeleteRequestPartition::default().with_partition_index(p))
+                    .collect(),
+            )]);
+    let resp = c.call(&req, 0)?;
+    if let Some(e) = error_text(resp.error_code) {
+        bail!("OffsetDelete for group '{group}': {e}");
+    }
+    Ok(resp
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (p.partition_index, error_text(p.error_code)))
+        })
+        .collect())
+}
+
+/// Every committed offset of `group` (OffsetFetch v7, all topics):
+/// (topic, partition, offset).
+pub fn offset_fetch_all(
+    bootstrap: &str,
+    group: &str,
+    timeout: Duration,
+) -> Result<Vec<(String, i32, i64)>> {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequest;
+    let coordinator = find_coordinator(bootstrap, group, timeout)?;
+    let mut c = RawClient::connect(&coordinator, timeout)?;
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_topics(None);
+    let resp = c.call(&req, 7)?;
+    if let Some(e) = error_text(resp.error_code) {
+        bail!("cannot read the offsets of group '{group}': {e}");
+    }
+    let mut out = Vec::new();
+    for t in &resp.topics {
+        for p in &t.partitions {
+            if let Some(e) = error_text(p.error_code) {
+                bail!(
+                    "cannot read the offset of group '{group}' on {}-{}: {e}",
+                    t.name.as_str(),
+                    p.partition_index
+                );
+            }
+            if p.committed_offset >= 0 {
+                out.push((t.name.to_string(), p.partition_index, p.committed_offset));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
