@@ -248,7 +248,8 @@ pub fn clean_log(
         .enumerate()
         .filter(|(i, _)| next_base(*i) > first_dirty)
         .collect();
-    if dirty.is_empty() {
+    let tombstones_due = log.tombstone_due.load(Ordering::Acquire) <= now_ms;
+    if dirty.is_empty() && !tombstones_due {
         return Ok(None);
     }
     let total: u64 = cleanable.iter().map(|s| s.size).sum();
@@ -261,7 +262,7 @@ pub fn clean_log(
     let oldest_dirty_ts = dirty.iter().map(|(_, s)| s.max_ts).find(|t| *t != i64::MIN);
     let forced =
         oldest_dirty_ts.is_some_and(|t| now_ms.saturating_sub(t) > cfg.max_compaction_lag_ms);
-    if ratio < cfg.min_cleanable_dirty_ratio && !forced {
+    if ratio < cfg.min_cleanable_dirty_ratio && !forced && !tombstones_due {
         return Ok(None);
     }
 
@@ -290,7 +291,7 @@ pub fn clean_log(
         }
         map_end = next_base(i);
     }
-    if map_end == first_dirty {
+    if map_end == first_dirty && !dirty.is_empty() && !tombstones_due {
         warn!(
             "log cleaner: one segment of {} has more keys than the offset map holds ({}); raise log.cleaner.dedupe.buffer.size",
             log.dir().display(),
@@ -305,6 +306,8 @@ pub fn clean_log(
         end_offset: map_end,
         ..CleanStats::default()
     };
+    // the earliest record timestamp of a tombstone kept by this pass
+    let mut kept_tombstone = i64::MAX;
     for (i, seg) in cleanable.iter().enumerate() {
         if seg.base >= map_end {
             break;
@@ -313,9 +316,23 @@ pub fn clean_log(
             return Ok(Some(stats));
         }
         let _ = i;
-        clean_segment(log, seg.base, map, tombstone_horizon, now_ms, &mut stats)?;
+        clean_segment(
+            log,
+            seg.base,
+            map,
+            tombstone_horizon,
+            now_ms,
+            &mut stats,
+            &mut kept_tombstone,
+        )?;
     }
     log.first_dirty.fetch_max(map_end.0, Ordering::AcqRel);
+    log.tombstone_due.store(
+        kept_tombstone
+            .saturating_add(cfg.delete_retention_ms)
+            .max(now_ms + 1),
+        Ordering::Release,
+    );
     if stats.segments > 0 {
         info!(
             "cleaned {}: {} segments, {} -> {} bytes, {} records removed, clean up to offset {}",
@@ -338,17 +355,24 @@ fn clean_segment(
     tombstone_horizon: i64,
     now_ms: i64,
     stats: &mut CleanStats,
+    kept_tombstone: &mut i64,
 ) -> Result<(), LogError> {
     let mut out: Vec<u8> = Vec::new();
     let mut removed = 0u64;
-    let keep = |r: &Record| -> bool {
+    let mut keep = |r: &Record| -> bool {
         let Some(k) = &r.key else {
             return true;
         };
         if map.get(k).is_some_and(|latest| latest > r.offset.0) {
             return false;
         }
-        !(r.value.is_none() && r.timestamp <= tombstone_horizon)
+        if r.value.is_none() {
+            if r.timestamp <= tombstone_horizon {
+                return false;
+            }
+            *kept_tombstone = (*kept_tombstone).min(r.timestamp);
+        }
+        true
     };
     let read_size = for_each_batch(log, base, |b| {
         let view = BatchView::parse(b)?;

@@ -112,6 +112,10 @@ pub struct Log {
     /// The log cleaner's position: offsets below were compacted already
     /// (Kafka's cleaner checkpoint; in memory, so a restart re-cleans once).
     pub(crate) first_dirty: AtomicI64,
+    /// When the oldest tombstone the cleaner kept reaches
+    /// `delete.retention.ms` (Kafka's delete horizon, KIP-534): a clean log
+    /// is cleaned again then, to drop it. `i64::MAX`: none pending.
+    pub(crate) tombstone_due: AtomicI64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -469,6 +473,7 @@ impl Log {
             config: RwLock::new(Arc::new(config)),
             doomed: Mutex::new(Vec::new()),
             first_dirty: AtomicI64::new(log_start.0),
+            tombstone_due: AtomicI64::new(i64::MAX),
             writer: Mutex::new(()),
             sync: Mutex::new(log_end),
             flushed_to: AtomicI64::new(log_end.0),
