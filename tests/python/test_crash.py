@@ -71,12 +71,22 @@ def batches(path):
 
 # -- acked records survive SIGKILL -------------------------------------------------
 
-def test_kill9_keeps_every_acknowledged_record(strom):
+@pytest.mark.parametrize("mode", [
+    "defaults",
+    # fsync before every ack (Strom's durable mode): same guarantees, another code path.
+    pytest.param("flush-always", marks=pytest.mark.strom_config(**{"strom.flush.mode": "always"})),
+    # 16 KiB segments: the acked records span many rolled segments.
+    pytest.param("small-segments", marks=pytest.mark.strom_config(**{"log.segment.bytes": 16384})),
+])
+def test_kill9_keeps_every_acknowledged_record(strom, mode):
     bootstrap, data_dir, broker = strom
     topic, partitions = "crash-acked", 2
     ck_create_topic(bootstrap, topic, partitions)
 
-    producer = ck_producer(bootstrap, **{"acks": "all", "linger.ms": 5, "message.timeout.ms": 30000})
+    conf = {"acks": "all", "linger.ms": 5, "message.timeout.ms": 30000}
+    if mode == "small-segments":
+        conf["batch.size"] = 4096  # a batch larger than segment.bytes is RECORD_LIST_TOO_LARGE
+    producer = ck_producer(bootstrap, **conf)
     acked = {}          # n -> (partition, offset)
     failed = {}
     outstanding = [0]
@@ -92,10 +102,14 @@ def test_kill9_keeps_every_acknowledged_record(strom):
 
     target_acked = 5000
     n = 0
-    deadline = time.monotonic() + 60
+    t_start = time.monotonic()
+    deadline = t_start + 60
     # Keep producing right up to the kill, so batches are in flight when it happens.
     while len(acked) < target_acked:
         assert time.monotonic() < deadline, f"only {len(acked)} acks in 60s, failures: {list(failed.items())[:3]}"
+        if outstanding[0] >= 2000:  # bound what is in flight, keep serving callbacks
+            producer.poll(0.01)
+            continue
         v = b"rec-%08d" % n
         try:
             producer.produce(topic, key=v, value=v, partition=n % partitions, on_delivery=cb_for(n))
@@ -103,14 +117,24 @@ def test_kill9_keeps_every_acknowledged_record(strom):
             n += 1
         except BufferError:
             pass
-        producer.poll(0 if outstanding[0] < 2000 else 0.01)
+        producer.poll(0)
+    failed_before_kill = dict(failed)
     broker.kill9()
     sent = n
     # Whatever is still queued or in flight was never acknowledged: drop it, collect reports.
     producer.purge(in_queue=True, in_flight=True, blocking=True)
     producer.flush(10)
     del producer
-    print(f"sent {sent}, acked {len(acked)} before SIGKILL, not acked {len(failed)}")
+    # With a live broker and retries, nothing may fail before the kill.
+    assert not failed_before_kill, (
+        f"{len(failed_before_kill)} deliveries failed while the broker was up, e.g. "
+        f"{sorted(failed_before_kill.items())[:3]}")
+    segments = sorted(Path(data_dir, f"{topic}-0").glob("*.log"))
+    print(f"{mode}: sent {sent}, acked {len(acked)} in {time.monotonic() - t_start:.2f}s before "
+          f"SIGKILL, not acked {len(failed)}, "
+          f"{len(segments)} segment(s) in {topic}-0")
+    if mode == "small-segments":
+        assert len(segments) > 2, f"expected rolled segments with log.segment.bytes=16384: {segments}"
 
     broker.restart()
     marks = watermarks(bootstrap, topic, partitions)
@@ -178,6 +202,7 @@ TAILS = {"random-garbage": _tail_random, "half-batch": _tail_half_batch,
 
 
 @pytest.mark.parametrize("tail", sorted(TAILS))
+@pytest.mark.strom_config(**{"log.segment.bytes": 16384})
 def test_recovery_truncates_bad_tail(strom, tail):
     bootstrap, data_dir, broker = strom
     topic = "crash-tail"
@@ -189,6 +214,8 @@ def test_recovery_truncates_bad_tail(strom, tail):
     assert offsets == list(range(1000))
 
     broker.kill9()
+    # 16 KiB segments: the damaged file is the active one after several rolled ones.
+    assert len(list(Path(data_dir, f"{topic}-0").glob("*.log"))) > 1
     seg = active_segment(data_dir, topic, 0)
     good_size = seg.stat().st_size
     batches(seg)  # the file holds only whole batches before we touch it

@@ -1,0 +1,295 @@
+"""Consumer groups against Strom's group coordinator, with clients Strom did not write:
+confluent-kafka (librdkafka 2.x), kafka-python, and Debian's kcat (librdkafka 2.0.2).
+
+Every broker runs with `group.initial.rebalance.delay.ms=100` so rebalances are quick;
+every wait polls a condition.
+"""
+
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from strom_helpers import ck_create_topic, ck_producer, wait_until
+
+FAST_GROUPS = pytest.mark.strom_config(**{"group.initial.rebalance.delay.ms": "100"})
+KCAT = shutil.which("kcat") or shutil.which("kafkacat")
+
+
+def produce_ids(bootstrap, topic, n, partitions, start=0):
+    """Records with value b"<id>" spread round-robin over the partitions."""
+    p = ck_producer(bootstrap)
+    for i in range(start, start + n):
+        p.produce(topic, key=b"k%d" % i, value=b"%d" % i, partition=i % partitions)
+        if i % 1000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+
+
+def group_consumer(bootstrap, group, **extra):
+    from confluent_kafka import Consumer
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 300,
+    }
+    conf.update(extra)
+    return Consumer(conf)
+
+
+def assigned(c):
+    return {tp.partition for tp in c.assignment()}
+
+
+def poll_all(consumers, seen, timeout=0.05, commit=True):
+    """One poll round over `consumers`; appends (id, partition, offset) to seen[i] and
+    commits each record synchronously once processed."""
+    n = 0
+    for i, c in enumerate(consumers):
+        m = c.poll(timeout)
+        if m is None:
+            continue
+        assert m.error() is None, m.error()
+        seen[i].append((int(m.value()), m.partition(), m.offset()))
+        if commit:
+            c.commit(message=m, asynchronous=False)
+        n += 1
+    return n
+
+
+@FAST_GROUPS
+def test_three_consumers_share_then_take_over_after_leave(strom):
+    bootstrap = strom.bootstrap
+    topic, parts, n = "shared", 8, 3000
+    ck_create_topic(bootstrap, topic, parts)
+    produce_ids(bootstrap, topic, n, parts)
+    consumers = [group_consumer(bootstrap, "g-share") for _ in range(3)]
+    for c in consumers:
+        c.subscribe([topic])
+    seen = [[] for _ in consumers]
+
+    def balanced():
+        poll_all(consumers, seen)
+        a = [assigned(c) for c in consumers]
+        return (all(len(x) >= 2 for x in a) and sum(len(x) for x in a) == parts
+                and set().union(*a) == set(range(parts))) and a
+    owners = wait_until(balanced, 60, "8 partitions spread over 3 consumers")
+    for i, a in enumerate(owners):
+        for j, b in enumerate(owners):
+            assert i == j or not (a & b), f"partition owned twice: {owners}"
+
+    wait_until(lambda: poll_all(consumers, seen) is not None and sum(map(len, seen)) >= n // 2,
+               60, "half of the records consumed")
+    leaving = consumers.pop()
+    leaving.close()  # LeaveGroup: the survivors take over its partitions
+    rest = seen[:2]
+    wait_until(lambda: poll_all(consumers, rest) is not None
+               and set().union(*(assigned(c) for c in consumers)) == set(range(parts)),
+               60, "the two survivors own every partition")
+    wait_until(lambda: poll_all(consumers, rest) is not None
+               and len({r[0] for s in seen for r in s}) >= n, 60, "every record consumed")
+    # Everything was committed right after processing: nothing lost, nothing twice.
+    ids = [r[0] for s in seen for r in s]
+    assert sorted(set(ids)) == list(range(n))
+    dups = len(ids) - len(set(ids))
+    assert dups == 0, f"{dups} records delivered twice despite per-record commits"
+    for c in consumers:
+        c.close()
+
+
+@FAST_GROUPS
+def test_commits_are_fetched_back(strom):
+    from confluent_kafka import TopicPartition
+    bootstrap = strom.bootstrap
+    topic = "commits"
+    ck_create_topic(bootstrap, topic, 4)
+    produce_ids(bootstrap, topic, 400, 4)
+    c = group_consumer(bootstrap, "g-commit")
+    c.subscribe([topic])
+    seen = [[]]
+    wait_until(lambda: poll_all([c], seen, commit=False) is not None and len(seen[0]) >= 40, 30,
+               "some records")
+    # sync commit with metadata for partitions 0/1, async commit for 2/3
+    c.commit(offsets=[TopicPartition(topic, 0, 11, metadata="m0"),
+                      TopicPartition(topic, 1, 12)], asynchronous=False)
+    results = []
+    c2 = group_consumer(bootstrap, "g-commit-async",
+                        on_commit=lambda err, parts: results.append((err, parts)))
+    c2.subscribe([topic])
+    wait_until(lambda: c2.poll(0.1) is not None, 30, "async consumer receives records")
+    c2.commit(offsets=[TopicPartition(topic, 2, 21), TopicPartition(topic, 3, 22)],
+              asynchronous=True)
+    wait_until(lambda: c2.poll(0.05) is None and results, 30, "async commit callback")
+    assert results[0][0] is None, results
+
+    committed = c.committed([TopicPartition(topic, p) for p in range(4)], timeout=10)
+    assert [tp.offset for tp in committed[:2]] == [11, 12]
+    assert committed[0].metadata == "m0"
+    fresh = group_consumer(bootstrap, "g-commit-async")
+    got2 = fresh.committed([TopicPartition(topic, 2), TopicPartition(topic, 3)], timeout=10)
+    assert [tp.offset for tp in got2] == [21, 22]
+    # Unknown group: -1 (no offset), no error.
+    other = group_consumer(bootstrap, "g-never-used")
+    none = other.committed([TopicPartition(topic, 0)], timeout=10)
+    assert none[0].offset < 0 and none[0].error is None
+    other.close()
+    fresh.close()
+    c2.close()
+    c.close()
+
+    # A new member of g-commit resumes exactly at the committed offsets.
+    r = group_consumer(bootstrap, "g-commit")
+    r.subscribe([topic])
+    first = {}
+
+    def one_from_each():
+        m = r.poll(0.1)
+        if m is not None and m.error() is None:
+            first.setdefault(m.partition(), m.offset())
+        return len(first) == 4
+    wait_until(one_from_each, 30, "a record from each partition")
+    assert first[0] == 11 and first[1] == 12, first
+    r.close()
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+@FAST_GROUPS
+def test_offsets_and_group_survive_restart(strom, how):
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+    bootstrap = strom.bootstrap
+    topic = "durable"
+    ck_create_topic(bootstrap, topic, 2)
+    produce_ids(bootstrap, topic, 100, 2)
+    c = group_consumer(bootstrap, "g-durable", **{"group.instance.id": "static-1"})
+    c.subscribe([topic])
+    seen = [[]]
+    wait_until(lambda: poll_all([c], seen) is not None and len(seen[0]) >= 100, 30, "100 records")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    before = admin.describe_consumer_groups(["g-durable"])["g-durable"].result()
+    assert before.state.name == "STABLE" and len(before.members) == 1
+    member_id = before.members[0].member_id
+
+    if how == "sigterm":
+        assert strom.terminate() == 0
+    else:
+        strom.kill9()
+    strom.restart()
+
+    # The static member survived with its id; the consumer keeps going
+    # (same generation) and sees new records.
+    def described():
+        d = AdminClient({"bootstrap.servers": bootstrap}).describe_consumer_groups(
+            ["g-durable"])["g-durable"].result()
+        return d if d.state.name == "STABLE" else None
+    after = wait_until(described, 30, "group Stable after restart")
+    assert [m.member_id for m in after.members] == [member_id]
+    produce_ids(bootstrap, topic, 10, 2, start=100)
+    wait_until(lambda: poll_all([c], seen) is not None and len(seen[0]) >= 110, 60,
+               "records produced after the restart")
+    committed = c.committed([TopicPartition(topic, p) for p in range(2)], timeout=10)
+    assert [tp.offset for tp in committed] == [55, 55]
+    c.close()
+    fresh = group_consumer(bootstrap, "g-durable")
+    assert [tp.offset for tp in fresh.committed(
+        [TopicPartition(topic, p) for p in range(2)], timeout=10)] == [55, 55]
+    fresh.close()
+
+
+@FAST_GROUPS
+def test_cooperative_sticky(strom):
+    bootstrap = strom.bootstrap
+    topic, parts, n = "coop", 8, 2000
+    ck_create_topic(bootstrap, topic, parts)
+    produce_ids(bootstrap, topic, n, parts)
+    conf = {"partition.assignment.strategy": "cooperative-sticky"}
+    a = group_consumer(bootstrap, "g-coop", **conf)
+    a.subscribe([topic])
+    seen = [[], []]
+    wait_until(lambda: poll_all([a], seen) is not None and len(assigned(a)) == parts, 30,
+               "the first consumer owns everything")
+    b = group_consumer(bootstrap, "g-coop", **conf)
+    b.subscribe([topic])
+    both = [a, b]
+
+    def split():
+        poll_all(both, seen)
+        x, y = assigned(a), assigned(b)
+        return len(x) == 4 and len(y) == 4 and not (x & y) and (x, y)
+    wait_until(split, 60, "an incremental 4/4 split")
+    wait_until(lambda: poll_all(both, seen) is not None
+               and len({r[0] for s in seen for r in s}) >= n, 60, "every record consumed")
+    ids = [r[0] for s in seen for r in s]
+    assert sorted(set(ids)) == list(range(n)) and len(ids) == n
+    assert a.memberid() != b.memberid()
+    for c in both:
+        c.close()
+
+
+@FAST_GROUPS
+def test_kafka_python_group_and_admin(strom):
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import GroupNotEmptyError, GroupIdNotFoundError
+    bootstrap = strom.bootstrap
+    topic = "kp-group"
+    ck_create_topic(bootstrap, topic, 3)
+    produce_ids(bootstrap, topic, 300, 3)
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="g-kp",
+                      auto_offset_reset="earliest", enable_auto_commit=False,
+                      session_timeout_ms=6000, heartbeat_interval_ms=500)
+    ids = set()
+    deadline = time.monotonic() + 60
+    while len(ids) < 300 and time.monotonic() < deadline:
+        for recs in c.poll(timeout_ms=500).values():
+            ids.update(int(r.value) for r in recs)
+    assert ids == set(range(300))
+    c.commit()
+    assert {c.committed(TopicPartition(topic, p)) for p in range(3)} == {100}
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    listed = admin.list_consumer_groups()
+    assert ("g-kp", "consumer") in [(g[0], g[1]) for g in listed], listed
+    desc = admin.describe_consumer_groups(["g-kp"])[0]
+    assert desc.state == "Stable" and desc.protocol_type == "consumer"
+    assert len(desc.members) == 1
+    assigned_parts = desc.members[0].member_assignment.assignment[0][1]
+    assert sorted(assigned_parts) == [0, 1, 2]
+    assert admin.list_consumer_group_offsets("g-kp")[TopicPartition(topic, 0)].offset == 100
+
+    res = dict(admin.delete_consumer_groups(["g-kp"]))
+    assert isinstance(res["g-kp"], GroupNotEmptyError), res
+    c.close()
+    wait_until(lambda: admin.describe_consumer_groups(["g-kp"])[0].state == "Empty", 30,
+               "group Empty after the consumer left")
+    res = dict(admin.delete_consumer_groups(["g-kp", "g-missing"]))
+    assert res["g-kp"].__class__.__name__ == "NoError", res
+    assert isinstance(res["g-missing"], GroupIdNotFoundError), res
+    assert "g-kp" not in [g[0] for g in admin.list_consumer_groups()]
+    admin.close()
+
+
+@FAST_GROUPS
+def test_kcat_balanced_consumer(strom):
+    assert KCAT, "kcat is not installed (scripts/test installs it with apt-get)"
+    from confluent_kafka import TopicPartition
+    bootstrap = strom.bootstrap
+    topic = "kcat-group"
+    ck_create_topic(bootstrap, topic, 4)
+    produce_ids(bootstrap, topic, 200, 4)
+    cmd = [KCAT, "-X", "api.version.request=true", "-b", bootstrap, "-G", "g-kcat",
+           "-X", "auto.offset.reset=earliest", "-X", "session.timeout.ms=6000",
+           "-c", "200", "-f", "%s\n", topic]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")[-3000:]
+    got = sorted(int(x) for x in p.stdout.split())
+    assert got == list(range(200))
+    # kcat commits what it consumed (auto commit on close).
+    c = group_consumer(bootstrap, "g-kcat")
+    committed = c.committed([TopicPartition(topic, q) for q in range(4)], timeout=10)
+    assert sum(tp.offset for tp in committed) == 200, committed
+    c.close()
