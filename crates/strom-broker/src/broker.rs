@@ -68,6 +68,8 @@ pub struct Broker {
     pub fetch_sessions: FetchSessionCache,
     /// Consumer groups and committed offsets (`__consumer_offsets`).
     pub groups: crate::group::GroupCoordinator,
+    /// Producer ids, never reused (a block reservation file in the first log dir).
+    pub producer_ids: crate::txn::producer_ids::ProducerIdManager,
     /// Counters and histograms served on the admin listener's `/metrics`.
     pub metrics: BrokerMetrics,
     log_manager: LogManager,
@@ -76,6 +78,8 @@ pub struct Broker {
     advertised: RwLock<Vec<Listener>>,
     /// Serializes topic creation and deletion.
     admin_lock: tokio::sync::Mutex<()>,
+    /// When idle producers were last expired.
+    last_producer_expiry: std::sync::atomic::AtomicI64,
 }
 
 /// Wall-clock milliseconds since the epoch (Kafka timestamps).
@@ -134,16 +138,20 @@ impl Broker {
         }
         let advertised = RwLock::new(config.advertised_listeners.clone());
         let groups = crate::group::GroupCoordinator::new(config.group.clone());
+        let producer_ids = crate::txn::producer_ids::ProducerIdManager::open(&config.log_dirs[0])
+            .map_err(LogError::Io)?;
         Ok(Arc::new(Broker {
             config,
             metadata,
             replicas,
             fetch_sessions: FetchSessionCache::new(1000),
             groups,
+            producer_ids,
             metrics: BrokerMetrics::new(),
             log_manager,
             advertised,
             admin_lock: tokio::sync::Mutex::new(()),
+            last_producer_expiry: std::sync::atomic::AtomicI64::new(now_ms()),
         }))
     }
 
@@ -322,9 +330,22 @@ impl Broker {
         Ok(t.id)
     }
 
-    /// Flushes logs whose `flush.ms` is due (called by a ticker).
+    /// Flushes logs whose `flush.ms` is due (called by a ticker), and
+    /// expires idle producers every `producer.id.expiration.check.interval.ms`.
     pub fn flush_due(&self) {
-        self.log_manager.flush_due(now_ms());
+        let now = now_ms();
+        self.log_manager.flush_due(now);
+        let every = self.config.txn.producer_id_expiration_check_interval_ms;
+        let last = self
+            .last_producer_expiry
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if now.saturating_sub(last) >= every {
+            self.last_producer_expiry
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            for (_, log) in self.log_manager.all_logs() {
+                log.expire_producers(now, self.config.txn.producer_id_expiration_ms);
+            }
+        }
     }
 
     /// Closes every log and writes the clean-shutdown marker.

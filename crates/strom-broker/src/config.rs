@@ -67,6 +67,8 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// The group coordinator's settings (`group.*`, `offsets.*`).
     pub group: crate::group::GroupConfig,
+    /// Producer ids and transactions (`transaction.*`, `producer.id.*`).
+    pub txn: crate::txn::TxnConfig,
     /// `strom.admin.listener` (`host:port`, default `127.0.0.1:9644`; empty
     /// disables it).
     pub admin_listener: Option<AdminListener>,
@@ -117,6 +119,15 @@ const KNOWN_KEYS: &[&str] = &[
     "offsets.retention.check.interval.ms",
     "offset.metadata.max.bytes",
     "strom.admin.listener",
+    "transaction.max.timeout.ms",
+    "transaction.state.log.num.partitions",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "transaction.state.log.segment.bytes",
+    "transactional.id.expiration.ms",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+    "producer.id.expiration.ms",
+    "producer.id.expiration.check.interval.ms",
     // topic-config synonyms and the log cleaner (issue 3)
     "log.cleanup.policy",
     "log.cleaner.delete.retention.ms",
@@ -308,6 +319,7 @@ impl BrokerConfig {
         let admin_listener = parse_admin_listener(get("strom.admin.listener"))?;
 
         let group = group_config(&raw)?;
+        let txn = txn_config(&raw)?;
         let ignored = raw
             .keys()
             .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
@@ -328,6 +340,7 @@ impl BrokerConfig {
             log_flush_scheduler_interval_ms,
             log,
             group,
+            txn,
             admin_listener,
             admin_listener_explicit,
             raw,
@@ -390,6 +403,42 @@ fn parse_admin_listener(v: Option<&str>) -> Result<Option<AdminListener>, Config
         host: if host.is_empty() { "0.0.0.0" } else { host }.to_string(),
         port,
     }))
+}
+
+/// The transaction coordinator's and producer-state keys, with Kafka's
+/// defaults and lower bounds (all 1).
+fn txn_config(raw: &BTreeMap<String, String>) -> Result<crate::txn::TxnConfig, ConfigError> {
+    let mut c = crate::txn::TxnConfig::default();
+    for key in [
+        "transaction.max.timeout.ms",
+        "transaction.state.log.num.partitions",
+        "transaction.state.log.segment.bytes",
+        "transactional.id.expiration.ms",
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "producer.id.expiration.ms",
+        "producer.id.expiration.check.interval.ms",
+    ] {
+        let Some(v) = opt_num::<i64>(key, raw.get(key).map(|s| s.as_str()))? else {
+            continue;
+        };
+        if v < 1 {
+            return Err(invalid(key, &v.to_string(), "must be at least 1"));
+        }
+        let as_i32 =
+            |v: i64| i32::try_from(v).map_err(|_| invalid(key, &v.to_string(), "out of range"));
+        match key {
+            "transaction.max.timeout.ms" => c.max_timeout_ms = as_i32(v)?,
+            "transaction.state.log.num.partitions" => c.state_log_num_partitions = as_i32(v)?,
+            "transaction.state.log.segment.bytes" => c.state_log_segment_bytes = v,
+            "transactional.id.expiration.ms" => c.transactional_id_expiration_ms = v,
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+                c.abort_timed_out_interval_ms = v
+            }
+            "producer.id.expiration.ms" => c.producer_id_expiration_ms = v,
+            _ => c.producer_id_expiration_check_interval_ms = v,
+        }
+    }
+    Ok(c)
 }
 
 /// The group coordinator's keys, with Kafka's defaults and bounds.

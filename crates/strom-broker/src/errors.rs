@@ -2,7 +2,7 @@
 //! variant is listed (no catch-all arm), so a new error must pick its code.
 
 use kafka_protocol::error::ResponseError;
-use strom_storage::LogError;
+use strom_storage::{LogError, ProducerStateError};
 
 use crate::broker::TopicError;
 use crate::group::CoordinatorError;
@@ -18,6 +18,18 @@ pub fn log_error_code(e: &LogError) -> ResponseError {
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Closed(_) => ResponseError::NotLeaderOrFollower,
         LogError::LogDir(_) | LogError::Io(_) => ResponseError::KafkaStorageError,
+        LogError::Producer(p) => producer_error_code(p),
+    }
+}
+
+/// Kafka's error code for a batch refused by the producer state.
+pub fn producer_error_code(e: &ProducerStateError) -> ResponseError {
+    match e {
+        ProducerStateError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+        ProducerStateError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+        ProducerStateError::ProducerFenced(_) => ResponseError::ProducerFenced,
+        ProducerStateError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+        ProducerStateError::CoordinatorFenced(_) => ResponseError::TransactionCoordinatorFenced,
     }
 }
 

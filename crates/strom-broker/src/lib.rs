@@ -18,6 +18,7 @@ pub mod partition;
 pub mod replica_manager;
 pub mod topic;
 pub mod topic_admin;
+pub mod txn;
 
 use std::future::Future;
 use std::time::Duration;

@@ -24,7 +24,8 @@ use uuid::Uuid;
 pub enum IsolationLevel {
     /// Up to the high watermark.
     ReadUncommitted,
-    /// Up to the last stable offset (no open transactions; = HW until issue 5).
+    /// Up to the last stable offset (below every open transaction), skipping
+    /// aborted transactions with the Fetch response's `aborted_transactions`.
     ReadCommitted,
 }
 
@@ -87,6 +88,23 @@ impl Partition {
         })
     }
 
+    /// Appends coordinator batches (transaction markers included) as leader;
+    /// resolves like [`Partition::start_append`].
+    pub fn start_append_control(
+        self: &Arc<Self>,
+        mut records: BytesMut,
+        now_ms: i64,
+    ) -> JoinHandle<Result<LogAppendInfo, LogError>> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let info = this
+                .log
+                .append_control(&mut records, this.leader_epoch, now_ms)?;
+            this.advance_high_watermark(info.last_offset.plus(1));
+            Ok(info)
+        })
+    }
+
     fn advance_high_watermark(&self, hw: Offset) {
         let _g = self.hw_lock.lock().unwrap();
         if hw > self.log.high_watermark() {
@@ -114,9 +132,19 @@ impl Partition {
     pub fn high_watermark(&self) -> Offset {
         self.log.high_watermark()
     }
-    /// No transactions yet, so nothing is unstable below the high watermark.
+    /// The high watermark, or the first offset of the oldest open
+    /// transaction below it.
     pub fn last_stable_offset(&self) -> Offset {
-        self.log.high_watermark()
+        self.log.last_stable_offset()
+    }
+    /// Aborted transactions a read_committed fetch of `[from, upper)` must
+    /// skip: `(producer id, first offset)`.
+    pub fn aborted_transactions(&self, from: Offset, upper: Offset) -> Vec<(i64, Offset)> {
+        self.log
+            .aborted_transactions(from, upper)
+            .into_iter()
+            .map(|a| (a.producer_id.0, a.first_offset))
+            .collect()
     }
     pub fn log_start_offset(&self) -> Offset {
         self.log.log_start_offset()

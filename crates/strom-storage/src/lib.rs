@@ -13,6 +13,7 @@ mod cleaner;
 mod index;
 mod log;
 mod manager;
+pub mod producer_state;
 mod scan;
 
 use std::fmt;
@@ -24,6 +25,7 @@ use thiserror::Error;
 pub use crate::cleaner::{CleanStats, OffsetMap};
 pub use crate::log::Log;
 pub use crate::manager::LogManager;
+pub use crate::producer_state::{AbortedTxn, ProducerStateEntry, ProducerStateError};
 
 /// A topic partition; its log directory is named `"{topic}-{partition}"`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -212,6 +214,10 @@ pub enum LogError {
     /// Disk I/O failed (KAFKA_STORAGE_ERROR).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// A producer's batch breaks idempotence or transaction rules
+    /// (OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, …).
+    #[error("{0}")]
+    Producer(#[from] ProducerStateError),
 }
 
 impl From<BatchError> for LogError {
@@ -231,6 +237,10 @@ pub struct LogAppendInfo {
     pub max_timestamp: i64,
     pub record_count: i64,
     pub bytes: usize,
+    /// The batch was a retry of one already in the log (same producer,
+    /// epoch and sequences): nothing was written, and the offsets are the
+    /// original ones.
+    pub duplicate: bool,
 }
 
 /// What a read returned (Kafka's `FetchDataInfo` plus the offsets a Fetch

@@ -29,11 +29,15 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use bytes::Bytes;
 use strom_protocol::batch::{batch_size, BatchIter, BatchMut, BatchView, LOG_OVERHEAD};
 use strom_protocol::records::decode_records;
-use strom_protocol::{LeaderEpoch, Offset, TimestampType};
+use strom_protocol::{LeaderEpoch, Offset, ProducerId, TimestampType};
 use tracing::{info, warn};
 
 use crate::checkpoint;
 use crate::index::{self, segment_path, IndexState};
+use crate::producer_state::{
+    self, AbortedTxn, BatchCheck, BatchProducerInfo, ProducerStateEntry, ProducerStateManager,
+    StagedAppend,
+};
 use crate::scan::{self, pread_full, read_header, ScanOutcome};
 use crate::{FetchDataInfo, FlushMode, LogAppendInfo, LogConfig, LogError, TopicPartition};
 
@@ -116,6 +120,11 @@ pub struct Log {
     /// `delete.retention.ms` (Kafka's delete horizon, KIP-534): a clean log
     /// is cleaned again then, to drop it. `i64::MAX`: none pending.
     pub(crate) tombstone_due: AtomicI64,
+    /// Idempotence and transaction state (lock order: writer → producers;
+    /// readers take it alone and briefly).
+    producers: Mutex<ProducerStateManager>,
+    /// First offset of the oldest open transaction; `i64::MAX`: none.
+    first_unstable: AtomicI64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -301,7 +310,7 @@ impl Log {
                             later,
                             path.display()
                         );
-                        for ext in ["log", "index", "timeindex"] {
+                        for ext in ["log", "index", "timeindex", "txnindex"] {
                             remove_if_exists(&segment_path(&dir, *later, ext))?;
                         }
                     }
@@ -474,6 +483,8 @@ impl Log {
             doomed: Mutex::new(Vec::new()),
             first_dirty: AtomicI64::new(log_start.0),
             tombstone_due: AtomicI64::new(i64::MAX),
+            producers: Mutex::new(ProducerStateManager::new()),
+            first_unstable: AtomicI64::new(i64::MAX),
             writer: Mutex::new(()),
             sync: Mutex::new(log_end),
             flushed_to: AtomicI64::new(log_end.0),
@@ -486,6 +497,7 @@ impl Log {
         if needs_recovery || read(&log.state).epochs.len() != before {
             log.write_epoch_checkpoint()?;
         }
+        log.load_producer_state(!needs_recovery)?;
         Ok(log)
     }
 
@@ -629,11 +641,39 @@ impl Log {
     /// them (nothing is written on error), assigns offsets from the log end,
     /// stamps the leader epoch (and `LogAppendTime`), writes them with one
     /// write, and fsyncs per the flush mode.
+    ///
+    /// Batches with a producer id are checked against the producer state
+    /// first (per batch, from the header): a retry of a batch still in the
+    /// last five of its producer is acknowledged with its original offsets
+    /// and not written again (`duplicate`); sequence gaps, stale epochs and
+    /// transaction misuse are refused. Control batches are refused: only
+    /// [`Log::append_control`] writes transaction markers.
     pub fn append_as_leader(
         &self,
         records: &mut [u8],
         leader_epoch: LeaderEpoch,
         now_ms: i64,
+    ) -> Result<LogAppendInfo, LogError> {
+        self.append_inner(records, leader_epoch, now_ms, false)
+    }
+
+    /// Appends coordinator-written batches, COMMIT/ABORT markers included
+    /// (Kafka's `AppendOrigin.COORDINATOR`).
+    pub fn append_control(
+        &self,
+        records: &mut [u8],
+        leader_epoch: LeaderEpoch,
+        now_ms: i64,
+    ) -> Result<LogAppendInfo, LogError> {
+        self.append_inner(records, leader_epoch, now_ms, true)
+    }
+
+    fn append_inner(
+        &self,
+        records: &mut [u8],
+        leader_epoch: LeaderEpoch,
+        now_ms: i64,
+        allow_control: bool,
     ) -> Result<LogAppendInfo, LogError> {
         let cfg = self.config();
         let batches = self.validate(&cfg, records)?;
@@ -643,6 +683,21 @@ impl Log {
             return Err(LogError::Closed(self.dir.display().to_string()));
         }
         let first = read(&self.state).log_end;
+        let staged = match self.check_producers(records, &batches, first, allow_control)? {
+            Ok(staged) => staged,
+            Err(dup) => {
+                return Ok(LogAppendInfo {
+                    first_offset: dup.first_offset,
+                    last_offset: dup.last_offset,
+                    log_append_time: -1,
+                    log_start_offset: read(&self.state).log_start,
+                    max_timestamp: dup.timestamp,
+                    record_count: 0,
+                    bytes: 0,
+                    duplicate: true,
+                })
+            }
+        };
         let mut next = first;
         let mut max_ts = i64::MIN;
         let mut record_count = 0i64;
@@ -709,6 +764,9 @@ impl Log {
             st.log_end = next;
             st.log_start
         };
+        if let Some(staged) = staged {
+            self.apply_producers(staged, base);
+        }
         if epoch_changed {
             if let Err(e) = self.write_epoch_checkpoint() {
                 warn!(
@@ -738,7 +796,272 @@ impl Log {
             max_timestamp: max_ts,
             record_count,
             bytes: records.len(),
+            duplicate: false,
         })
+    }
+
+    /// Checks every producer batch of an append against the producer state.
+    /// `Ok(Err(dup))`: the append is a retry of the batch `dup`.
+    #[allow(clippy::type_complexity)]
+    fn check_producers(
+        &self,
+        records: &[u8],
+        batches: &[(usize, usize)],
+        first: Offset,
+        allow_control: bool,
+    ) -> Result<Result<Option<StagedAppend>, producer_state::BatchMetadata>, LogError> {
+        let mut staged: Option<StagedAppend> = None;
+        let mut next = first;
+        let ps = lock(&self.producers);
+        for &(pos, size) in batches {
+            let info = BatchProducerInfo::from_header(&records[pos..pos + size]);
+            if info.control && !allow_control {
+                return Err(LogError::InvalidRecord(
+                    "control batches cannot be produced by clients".into(),
+                ));
+            }
+            if info.producer_id.0 >= 0 {
+                let marker = if info.control {
+                    Some(marker_of(&records[pos..pos + size])?)
+                } else {
+                    None
+                };
+                let st = staged.get_or_insert_with(StagedAppend::default);
+                if let BatchCheck::Duplicate(dup) = ps.check_and_stage(st, &info, next, marker)? {
+                    return Ok(Err(dup));
+                }
+            } else if info.transactional {
+                return Err(LogError::InvalidRecord(
+                    "transactional batch without a producer id".into(),
+                ));
+            }
+            next = next.plus(info.last_offset_delta as i64 + 1);
+        }
+        Ok(Ok(staged))
+    }
+
+    /// Applies an append's producer-state changes (writer lock held); the
+    /// aborted transactions it completed go to the `.txnindex` of `segment`.
+    fn apply_producers(&self, staged: StagedAppend, segment: Offset) {
+        let mut ps = lock(&self.producers);
+        let aborted = ps.apply(staged);
+        let fu = ps.first_unstable_offset().map_or(i64::MAX, |o| o.0);
+        self.first_unstable.store(fu, Ordering::Release);
+        drop(ps);
+        if !aborted.is_empty() {
+            if let Err(e) = append_txn_index(&self.dir, segment, &aborted) {
+                warn!(
+                    "failed to write the transaction index of {}: {e}",
+                    self.dir.display()
+                );
+            }
+        }
+    }
+
+    /// The first offset of the oldest open transaction, if any.
+    pub fn first_unstable_offset(&self) -> Option<Offset> {
+        match self.first_unstable.load(Ordering::Acquire) {
+            i64::MAX => None,
+            o => Some(Offset(o)),
+        }
+    }
+
+    /// Kafka's last stable offset: the high watermark, or the first offset
+    /// of an open transaction below it.
+    pub fn last_stable_offset(&self) -> Offset {
+        let hw = self.high_watermark();
+        Offset(hw.0.min(self.first_unstable.load(Ordering::Acquire)))
+    }
+
+    /// Aborted transactions a read_committed fetch from `from` up to
+    /// `upper` must skip (`(producer id, first offset)` in Fetch).
+    pub fn aborted_transactions(&self, from: Offset, upper: Offset) -> Vec<AbortedTxn> {
+        lock(&self.producers).aborted_transactions(from, upper)
+    }
+
+    /// The producer state entry of `pid` (DescribeProducers, tests).
+    pub fn producer_state(&self, pid: ProducerId) -> Option<ProducerStateEntry> {
+        lock(&self.producers).entry(pid).copied()
+    }
+
+    /// Every producer this partition knows (DescribeProducers).
+    pub fn producer_states(&self) -> Vec<ProducerStateEntry> {
+        lock(&self.producers).entries().copied().collect()
+    }
+
+    /// Forgets producers idle for `expiration_ms` (Kafka's
+    /// `producer.id.expiration.ms`); returns how many.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        let _guard = lock(&self.writer);
+        let log_start = read(&self.state).log_start;
+        let mut ps = lock(&self.producers);
+        ps.truncate_head(log_start);
+        ps.expire(now_ms, expiration_ms)
+    }
+
+    /// Writes `<log end>.snapshot` of the producer state and removes
+    /// snapshots but the newest two and those below the log start. Caller
+    /// holds the writer lock.
+    fn take_producer_snapshot(&self, at: Offset) -> io::Result<()> {
+        let bytes = lock(&self.producers).encode_snapshot();
+        checkpoint::write_atomic(&producer_state::snapshot_path(&self.dir, at), &bytes)?;
+        let log_start = read(&self.state).log_start;
+        let snaps = producer_state::list_snapshots(&self.dir)?;
+        let keep_from = snaps.len().saturating_sub(2);
+        for (i, o) in snaps.iter().enumerate() {
+            if (i < keep_from && *o < at) || *o < log_start {
+                remove_if_exists(&producer_state::snapshot_path(&self.dir, *o))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the producer state: loads the newest snapshot at or below
+    /// the log end and replays the batches after it (Kafka's
+    /// `loadProducerState`). With `trust_empty` (clean shutdown) and no
+    /// snapshot at all, starts empty at the log end instead of replaying
+    /// the whole log. Aborted transactions come from the `.txnindex` files
+    /// below the replay start and from the replay above it.
+    fn load_producer_state(&self, trust_empty: bool) -> Result<(), LogError> {
+        let (log_start, log_end, bases) = {
+            let st = read(&self.state);
+            (
+                st.log_start,
+                st.log_end,
+                st.segments.keys().copied().collect::<Vec<_>>(),
+            )
+        };
+        let snaps = producer_state::list_snapshots(&self.dir)?;
+        let mut state = None;
+        let mut from = log_start;
+        for o in snaps.iter().rev() {
+            let path = producer_state::snapshot_path(&self.dir, *o);
+            if *o > log_end {
+                remove_if_exists(&path)?;
+                continue;
+            }
+            if *o < log_start {
+                continue;
+            }
+            match fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| ProducerStateManager::decode_snapshot(&b))
+            {
+                Ok(s) => {
+                    state = Some(s);
+                    from = *o;
+                    break;
+                }
+                Err(e) => {
+                    warn!("ignoring producer snapshot {}: {e}", path.display());
+                    remove_if_exists(&path)?;
+                }
+            }
+        }
+        if state.is_none() && trust_empty {
+            from = log_end;
+        }
+        let mut ps = state.unwrap_or_default();
+        let mut aborted = Vec::new();
+        for b in &bases {
+            aborted.extend(
+                read_txn_index(&segment_path(&self.dir, Offset(*b), "txnindex"))?
+                    .into_iter()
+                    .filter(|a| a.last_offset < from),
+            );
+        }
+        ps.set_aborted(aborted);
+        let replayed = self.replay_producers(&mut ps, from, log_end)?;
+        let fu = ps.first_unstable_offset().map_or(i64::MAX, |o| o.0);
+        *lock(&self.producers) = ps;
+        self.first_unstable.store(fu, Ordering::Release);
+        if replayed > 0 || from < log_end {
+            // the replayed range's `.txnindex` files now match memory
+            let first_seg = bases.iter().rev().find(|b| **b <= from.0).copied();
+            let all = lock(&self.producers).all_aborted().to_vec();
+            for (i, b) in bases.iter().enumerate() {
+                if first_seg.is_some_and(|f| *b < f) {
+                    continue;
+                }
+                let end = bases.get(i + 1).copied().unwrap_or(i64::MAX);
+                let mine: Vec<AbortedTxn> = all
+                    .iter()
+                    .filter(|a| a.last_offset.0 >= *b && a.last_offset.0 < end)
+                    .copied()
+                    .collect();
+                let path = segment_path(&self.dir, Offset(*b), "txnindex");
+                if mine.is_empty() {
+                    remove_if_exists(&path)?;
+                } else {
+                    let bytes: Vec<u8> = mine.iter().flat_map(|a| a.encode()).collect();
+                    checkpoint::write_atomic_no_dir_sync(&path, &bytes)?;
+                }
+            }
+            if replayed > 0 {
+                info!(
+                    "rebuilt producer state of {} from offset {} ({replayed} producer batches)",
+                    self.dir.display(),
+                    from
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds the producer batches in `[from, end)` to `ps` as a replica
+    /// would (errors are logged, not fatal). Returns how many were applied.
+    fn replay_producers(
+        &self,
+        ps: &mut ProducerStateManager,
+        from: Offset,
+        end: Offset,
+    ) -> Result<usize, LogError> {
+        if from >= end {
+            return Ok(0);
+        }
+        let mut key = read(&self.state)
+            .segments
+            .range(..=from.0)
+            .next_back()
+            .map(|(k, _)| *k);
+        let mut n = 0;
+        while let Some(k) = key {
+            let Some(snap) = self.snapshot(k, Some(from))? else {
+                break;
+            };
+            let mut pos = snap.pos.unwrap_or(0);
+            let mut hdr = [0u8; strom_protocol::batch::HEADER_SIZE];
+            while let Some(h) = read_header(&snap.file, pos, snap.size).map_err(corrupt_io)? {
+                if h.last >= from && h.base < end {
+                    pread_full(&snap.file, &mut hdr, pos)?;
+                    let info = BatchProducerInfo::from_header(&hdr);
+                    if info.producer_id.0 >= 0 {
+                        let marker = if info.control {
+                            let batch = read_batch(&snap.file, pos, h.size)?;
+                            Some(marker_of(&batch)?)
+                        } else {
+                            None
+                        };
+                        let mut staged = StagedAppend::default();
+                        match ps.check_and_stage(&mut staged, &info, h.base, marker) {
+                            Ok(BatchCheck::Append) => {
+                                ps.apply(staged);
+                                n += 1;
+                            }
+                            Ok(BatchCheck::Duplicate(_)) => {}
+                            Err(e) => warn!(
+                                "producer state replay of {} at offset {}: {e}",
+                                self.dir.display(),
+                                h.base
+                            ),
+                        }
+                    }
+                }
+                pos += h.size;
+            }
+            key = snap.next_base;
+        }
+        Ok(n)
     }
 
     fn should_roll(&self, bytes: u64, last: Offset, now_ms: i64) -> bool {
@@ -764,6 +1087,14 @@ impl Log {
     /// Starts a new active segment at `new_base` (the log end). Caller holds
     /// the writer lock.
     fn roll(&self, new_base: Offset) -> Result<(), LogError> {
+        // Kafka snapshots producer state at every roll, so recovery replays
+        // at most the active segment.
+        if let Err(e) = self.take_producer_snapshot(new_base) {
+            warn!(
+                "failed to snapshot producer state of {}: {e}",
+                self.dir.display()
+            );
+        }
         let file = Arc::new(open_rw(&segment_path(&self.dir, new_base, "log"), true)?);
         file.set_len(0)?;
         index::write_index_files(&self.dir, new_base, &[], &[])?;
@@ -1224,11 +1555,12 @@ impl Log {
             self.high_watermark.store(hw, Ordering::Release);
         }
         for b in later {
-            for ext in ["log", "index", "timeindex"] {
+            for ext in ["log", "index", "timeindex", "txnindex"] {
                 remove_if_exists(&segment_path(&self.dir, Offset(b), ext))?;
             }
         }
         self.write_epoch_checkpoint()?;
+        self.load_producer_state(false)?;
         Ok(())
     }
 
@@ -1237,7 +1569,7 @@ impl Log {
         let new_base = offset.max(Offset(0));
         // the new segment may reuse a base name: remove the old files first
         for b in bases {
-            for ext in ["log", "index", "timeindex"] {
+            for ext in ["log", "index", "timeindex", "txnindex"] {
                 remove_if_exists(&segment_path(&self.dir, Offset(*b), ext))?;
             }
         }
@@ -1274,6 +1606,7 @@ impl Log {
         drop(st);
         drop(flushed);
         self.write_epoch_checkpoint()?;
+        self.load_producer_state(false)?;
         Ok(())
     }
 
@@ -1427,7 +1760,7 @@ impl Log {
             self.first_dirty.fetch_max(st.log_start.0, Ordering::AcqRel);
         }
         for b in bases {
-            for ext in ["log", "index", "timeindex"] {
+            for ext in ["log", "index", "timeindex", "txnindex"] {
                 let path = segment_path(&self.dir, Offset(*b), ext);
                 let mut doomed = path.as_os_str().to_owned();
                 doomed.push(".deleted");
@@ -1460,7 +1793,7 @@ impl Log {
             due.into_iter().map(|(_, b)| b).collect()
         };
         for b in &due {
-            for ext in ["log", "index", "timeindex"] {
+            for ext in ["log", "index", "timeindex", "txnindex"] {
                 remove_if_exists(&segment_path(&self.dir, *b, &format!("{ext}.deleted")))?;
             }
         }
@@ -1555,6 +1888,7 @@ impl Log {
         }
         self.flush()?;
         self.write_epoch_checkpoint()?;
+        self.take_producer_snapshot(self.log_end_offset())?;
         Ok(())
     }
 
@@ -1655,4 +1989,37 @@ pub(crate) fn read_recovery_points(path: &Path) -> io::Result<Vec<(TopicPartitio
         }
     }
     Ok(out)
+}
+
+/// The marker of a control batch (its one record's key and value).
+fn marker_of(batch: &[u8]) -> Result<producer_state::Marker, LogError> {
+    let view = BatchView::parse(batch)?;
+    let recs = decode_records(&view)
+        .map_err(|e| LogError::CorruptRecord(format!("control batch: {e}")))?;
+    recs.first()
+        .and_then(|r| producer_state::parse_marker(r.key.as_deref(), r.value.as_deref()))
+        .ok_or_else(|| LogError::InvalidRecord("control batch without a valid marker".into()))
+}
+
+fn read_txn_index(path: &Path) -> io::Result<Vec<AbortedTxn>> {
+    match fs::read(path) {
+        Ok(b) => Ok(b
+            .chunks_exact(producer_state::TXN_ENTRY)
+            .map(AbortedTxn::decode)
+            .collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+fn append_txn_index(dir: &Path, segment: Offset, aborted: &[AbortedTxn]) -> io::Result<()> {
+    use std::io::Write;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(segment_path(dir, segment, "txnindex"))?;
+    for a in aborted {
+        f.write_all(&a.encode())?;
+    }
+    Ok(())
 }

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use strom_protocol::Offset;
@@ -328,6 +330,12 @@ fn read_all(
                     let budget = (t.max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
                     match p.read(t.fetch_offset, budget, total == 0, isolation) {
                         Ok(info) => {
+                            if isolation == IsolationLevel::ReadCommitted
+                                && !info.records.is_empty()
+                            {
+                                d.aborted_transactions =
+                                    Some(aborted(p, t.fetch_offset, &info.records));
+                            }
                             total += info.records.len();
                             d.records = Some(info.records);
                         }
@@ -353,4 +361,20 @@ fn read_all(
         }
     }
     (out, total, has_error)
+}
+
+/// The aborted transactions overlapping the batches read from `from`.
+fn aborted(p: &Partition, from: Offset, records: &Bytes) -> Vec<AbortedTransaction> {
+    let upper = strom_protocol::batch::BatchIter::new(records)
+        .filter_map(|b| b.ok())
+        .last()
+        .map_or(from, |b| b.next_offset());
+    p.aborted_transactions(from, upper)
+        .into_iter()
+        .map(|(pid, first)| {
+            AbortedTransaction::default()
+                .with_producer_id(kafka_protocol::messages::ProducerId(pid))
+                .with_first_offset(first.0)
+        })
+        .collect()
 }

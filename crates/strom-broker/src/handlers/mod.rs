@@ -30,6 +30,7 @@ pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
 pub mod incremental_alter_configs;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
@@ -173,6 +174,7 @@ api_registry! {
     ListGroups => list_groups::ListGroupsRequest, 0..=5;
     DeleteGroups => delete_groups::DeleteGroupsRequest, 0..=2;
     OffsetDelete => offset_delete::OffsetDeleteRequest, 0..=0;
+    InitProducerId => init_producer_id::InitProducerIdRequest, 0..=5;
 }
 
 /// The version range this broker accepts for `key`, if any.

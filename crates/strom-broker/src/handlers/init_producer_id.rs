@@ -1,0 +1,37 @@
+//! InitProducerId (key 22): a producer id and epoch for an idempotent
+//! producer, or — with a `transactional.id` — from the transaction
+//! coordinator (fencing older incarnations).
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use tracing::warn;
+
+use super::RequestContext;
+use crate::broker::Broker;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let resp = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    match req.transactional_id.as_ref().filter(|t| !t.is_empty()) {
+        // Kafka hands an idempotent producer a fresh id every time, even
+        // when it passes its old id and epoch (KIP-360): nothing to fence.
+        None => match broker.producer_ids.generate() {
+            Ok(id) => resp
+                .with_producer_id(ProducerId(id.0))
+                .with_producer_epoch(0),
+            Err(e) => {
+                warn!(error = %e, "cannot reserve a producer id block");
+                resp.with_error_code(ResponseError::KafkaStorageError.code())
+            }
+        },
+        // The transaction coordinator is not there yet.
+        Some(_) => resp.with_error_code(ResponseError::CoordinatorNotAvailable.code()),
+    }
+}
