@@ -68,6 +68,8 @@ pub struct Broker {
     pub fetch_sessions: FetchSessionCache,
     /// Consumer groups and committed offsets (`__consumer_offsets`).
     pub groups: crate::group::GroupCoordinator,
+    /// Transactions (`__transaction_state`).
+    pub transactions: crate::txn::TransactionCoordinator,
     /// Producer ids, never reused (a block reservation file in the first log dir).
     pub producer_ids: crate::txn::producer_ids::ProducerIdManager,
     /// Counters and histograms served on the admin listener's `/metrics`.
@@ -138,6 +140,7 @@ impl Broker {
         }
         let advertised = RwLock::new(config.advertised_listeners.clone());
         let groups = crate::group::GroupCoordinator::new(config.group.clone());
+        let transactions = crate::txn::TransactionCoordinator::new(config.txn.clone());
         let producer_ids = crate::txn::producer_ids::ProducerIdManager::open(&config.log_dirs[0])
             .map_err(LogError::Io)?;
         Ok(Arc::new(Broker {
@@ -146,6 +149,7 @@ impl Broker {
             replicas,
             fetch_sessions: FetchSessionCache::new(1000),
             groups,
+            transactions,
             producer_ids,
             metrics: BrokerMetrics::new(),
             log_manager,

@@ -53,6 +53,7 @@ pub async fn run(
         .await
         .expect("broker start-up task panicked")?;
     broker.groups.startup(&broker).await;
+    broker.transactions.startup(&broker).await;
     let listeners = network::bind_listeners(&broker).await?;
     let admin = admin::bind(&broker).await?;
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
@@ -107,6 +108,21 @@ pub async fn run(
     };
 
     let log_tasks = topic_admin::spawn_log_tasks(broker.clone(), stop_rx.clone());
+    let txn_timer = {
+        let broker = broker.clone();
+        let mut stop = stop_rx.clone();
+        let period =
+            Duration::from_millis(broker.config.txn.abort_timed_out_interval_ms.max(1) as u64);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { broker.transactions.abort_timed_out(&broker).await; }
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
 
     shutdown.await;
     info!("shutting down");
@@ -115,6 +131,7 @@ pub async fn run(
         let _ = t.await;
     }
     let _ = flusher.await;
+    let _ = txn_timer.await;
     for t in log_tasks {
         let _ = t.await;
     }

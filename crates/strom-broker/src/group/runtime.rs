@@ -201,19 +201,26 @@ async fn append(
     partition: &Arc<Partition>,
     records: &[CoordinatorRecord],
 ) -> Result<(), CoordinatorError> {
+    append_kv(partition, records.iter().map(|r| r.encode()).collect()).await
+}
+
+/// Appends `(key, value)` records of a coordinator as one batch through the
+/// partition façade and waits until the high watermark covers them. Shared
+/// by every coordinator on an internal topic (groups, transactions).
+pub(crate) async fn append_kv(
+    partition: &Arc<Partition>,
+    records: Vec<(bytes::Bytes, Option<bytes::Bytes>)>,
+) -> Result<(), CoordinatorError> {
     let now = now_ms();
     let recs: Vec<Record> = records
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(i, r)| {
-            let (key, value) = r.encode();
-            Record {
-                offset: Offset(i as i64),
-                timestamp: now,
-                key: Some(key),
-                value,
-                headers: Vec::new(),
-            }
+        .map(|(i, (key, value))| Record {
+            offset: Offset(i as i64),
+            timestamp: now,
+            key: Some(key),
+            value,
+            headers: Vec::new(),
         })
         .collect();
     let batch = encode_batch(&recs, Compression::None, Offset(0));
@@ -245,22 +252,44 @@ fn load(
     partition: &Partition,
     mut shard: GroupShard,
 ) -> Result<(GroupShard, usize), CoordinatorError> {
+    let mut ignored = Vec::new();
+    let count = replay_kv(
+        partition,
+        |key, value, offset| match CoordinatorRecord::decode(key, value) {
+            Ok(rec) => {
+                shard.replay(now_ms(), &rec, ReplayMode::Load, &mut ignored);
+                true
+            }
+            Err(e) => {
+                warn!(partition = %partition.topic_partition, offset = offset.0, error = %e, "undecodable record skipped while loading");
+                false
+            }
+        },
+    )?;
+    Ok((shard, count))
+}
+
+/// Feeds every data record of the partition, from its log start to the
+/// high watermark, to `f(key, value, offset)` (loading a coordinator);
+/// returns how many `f` accepted. Control batches are skipped.
+pub(crate) fn replay_kv(
+    partition: &Partition,
+    mut f: impl FnMut(Option<&[u8]>, Option<&[u8]>, Offset) -> bool,
+) -> Result<usize, CoordinatorError> {
     let mut offset = partition.log_start_offset();
     let end = partition.high_watermark();
     let mut count = 0;
-    let mut ignored = Vec::new();
     while offset < end {
         let data = partition.read(offset, 1 << 20, true, IsolationLevel::ReadUncommitted)?;
         if data.records.is_empty() {
             break;
         }
-        let now = now_ms();
         for batch in BatchIter::new(&data.records) {
             let batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
                     warn!(partition = %partition.topic_partition, offset = offset.0, error = %e, "unreadable batch while loading; stopping the load here");
-                    return Ok((shard, count));
+                    return Ok(count);
                 }
             };
             offset = batch.next_offset();
@@ -275,17 +304,11 @@ fn load(
                 }
             };
             for r in records {
-                match CoordinatorRecord::decode(r.key.as_deref(), r.value.as_deref()) {
-                    Ok(rec) => {
-                        shard.replay(now, &rec, ReplayMode::Load, &mut ignored);
-                        count += 1;
-                    }
-                    Err(e) => {
-                        warn!(partition = %partition.topic_partition, offset = r.offset.0, error = %e, "undecodable record skipped while loading")
-                    }
+                if f(r.key.as_deref(), r.value.as_deref(), r.offset) {
+                    count += 1;
                 }
             }
         }
     }
-    Ok((shard, count))
+    Ok(count)
 }

@@ -11,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::txn::TRANSACTION_STATE;
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -31,8 +32,12 @@ pub async fn handle(
             .await
             .err()
             .map(|e| (e.code(), e.to_string())),
-        // The transaction coordinator lives here too (issue 5).
-        1 => None,
+        1 => broker
+            .transactions
+            .ensure_started(broker)
+            .await
+            .err()
+            .map(|e| (e, format!("{TRANSACTION_STATE} is not available"))),
         t => Some((
             ResponseError::InvalidRequest,
             format!("Unknown coordinator type {t}"),

@@ -31,7 +31,21 @@ pub async fn handle(
                 resp.with_error_code(ResponseError::KafkaStorageError.code())
             }
         },
-        // The transaction coordinator is not there yet.
-        Some(_) => resp.with_error_code(ResponseError::CoordinatorNotAvailable.code()),
+        Some(tid) => match broker
+            .transactions
+            .init_producer_id(
+                broker,
+                tid.as_str(),
+                req.transaction_timeout_ms,
+                req.producer_id.0,
+                req.producer_epoch,
+            )
+            .await
+        {
+            Ok((pid, epoch)) => resp
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch),
+            Err(code) => resp.with_error_code(code.code()),
+        },
     }
 }

@@ -14,6 +14,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use crate::broker::Broker;
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
@@ -25,7 +27,10 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_topic_partitions;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -35,12 +40,14 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 /// Who sent a request and how.
 pub struct RequestContext {
@@ -175,6 +182,13 @@ api_registry! {
     DeleteGroups => delete_groups::DeleteGroupsRequest, 0..=2;
     OffsetDelete => offset_delete::OffsetDeleteRequest, 0..=0;
     InitProducerId => init_producer_id::InitProducerIdRequest, 0..=5;
+    AddPartitionsToTxn => add_partitions_to_txn::AddPartitionsToTxnRequest, 0..=5;
+    AddOffsetsToTxn => add_offsets_to_txn::AddOffsetsToTxnRequest, 0..=4;
+    EndTxn => end_txn::EndTxnRequest, 0..=4;
+    TxnOffsetCommit => txn_offset_commit::TxnOffsetCommitRequest, 0..=4;
+    DescribeProducers => describe_producers::DescribeProducersRequest, 0..=0;
+    DescribeTransactions => describe_transactions::DescribeTransactionsRequest, 0..=0;
+    ListTransactions => list_transactions::ListTransactionsRequest, 0..=1;
 }
 
 /// The version range this broker accepts for `key`, if any.

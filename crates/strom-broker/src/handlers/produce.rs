@@ -57,9 +57,14 @@ pub async fn handle(
                             ResponseError::CorruptMessage,
                             Some("null records".into()),
                         ),
-                        Some(records) => Pending::Appending(
-                            partition.start_append(BytesMut::from(&records[..]), now),
-                        ),
+                        Some(records) => {
+                            match verify_transaction(broker, records, &partition).await {
+                                Err(code) => Pending::Failed(code, None),
+                                Ok(()) => Pending::Appending(
+                                    partition.start_append(BytesMut::from(&records[..]), now),
+                                ),
+                            }
+                        }
                     },
                 }
             };
@@ -132,4 +137,26 @@ pub async fn handle(
         };
     }
     ProduceReply::Response(ProduceResponse::default().with_responses(responses))
+}
+
+/// KIP-890 part 1: a transactional batch is accepted only for a partition
+/// the coordinator added to the producer's open transaction (otherwise
+/// INVALID_TXN_STATE), so a late write of a finished transaction cannot
+/// leave a partition unstable forever. Only the header of the first batch
+/// is read; non-transactional produce pays one byte test.
+async fn verify_transaction(
+    broker: &Broker,
+    records: &[u8],
+    partition: &crate::partition::Partition,
+) -> Result<(), ResponseError> {
+    if records.len() < strom_protocol::batch::HEADER_SIZE || records[22] & 0x10 == 0 {
+        return Ok(());
+    }
+    let pid = i64::from_be_bytes(records[43..51].try_into().unwrap());
+    let epoch = i16::from_be_bytes([records[51], records[52]]);
+    let tp = &partition.topic_partition;
+    broker
+        .transactions
+        .verify_partition(pid, epoch, &tp.topic, tp.partition)
+        .await
 }

@@ -4,7 +4,10 @@
 //!
 //! - [`producer_ids`]: producer ids in persisted blocks, never reused.
 
+pub mod coordinator;
 pub mod producer_ids;
+
+pub use coordinator::TransactionCoordinator;
 
 /// The internal topic holding transaction state.
 pub const TRANSACTION_STATE: &str = "__transaction_state";

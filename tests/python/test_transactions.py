@@ -1,0 +1,192 @@
+"""Transactions (issue 5) with confluent-kafka: commit/abort visibility under
+read_committed vs read_uncommitted, zombie fencing, a consume-transform-produce
+exactly-once loop with a consumer group, timeouts (aborted by the coordinator,
+and above transaction.max.timeout.ms)."""
+
+import uuid
+
+import pytest
+
+from strom_helpers import ck_create_topic, wait_until
+
+
+def txn_producer(bootstrap, tid, **extra):
+    from confluent_kafka import Producer
+    conf = {"bootstrap.servers": bootstrap, "transactional.id": tid, "linger.ms": 5}
+    conf.update(extra)
+    return Producer(conf)
+
+
+def read_all(bootstrap, topic, partitions, isolation, expect_at_least, timeout=30, settle=1.0):
+    """Values read from every partition from offset 0, after `expect_at_least`
+    arrived and nothing more came for `settle` seconds."""
+    import time
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4()}",
+                  "enable.auto.commit": False, "isolation.level": isolation,
+                  "enable.partition.eof": False})
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        got = []
+        deadline = time.time() + timeout
+        quiet_since = time.time()
+        while time.time() < deadline:
+            m = c.poll(0.2)
+            if m is None:
+                if len(got) >= expect_at_least and time.time() - quiet_since >= settle:
+                    break
+                continue
+            assert m.error() is None, m.error()
+            got.append(m.value().decode())
+            quiet_since = time.time()
+        return got
+    finally:
+        c.close()
+
+
+def test_commit_and_abort_visibility(strom):
+    bootstrap, _, _ = strom
+    ck_create_topic(bootstrap, "tx-out", 2)
+    p = txn_producer(bootstrap, "tx-vis")
+    p.init_transactions(20)
+    p.begin_transaction()
+    for i in range(100):
+        p.produce("tx-out", value=f"c1-{i}", partition=i % 2)
+    p.commit_transaction(20)
+    p.begin_transaction()
+    for i in range(50):
+        p.produce("tx-out", value=f"a-{i}", partition=i % 2)
+    p.flush(20)
+    p.abort_transaction(20)
+    p.begin_transaction()
+    for i in range(30):
+        p.produce("tx-out", value=f"c2-{i}", partition=i % 2)
+    p.commit_transaction(20)
+
+    committed = read_all(bootstrap, "tx-out", 2, "read_committed", 130)
+    assert sorted(committed) == sorted([f"c1-{i}" for i in range(100)] + [f"c2-{i}" for i in range(30)])
+    uncommitted = read_all(bootstrap, "tx-out", 2, "read_uncommitted", 180)
+    assert len(uncommitted) == 180
+    assert {v for v in uncommitted if v.startswith("a-")} == {f"a-{i}" for i in range(50)}
+
+
+def test_open_transaction_holds_back_read_committed(strom):
+    bootstrap, _, _ = strom
+    ck_create_topic(bootstrap, "tx-open", 1)
+    p = txn_producer(bootstrap, "tx-open-1")
+    p.init_transactions(20)
+    p.begin_transaction()
+    p.produce("tx-open", value="pending", partition=0)
+    p.flush(20)
+    assert read_all(bootstrap, "tx-open", 1, "read_committed", 0, timeout=3) == []
+    assert read_all(bootstrap, "tx-open", 1, "read_uncommitted", 1) == ["pending"]
+    p.commit_transaction(20)
+    assert read_all(bootstrap, "tx-open", 1, "read_committed", 1) == ["pending"]
+
+
+def test_zombie_is_fenced(strom):
+    from confluent_kafka import KafkaException
+    bootstrap, _, _ = strom
+    ck_create_topic(bootstrap, "tx-z", 1)
+    old = txn_producer(bootstrap, "tx-zombie")
+    old.init_transactions(20)
+    old.begin_transaction()
+    old.produce("tx-z", value="zombie", partition=0)
+    old.flush(20)
+    new = txn_producer(bootstrap, "tx-zombie")
+    new.init_transactions(20)  # fences `old` and aborts its transaction
+    new.begin_transaction()
+    new.produce("tx-z", value="new", partition=0)
+    new.commit_transaction(20)
+    with pytest.raises(KafkaException) as e:
+        old.produce("tx-z", value="zombie-2", partition=0)
+        old.commit_transaction(20)
+    err = e.value.args[0]
+    assert err.fatal() or err.txn_requires_abort() or "fenc" in err.str().lower(), err
+    assert read_all(bootstrap, "tx-z", 1, "read_committed", 1) == ["new"]
+
+
+def test_consume_transform_produce_exactly_once(strom):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    bootstrap, _, _ = strom
+    ck_create_topic(bootstrap, "ctp-in", 2)
+    ck_create_topic(bootstrap, "ctp-out", 2)
+    src = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    n = 2000
+    for i in range(n):
+        src.produce("ctp-in", value=str(i), partition=i % 2)
+    assert src.flush(30) == 0
+
+    group = "ctp-group"
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed"})
+    consumer.subscribe(["ctp-in"])
+    producer = txn_producer(bootstrap, "ctp-tx")
+    producer.init_transactions(20)
+    copied, txn_no = 0, 0
+    import time
+    deadline = time.time() + 90
+    while copied < n and time.time() < deadline:
+        msgs = consumer.consume(200, 1.0)
+        msgs = [m for m in msgs if m.error() is None]
+        if not msgs:
+            continue
+        producer.begin_transaction()
+        for m in msgs:
+            producer.produce("ctp-out", value=f"copy-{m.value().decode()}", partition=m.partition())
+        producer.send_offsets_to_transaction(
+            consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 20)
+        txn_no += 1
+        if txn_no % 3 == 0:
+            # abort on purpose: rewind and process these again
+            producer.abort_transaction(20)
+            for tp in {(m.topic(), m.partition()) for m in msgs}:
+                first = min(m.offset() for m in msgs if (m.topic(), m.partition()) == tp)
+                consumer.seek(TopicPartition(tp[0], tp[1], first))
+        else:
+            producer.commit_transaction(20)
+            copied += len(msgs)
+    consumer.close()
+    assert copied == n, f"copied {copied} of {n}"
+
+    out = read_all(bootstrap, "ctp-out", 2, "read_committed", n)
+    assert sorted(out) == sorted(f"copy-{i}" for i in range(n)), "each input exactly once"
+    assert len(read_all(bootstrap, "ctp-out", 2, "read_uncommitted", n)) > n, "aborted copies are in the log"
+
+    # the committed group offsets are the end of the input
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    committed = c.committed([TopicPartition("ctp-in", 0), TopicPartition("ctp-in", 1)], timeout=10)
+    assert sorted(tp.offset for tp in committed) == [n // 2, n // 2]
+    c.close()
+
+
+@pytest.mark.strom_config(**{"transaction.abort.timed.out.transaction.cleanup.interval.ms": 200})
+def test_open_transaction_past_its_timeout_is_aborted(strom):
+    from confluent_kafka import KafkaException
+    bootstrap, _, _ = strom
+    ck_create_topic(bootstrap, "tx-to", 1)
+    p = txn_producer(bootstrap, "tx-timeout", **{"transaction.timeout.ms": 1500})
+    p.init_transactions(20)
+    p.begin_transaction()
+    p.produce("tx-to", value="late", partition=0)
+    p.flush(20)
+    # the coordinator aborts it: the partition becomes stable again
+    other = txn_producer(bootstrap, "tx-other")
+    other.init_transactions(20)
+    other.begin_transaction()
+    other.produce("tx-to", value="other", partition=0)
+    other.commit_transaction(20)
+    assert read_all(bootstrap, "tx-to", 1, "read_committed", 1, timeout=20) == ["other"]
+    with pytest.raises(KafkaException):
+        p.commit_transaction(10)
+
+
+@pytest.mark.strom_config(**{"transaction.max.timeout.ms": 5000})
+def test_timeout_above_maximum_is_refused(strom):
+    from confluent_kafka import KafkaException
+    bootstrap, _, _ = strom
+    p = txn_producer(bootstrap, "tx-too-long", **{"transaction.timeout.ms": 60000})
+    with pytest.raises(KafkaException) as e:
+        p.init_transactions(20)
+    assert "INVALID_TRANSACTION_TIMEOUT" in str(e.value) or "timeout" in str(e.value).lower()
