@@ -45,9 +45,18 @@ def assigned(c):
     return {tp.partition for tp in c.assignment()}
 
 
+# Commit errors Kafka itself returns when a commit races a rebalance (the member
+# commits with the generation it knows while its rejoin is in flight). The record is
+# then re-delivered to whoever owns the partition next.
+RETRIABLE_COMMIT = {"ILLEGAL_GENERATION", "REBALANCE_IN_PROGRESS", "UNKNOWN_MEMBER_ID"}
+failed_commits = set()
+
+
 def poll_all(consumers, seen, timeout=0.05, commit=True):
     """One poll round over `consumers`; appends (id, partition, offset) to seen[i] and
-    commits each record synchronously once processed."""
+    commits each record synchronously once processed (ids whose commit lost a race with
+    a rebalance go to `failed_commits`)."""
+    from confluent_kafka import KafkaException
     n = 0
     for i, c in enumerate(consumers):
         m = c.poll(timeout)
@@ -56,13 +65,26 @@ def poll_all(consumers, seen, timeout=0.05, commit=True):
         assert m.error() is None, m.error()
         seen[i].append((int(m.value()), m.partition(), m.offset()))
         if commit:
-            c.commit(message=m, asynchronous=False)
+            try:
+                c.commit(message=m, asynchronous=False)
+            except KafkaException as e:
+                assert e.args[0].name() in RETRIABLE_COMMIT, e
+                failed_commits.add(int(m.value()))
         n += 1
     return n
 
 
+def assert_exactly_once_beyond_failed_commits(seen, n):
+    ids = [r[0] for s in seen for r in s]
+    assert sorted(set(ids)) == list(range(n)), "records lost"
+    dups = {i for i in ids if ids.count(i) > 1}
+    assert dups <= failed_commits, (
+        f"records delivered twice although their commit succeeded: {sorted(dups - failed_commits)[:20]}")
+
+
 @FAST_GROUPS
 def test_three_consumers_share_then_take_over_after_leave(strom):
+    failed_commits.clear()
     bootstrap = strom.bootstrap
     topic, parts, n = "shared", 8, 3000
     ck_create_topic(bootstrap, topic, parts)
@@ -92,11 +114,9 @@ def test_three_consumers_share_then_take_over_after_leave(strom):
                60, "the two survivors own every partition")
     wait_until(lambda: poll_all(consumers, rest) is not None
                and len({r[0] for s in seen for r in s}) >= n, 60, "every record consumed")
-    # Everything was committed right after processing: nothing lost, nothing twice.
-    ids = [r[0] for s in seen for r in s]
-    assert sorted(set(ids)) == list(range(n))
-    dups = len(ids) - len(set(ids))
-    assert dups == 0, f"{dups} records delivered twice despite per-record commits"
+    # Everything was committed right after processing: nothing lost, and nothing
+    # twice unless its commit lost a race with the rebalance.
+    assert_exactly_once_beyond_failed_commits(seen, n)
     for c in consumers:
         c.close()
 
@@ -182,9 +202,11 @@ def test_offsets_and_group_survive_restart(strom, how):
 
     # The static member survived with its id; the consumer keeps going
     # (same generation) and sees new records.
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+
     def described():
-        d = AdminClient({"bootstrap.servers": bootstrap}).describe_consumer_groups(
-            ["g-durable"])["g-durable"].result()
+        c.poll(0.05)  # keep the member alive while waiting
+        d = admin.describe_consumer_groups(["g-durable"])["g-durable"].result(timeout=10)
         return d if d.state.name == "STABLE" else None
     after = wait_until(described, 30, "group Stable after restart")
     assert [m.member_id for m in after.members] == [member_id]
@@ -202,6 +224,7 @@ def test_offsets_and_group_survive_restart(strom, how):
 
 @FAST_GROUPS
 def test_cooperative_sticky(strom):
+    failed_commits.clear()
     bootstrap = strom.bootstrap
     topic, parts, n = "coop", 8, 2000
     ck_create_topic(bootstrap, topic, parts)
@@ -223,8 +246,7 @@ def test_cooperative_sticky(strom):
     wait_until(split, 60, "an incremental 4/4 split")
     wait_until(lambda: poll_all(both, seen) is not None
                and len({r[0] for s in seen for r in s}) >= n, 60, "every record consumed")
-    ids = [r[0] for s in seen for r in s]
-    assert sorted(set(ids)) == list(range(n)) and len(ids) == n
+    assert_exactly_once_beyond_failed_commits(seen, n)
     assert a.memberid() != b.memberid()
     for c in both:
         c.close()
@@ -232,9 +254,10 @@ def test_cooperative_sticky(strom):
 
 @FAST_GROUPS
 def test_kafka_python_group_and_admin(strom):
+    """kafka-python 3.x: a group consumer, then the admin API (list_groups,
+    describe_groups, list_group_offsets, delete_groups)."""
     from kafka import KafkaConsumer, TopicPartition
     from kafka.admin import KafkaAdminClient
-    from kafka.errors import GroupNotEmptyError, GroupIdNotFoundError
     bootstrap = strom.bootstrap
     topic = "kp-group"
     ck_create_topic(bootstrap, topic, 3)
@@ -251,25 +274,24 @@ def test_kafka_python_group_and_admin(strom):
     c.commit()
     assert {c.committed(TopicPartition(topic, p)) for p in range(3)} == {100}
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    listed = admin.list_consumer_groups()
-    assert ("g-kp", "consumer") in [(g[0], g[1]) for g in listed], listed
-    desc = admin.describe_consumer_groups(["g-kp"])[0]
-    assert desc.state == "Stable" and desc.protocol_type == "consumer"
-    assert len(desc.members) == 1
-    assigned_parts = desc.members[0].member_assignment.assignment[0][1]
-    assert sorted(assigned_parts) == [0, 1, 2]
-    assert admin.list_consumer_group_offsets("g-kp")[TopicPartition(topic, 0)].offset == 100
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    listed = admin.list_groups()
+    assert {"group_id": "g-kp", "protocol_type": "consumer", "group_state": "Stable",
+            "group_type": "classic"} in listed, listed
+    desc = admin.describe_groups(["g-kp"])["g-kp"]
+    assert desc["group_state"] == "Stable" and desc["protocol_type"] == "consumer", desc
+    assert desc["protocol_data"] == "range" and len(desc["members"]) == 1, desc
+    offsets = admin.list_group_offsets({"g-kp": None})
+    flat = offsets.get("g-kp", offsets)
+    assert {tp.partition: om.offset for tp, om in flat.items()} == {0: 100, 1: 100, 2: 100}
 
-    res = dict(admin.delete_consumer_groups(["g-kp"]))
-    assert isinstance(res["g-kp"], GroupNotEmptyError), res
+    assert admin.delete_groups(["g-kp"]) == {"g-kp": "NonEmptyGroupError"}
     c.close()
-    wait_until(lambda: admin.describe_consumer_groups(["g-kp"])[0].state == "Empty", 30,
+    wait_until(lambda: admin.describe_groups(["g-kp"])["g-kp"]["group_state"] == "Empty", 30,
                "group Empty after the consumer left")
-    res = dict(admin.delete_consumer_groups(["g-kp", "g-missing"]))
-    assert res["g-kp"].__class__.__name__ == "NoError", res
-    assert isinstance(res["g-missing"], GroupIdNotFoundError), res
-    assert "g-kp" not in [g[0] for g in admin.list_consumer_groups()]
+    assert admin.delete_groups(["g-kp", "g-missing"]) == {
+        "g-kp": "OK", "g-missing": "GroupIdNotFoundError"}
+    assert "g-kp" not in [g["group_id"] for g in admin.list_groups()]
     admin.close()
 
 
