@@ -103,6 +103,17 @@ async fn named_topic(
     if !auto_create {
         return error(ResponseError::UnknownTopicOrPartition);
     }
+    if name.as_str() == crate::group::CONSUMER_OFFSETS {
+        // Created by the group coordinator, with its partition count and
+        // configs, never as an ordinary auto-created topic.
+        return match broker.groups.ensure_started(broker).await {
+            Ok(()) => match broker.metadata.image().topic(name.as_str()) {
+                Some(t) => topic_response(broker, t, ops),
+                None => error(ResponseError::LeaderNotAvailable),
+            },
+            Err(e) => error(e.code()),
+        };
+    }
     let new = NewTopic {
         name: name.to_string(),
         num_partitions: -1,
