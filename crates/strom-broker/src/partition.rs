@@ -75,31 +75,31 @@ impl Partition {
     /// policy and the high watermark covers them.
     pub fn start_append(
         self: &Arc<Self>,
-        mut records: BytesMut,
+        records: BytesMut,
         now_ms: i64,
     ) -> JoinHandle<Result<LogAppendInfo, LogError>> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let info = this
-                .log
-                .append_as_leader(&mut records, this.leader_epoch, now_ms)?;
-            this.advance_high_watermark(info.last_offset.plus(1));
-            Ok(info)
-        })
+        self.spawn_append(records, now_ms, Log::append_as_leader)
     }
 
     /// Appends coordinator batches (transaction markers included) as leader;
     /// resolves like [`Partition::start_append`].
     pub fn start_append_control(
         self: &Arc<Self>,
+        records: BytesMut,
+        now_ms: i64,
+    ) -> JoinHandle<Result<LogAppendInfo, LogError>> {
+        self.spawn_append(records, now_ms, Log::append_control)
+    }
+
+    fn spawn_append(
+        self: &Arc<Self>,
         mut records: BytesMut,
         now_ms: i64,
+        append: fn(&Log, &mut [u8], LeaderEpoch, i64) -> Result<LogAppendInfo, LogError>,
     ) -> JoinHandle<Result<LogAppendInfo, LogError>> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            let info = this
-                .log
-                .append_control(&mut records, this.leader_epoch, now_ms)?;
+            let info = append(&this.log, &mut records, this.leader_epoch, now_ms)?;
             this.advance_high_watermark(info.last_offset.plus(1));
             Ok(info)
         })
