@@ -1374,7 +1374,14 @@ impl Log {
                 }
                 break;
             }
-            out.extend_from_slice(&buf[..p]);
+            if out.is_empty() {
+                // The usual case (one segment): hand the read buffer over
+                // instead of copying every fetched byte a second time.
+                buf.truncate(p);
+                out = buf;
+            } else {
+                out.extend_from_slice(&buf[..p]);
+            }
             if done || (p as u64) < avail {
                 break;
             }
