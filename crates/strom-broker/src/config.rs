@@ -109,6 +109,8 @@ const KNOWN_KEYS: &[&str] = &[
     "log.message.timestamp.type",
     "strom.flush.mode",
     "group.initial.rebalance.delay.ms",
+    "group.consumer.session.timeout.ms",
+    "group.consumer.heartbeat.interval.ms",
     "group.min.session.timeout.ms",
     "group.max.session.timeout.ms",
     "group.max.size",
@@ -458,6 +460,8 @@ fn group_config(raw: &BTreeMap<String, String>) -> Result<crate::group::GroupCon
     };
     for (key, min) in [
         ("group.initial.rebalance.delay.ms", 0),
+        ("group.consumer.session.timeout.ms", 1),
+        ("group.consumer.heartbeat.interval.ms", 1),
         ("group.min.session.timeout.ms", 0),
         ("group.max.session.timeout.ms", 0),
         ("group.max.size", 1),
@@ -477,6 +481,8 @@ fn group_config(raw: &BTreeMap<String, String>) -> Result<crate::group::GroupCon
         match key {
             "group.initial.rebalance.delay.ms" => c.initial_rebalance_delay_ms = as_i32(v)?,
             "group.min.session.timeout.ms" => c.min_session_timeout_ms = as_i32(v)?,
+            "group.consumer.session.timeout.ms" => c.consumer.session_timeout_ms = as_i32(v)?,
+            "group.consumer.heartbeat.interval.ms" => c.consumer.heartbeat_interval_ms = as_i32(v)?,
             "group.max.session.timeout.ms" => c.max_session_timeout_ms = as_i32(v)?,
             "group.max.size" => c.max_size = v as usize,
             "offsets.topic.num.partitions" => c.offsets_topic_num_partitions = as_i32(v)?,

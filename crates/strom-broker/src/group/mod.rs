@@ -11,6 +11,7 @@
 //! - [`coordinator`]: routes a group to its partition and creates the topic
 //!   on first use.
 
+pub mod consumer;
 pub mod coordinator;
 pub mod records;
 pub mod runtime;
@@ -42,6 +43,8 @@ pub struct GroupConfig {
     pub offsets_topic_num_partitions: i32,
     /// `offsets.topic.segment.bytes`
     pub offsets_topic_segment_bytes: i64,
+    /// `group.consumer.session.timeout.ms`, `group.consumer.heartbeat.interval.ms`
+    pub consumer: consumer::ConsumerGroupConfig,
 }
 
 impl Default for GroupConfig {
@@ -56,6 +59,7 @@ impl Default for GroupConfig {
             offset_metadata_max_bytes: 4096,
             offsets_topic_num_partitions: 50,
             offsets_topic_segment_bytes: 104_857_600,
+            consumer: Default::default(),
         }
     }
 }

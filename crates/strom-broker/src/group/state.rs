@@ -448,16 +448,23 @@ pub struct GroupShard {
     groups: BTreeMap<String, ClassicGroup>,
     offsets: BTreeMap<String, BTreeMap<(String, i32), OffsetAndMetadata>>,
     next_expiry_check: i64,
+    /// KIP-848 consumer groups (`super::consumer`).
+    pub consumer: super::consumer::ConsumerGroups,
 }
 
 impl GroupShard {
     pub fn new(config: GroupConfig, now: i64) -> Self {
         let next_expiry_check = now + config.offsets_retention_check_interval_ms;
+        let consumer_config = config.consumer.clone();
         GroupShard {
             config,
             groups: BTreeMap::new(),
             offsets: BTreeMap::new(),
             next_expiry_check,
+            consumer: super::consumer::ConsumerGroups {
+                config: consumer_config,
+                groups: BTreeMap::new(),
+            },
         }
     }
 
@@ -790,7 +797,7 @@ impl GroupShard {
 
     /// The earliest time [`Self::tick`] has something to do.
     pub fn next_deadline(&self) -> i64 {
-        let mut next = self.next_expiry_check;
+        let mut next = self.next_expiry_check.min(self.consumer.next_deadline());
         for g in self.groups.values() {
             if let Some(d) = g.join_deadline {
                 next = next.min(d);
@@ -812,6 +819,7 @@ impl GroupShard {
     /// Runs every timer due at `now`: session expiry, rebalance and initial
     /// delays, offset retention.
     pub fn tick(&mut self, now: i64, fx: &mut Effects) {
+        self.consumer.tick(now, None);
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in ids {
             let Some(g) = self.groups.get_mut(&id) else {
@@ -914,7 +922,11 @@ impl GroupShard {
         req: &CommitRequest,
         fx: &mut Effects,
     ) -> Result<Vec<i16>, i16> {
+        let consumer =
+            self.consumer
+                .validate_commit(&req.group_id, &req.member_id, req.generation_id);
         match self.groups.get_mut(&req.group_id) {
+            _ if consumer.is_some() => consumer.unwrap().map_err(|e| e.code())?,
             None if req.generation_id < 0 => {}
             None if req.version >= 9 => return Err(E::GroupIdNotFound.code()),
             None => return Err(E::IllegalGeneration.code()),
@@ -1008,7 +1020,9 @@ impl GroupShard {
         if g.state == GroupState::Dead {
             return Err(E::GroupIdNotFound.code());
         }
-        let subscribed = if g.state == GroupState::Empty {
+        let subscribed = if let Some(cg) = self.consumer.get(group) {
+            cg.subscribed_topic_names()
+        } else if g.state == GroupState::Empty {
             BTreeSet::new()
         } else {
             match g.subscribed_topics() {
@@ -1047,8 +1061,12 @@ impl GroupShard {
         if group.is_empty() {
             return E::InvalidGroupId.code();
         }
+        let consumer = self.consumer.delete(group);
+        if consumer.is_some_and(|c| c != NONE) {
+            return consumer.unwrap();
+        }
         let Some(g) = self.groups.get(group) else {
-            return E::GroupIdNotFound.code();
+            return consumer.unwrap_or(E::GroupIdNotFound.code());
         };
         match g.state {
             GroupState::Dead => return E::GroupIdNotFound.code(),

@@ -35,7 +35,12 @@ pub async fn handle(
         let described = match broker.groups.existing_shard_for(broker, &id).await {
             Ok(Some(shard)) => {
                 let gid = id.clone();
-                shard.read(move |st| st.describe(&gid)).await
+                shard
+                    .read(move |st| match st.consumer.get(&gid) {
+                        Some(g) => Some(Err(g.state_name())),
+                        None => st.describe(&gid).map(Ok),
+                    })
+                    .await
             }
             Ok(None) => Ok(None),
             Err(e) => Err(e),
@@ -50,7 +55,13 @@ pub async fn handle(
                         Some(StrBytes::from_string(format!("Group {id} not found.")));
                 }
             }
-            Ok(Some(d)) => {
+            Ok(Some(Err(state))) => {
+                // A KIP-848 group: Kafka answers with its state and type, and
+                // the members only through ConsumerGroupDescribe.
+                out.group_state = StrBytes::from_static_str(state);
+                out.protocol_type = StrBytes::from_static_str("consumer");
+            }
+            Ok(Some(Ok(d))) => {
                 out.group_state = StrBytes::from_static_str(d.state.name());
                 out.protocol_type = StrBytes::from_string(d.protocol_type);
                 out.protocol_data = StrBytes::from_string(d.protocol);

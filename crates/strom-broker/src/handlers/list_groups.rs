@@ -1,5 +1,5 @@
 //! ListGroups (key 16): every group this coordinator owns, filtered by state
-//! (v4+) and type (v5+; all groups here are `classic`).
+//! (v4+) and type (v5+: `classic`, or `consumer` for KIP-848 groups).
 
 use std::sync::Arc;
 
@@ -27,9 +27,6 @@ pub async fn handle(
         .map(|s| s.to_ascii_lowercase())
         .collect();
     let mut resp = ListGroupsResponse::default();
-    if !types.is_empty() && !types.iter().any(|t| t == "classic") {
-        return resp;
-    }
     let shards = match broker.groups.all_shards(broker).await {
         Ok(s) => s,
         Err(e) => return resp.with_error_code(e.code().code()),
@@ -37,23 +34,38 @@ pub async fn handle(
     for shard in shards.iter() {
         let listed = shard
             .read(|st| {
-                st.groups()
+                let mut l: Vec<_> = st
+                    .groups()
+                    .filter(|g| st.consumer.get(&g.group_id).is_none())
                     .map(|g| {
                         (
                             g.group_id.clone(),
                             g.protocol_type.clone().unwrap_or_default(),
                             g.state.name(),
+                            "classic",
                         )
                     })
-                    .collect::<Vec<_>>()
+                    .collect();
+                l.extend(st.consumer.groups.values().map(|g| {
+                    (
+                        g.group_id.clone(),
+                        "consumer".to_string(),
+                        g.state_name(),
+                        "consumer",
+                    )
+                }));
+                l
             })
             .await;
         let listed = match listed {
             Ok(l) => l,
             Err(e) => return resp.with_error_code(e.code().code()),
         };
-        for (id, protocol_type, state) in listed {
+        for (id, protocol_type, state, group_type) in listed {
             if !states.is_empty() && !states.contains(&state.to_ascii_lowercase()) {
+                continue;
+            }
+            if !types.is_empty() && !types.iter().any(|t| t == group_type) {
                 continue;
             }
             let mut g = ListedGroup::default()
@@ -63,7 +75,7 @@ pub async fn handle(
                 g.group_state = StrBytes::from_static_str(state);
             }
             if version >= 5 {
-                g.group_type = StrBytes::from_static_str("classic");
+                g.group_type = StrBytes::from_static_str(group_type);
             }
             resp.groups.push(g);
         }

@@ -18,6 +18,8 @@ pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -189,6 +191,8 @@ api_registry! {
     DescribeProducers => describe_producers::DescribeProducersRequest, 0..=0;
     DescribeTransactions => describe_transactions::DescribeTransactionsRequest, 0..=0;
     ListTransactions => list_transactions::ListTransactionsRequest, 0..=1;
+    ConsumerGroupHeartbeat => consumer_group_heartbeat::ConsumerGroupHeartbeatRequest, 0..=1;
+    ConsumerGroupDescribe => consumer_group_describe::ConsumerGroupDescribeRequest, 0..=1;
 }
 
 /// The version range this broker accepts for `key`, if any.

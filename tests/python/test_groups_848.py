@@ -1,0 +1,106 @@
+"""KIP-848 consumer groups (`group.protocol=consumer`) against Strom with
+confluent-kafka's librdkafka (>= 2.10 speaks ConsumerGroupHeartbeat).
+
+The broker runs with a short consumer session timeout and heartbeat interval
+so membership changes are quick; every wait polls a condition.
+"""
+
+import pytest
+
+from strom_helpers import ck_create_topic, wait_until
+from test_groups import produce_ids
+
+FAST_848 = pytest.mark.strom_config(**{
+    "group.initial.rebalance.delay.ms": "100",
+    "group.consumer.heartbeat.interval.ms": "300",
+    "group.consumer.session.timeout.ms": "6000",
+})
+
+
+def new_consumer(bootstrap, group, **extra):
+    from confluent_kafka import Consumer
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "group.protocol": "consumer",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
+    conf.update(extra)
+    return Consumer(conf)
+
+
+def assigned(c):
+    return {tp.partition for tp in c.assignment()}
+
+
+def poll_commit(consumers, seen):
+    for i, c in enumerate(consumers):
+        m = c.poll(0.05)
+        if m is None or m.error() is not None:
+            continue
+        seen[i].append(int(m.value()))
+        c.commit(message=m, asynchronous=False)
+    return True
+
+
+def test_librdkafka_supports_the_consumer_protocol():
+    import confluent_kafka
+    version = tuple(int(x) for x in confluent_kafka.libversion()[0].split(".")[:2])
+    assert version >= (2, 10), confluent_kafka.libversion()
+
+
+@FAST_848
+def test_two_consumers_share_then_one_takes_all(strom):
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+    bootstrap = strom.bootstrap
+    topic, parts, n = "kip848", 6, 1200
+    ck_create_topic(bootstrap, topic, parts)
+    produce_ids(bootstrap, topic, n, parts)
+    a = new_consumer(bootstrap, "g-848")
+    b = new_consumer(bootstrap, "g-848")
+    a.subscribe([topic])
+    b.subscribe([topic])
+    both = [a, b]
+    seen = [[], []]
+
+    def split():
+        poll_commit(both, seen)
+        x, y = assigned(a), assigned(b)
+        return len(x) == 3 and len(y) == 3 and not (x & y) and (x, y)
+    wait_until(split, 60, "a 3/3 split of 6 partitions")
+    wait_until(lambda: poll_commit(both, seen) and len(seen[0]) + len(seen[1]) >= n // 2, 60,
+               "half of the records")
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    listed = admin.list_consumer_groups().result(timeout=10)
+    mine = [g for g in listed.valid if g.group_id == "g-848"]
+    assert len(mine) == 1, listed.valid
+    assert mine[0].type.name == "CONSUMER", mine[0]
+
+    b.close()  # leaves with epoch -1: a takes every partition
+    wait_until(lambda: poll_commit([a], seen) and assigned(a) == set(range(parts)), 60,
+               "the survivor owns every partition")
+    wait_until(lambda: poll_commit([a], seen) and len(set(seen[0] + seen[1])) >= n, 60,
+               "every record consumed")
+    ids = seen[0] + seen[1]
+    assert sorted(set(ids)) == list(range(n)), "records lost"
+    committed = a.committed([TopicPartition(topic, p) for p in range(parts)], timeout=10)
+    assert sum(tp.offset for tp in committed) == n, committed
+
+    # The broker restarts: committed offsets remain, the consumer rejoins and
+    # sees what is produced next without re-reading anything.
+    strom.kill9()
+    strom.restart()
+    produce_ids(bootstrap, topic, 60, parts, start=n)
+    before = len(seen[0])
+    wait_until(lambda: poll_commit([a], seen) and len(seen[0]) >= before + 60, 60,
+               "records after the restart")
+    after = seen[0][before:]
+    assert sorted(after) == list(range(n, n + 60)), after
+    a.close()
+    fresh = new_consumer(bootstrap, "g-848")
+    got = fresh.committed([TopicPartition(topic, p) for p in range(parts)], timeout=10)
+    assert sum(tp.offset for tp in got) == n + 60, got
+    fresh.close()
