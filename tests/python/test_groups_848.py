@@ -91,8 +91,17 @@ def test_two_consumers_share_then_one_takes_all(strom):
 
     # The broker restarts: committed offsets remain, the consumer rejoins and
     # sees what is produced next without re-reading anything.
+    member_id = a.memberid()
     strom.kill9()
     strom.restart()
+    # The group was rebuilt from its records: still a consumer group with the
+    # same member (it heartbeats on with its epoch, no rejoin).
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    listed = admin.list_consumer_groups().result(timeout=10)
+    mine = [g for g in listed.valid if g.group_id == "g-848"]
+    assert len(mine) == 1 and mine[0].type.name == "CONSUMER", listed.valid
+    desc = admin.describe_consumer_groups(["g-848"])["g-848"].result(timeout=10)
+    assert [m.member_id for m in desc.members] == [member_id], desc
     produce_ids(bootstrap, topic, 60, parts, start=n)
     before = len(seen[0])
     wait_until(lambda: poll_commit([a], seen) and len(seen[0]) >= before + 60, 60,

@@ -772,3 +772,455 @@ mod tests {
         );
     }
 }
+
+// ------------------------------------------------------------ persistence
+//
+// Kafka's records (group-coordinator/src/main/resources/common/message):
+// keys (not flexible) `version i16 | GroupId string [| MemberId string]`,
+// values flexible v0 (compact strings and arrays, tagged fields):
+//   3 ConsumerGroupMetadata            {Epoch i32}
+//   5 ConsumerGroupMemberMetadata      {InstanceId?, RackId?, ClientId, ClientHost,
+//                                       SubscribedTopicNames [], SubscribedTopicRegex?,
+//                                       RebalanceTimeoutMs i32, ServerAssignor?}
+//   6 ConsumerGroupTargetAssignmentMetadata {AssignmentEpoch i32}
+//   7 ConsumerGroupTargetAssignmentMember   {TopicPartitions [{TopicId uuid, Partitions []i32}]}
+//   8 ConsumerGroupCurrentMemberAssignment  {MemberEpoch, PreviousMemberEpoch i32, State i8,
+//                                            AssignedPartitions [], PartitionsPendingRevocation []}
+// (4, ConsumerGroupPartitionMetadata, is not written: the subscribed topics'
+// metadata is re-read from the metadata image, so a load re-checks it.)
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::records::CoordinatorRecord;
+
+fn key(version: i16, group: &str, member: Option<&str>) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(version);
+    b.put_i16(group.len() as i16);
+    b.put_slice(group.as_bytes());
+    if let Some(m) = member {
+        b.put_i16(m.len() as i16);
+        b.put_slice(m.as_bytes());
+    }
+    b.freeze()
+}
+
+fn uvarint(b: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        b.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    b.put_u8(v as u8);
+}
+
+fn cstr(b: &mut BytesMut, s: Option<&str>) {
+    match s {
+        None => uvarint(b, 0),
+        Some(s) => {
+            uvarint(b, s.len() as u64 + 1);
+            b.put_slice(s.as_bytes());
+        }
+    }
+}
+
+fn cassignment(b: &mut BytesMut, a: &Assignment) {
+    uvarint(b, a.len() as u64 + 1);
+    for (t, ps) in a {
+        b.put_slice(t.as_bytes());
+        uvarint(b, ps.len() as u64 + 1);
+        for p in ps {
+            b.put_i32(*p);
+        }
+        uvarint(b, 0);
+    }
+}
+
+fn value(f: impl FnOnce(&mut BytesMut)) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(0);
+    f(&mut b);
+    uvarint(&mut b, 0);
+    b.freeze()
+}
+
+fn member_state_code(s: MemberState) -> i8 {
+    match s {
+        MemberState::Stable => 1,
+        MemberState::UnrevokedPartitions => 2,
+        MemberState::UnreleasedPartitions => 4,
+    }
+}
+
+/// Every record that describes `g` now (key → value).
+fn snapshot(g: &ConsumerGroup) -> BTreeMap<Bytes, Bytes> {
+    let id = &g.group_id;
+    let mut out = BTreeMap::new();
+    out.insert(key(3, id, None), value(|b| b.put_i32(g.group_epoch)));
+    out.insert(key(6, id, None), value(|b| b.put_i32(g.assignment_epoch)));
+    for m in g.members.values() {
+        let mid = Some(m.member_id.as_str());
+        out.insert(
+            key(5, id, mid),
+            value(|b| {
+                cstr(b, m.instance_id.as_deref());
+                cstr(b, m.rack_id.as_deref());
+                cstr(b, Some(&m.client_id));
+                cstr(b, Some(&m.client_host));
+                uvarint(b, m.subscribed_topic_names.len() as u64 + 1);
+                for t in &m.subscribed_topic_names {
+                    cstr(b, Some(t));
+                }
+                cstr(b, m.subscribed_topic_regex.as_deref());
+                b.put_i32(m.rebalance_timeout_ms);
+                cstr(b, m.server_assignor.as_deref());
+            }),
+        );
+        out.insert(
+            key(8, id, mid),
+            value(|b| {
+                b.put_i32(m.member_epoch);
+                b.put_i32(m.previous_member_epoch);
+                b.put_i8(member_state_code(m.state));
+                cassignment(b, &m.assigned);
+                cassignment(b, &m.revoking);
+            }),
+        );
+    }
+    for (mid, a) in &g.target {
+        out.insert(key(7, id, Some(mid)), value(|b| cassignment(b, a)));
+    }
+    out
+}
+
+/// The records that turn `before` into `after`: changed values, and
+/// tombstones for what is gone (the group's own last).
+fn diff(
+    before: &BTreeMap<Bytes, Bytes>,
+    after: &BTreeMap<Bytes, Bytes>,
+    out: &mut Vec<CoordinatorRecord>,
+) {
+    let mut tombstones = Vec::new();
+    for (k, v) in after {
+        if before.get(k) != Some(v) {
+            out.push(CoordinatorRecord::Consumer {
+                key: k.clone(),
+                value: Some(v.clone()),
+            });
+        }
+    }
+    for k in before.keys().filter(|k| !after.contains_key(*k)) {
+        tombstones.push(CoordinatorRecord::Consumer {
+            key: k.clone(),
+            value: None,
+        });
+    }
+    // Member records (5, 7, 8) before the group's (3, 6).
+    tombstones.sort_by_key(|r| match r {
+        CoordinatorRecord::Consumer { key, .. } => {
+            std::cmp::Reverse(matches!(key.get(1), Some(5 | 7 | 8)))
+        }
+        _ => std::cmp::Reverse(false),
+    });
+    out.extend(tombstones);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn i8(&mut self) -> Option<i8> {
+        Some(self.take(1)?[0] as i8)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn uvarint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.take(1)?[0];
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    fn str16(&mut self) -> Option<String> {
+        let n = self.i16()?;
+        String::from_utf8(self.take(usize::try_from(n).ok()?)?.to_vec()).ok()
+    }
+    fn cstr(&mut self) -> Option<Option<String>> {
+        let n = self.uvarint()?;
+        if n == 0 {
+            return Some(None);
+        }
+        let s = self.take(usize::try_from(n - 1).ok()?)?;
+        Some(Some(String::from_utf8(s.to_vec()).ok()?))
+    }
+    fn carray_len(&mut self) -> Option<usize> {
+        let n = self.uvarint()?;
+        usize::try_from(n.saturating_sub(1)).ok()
+    }
+    fn skip_tags(&mut self) -> Option<()> {
+        for _ in 0..self.uvarint()? {
+            let _tag = self.uvarint()?;
+            let len = self.uvarint()?;
+            self.take(usize::try_from(len).ok()?)?;
+        }
+        Some(())
+    }
+    fn assignment(&mut self) -> Option<Assignment> {
+        let mut a = Assignment::new();
+        for _ in 0..self.carray_len()? {
+            let id = Uuid::from_slice(self.take(16)?).ok()?;
+            let n = self.carray_len()?;
+            let mut ps = BTreeSet::new();
+            for _ in 0..n {
+                ps.insert(self.i32()?);
+            }
+            self.skip_tags()?;
+            if !ps.is_empty() {
+                a.insert(id, ps);
+            }
+        }
+        Some(a)
+    }
+}
+
+impl ConsumerGroups {
+    /// Runs [`Self::heartbeat`] and adds the records of what changed.
+    pub fn heartbeat_durable(
+        &mut self,
+        now: i64,
+        req: HeartbeatRequest,
+        topics: &TopicsImage,
+        classic_exists: bool,
+        out: &mut Vec<CoordinatorRecord>,
+    ) -> HeartbeatResponse {
+        let id = req.group_id.clone();
+        let before = self.groups.get(&id).map(snapshot).unwrap_or_default();
+        let r = self.heartbeat(now, req, topics, classic_exists);
+        let after = self.groups.get(&id).map(snapshot).unwrap_or_default();
+        diff(&before, &after, out);
+        r
+    }
+
+    /// Expires members and adds the records of what changed.
+    pub fn tick_durable(&mut self, now: i64, out: &mut Vec<CoordinatorRecord>) {
+        let before: BTreeMap<String, BTreeMap<Bytes, Bytes>> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| {
+                g.members.values().any(|m| {
+                    m.session_deadline <= now || m.revocation_deadline.is_some_and(|d| d <= now)
+                })
+            })
+            .map(|(id, g)| (id.clone(), snapshot(g)))
+            .collect();
+        if before.is_empty() {
+            return;
+        }
+        self.tick(now, None);
+        for (id, b) in before {
+            let after = self.groups.get(&id).map(snapshot).unwrap_or_default();
+            diff(&b, &after, out);
+        }
+    }
+
+    /// DeleteGroups of a consumer group, with its tombstones.
+    pub fn delete_durable(&mut self, group: &str, out: &mut Vec<CoordinatorRecord>) -> Option<i16> {
+        let before = self.groups.get(group).map(snapshot).unwrap_or_default();
+        let code = self.delete(group)?;
+        if code == 0 {
+            diff(&before, &BTreeMap::new(), out);
+        }
+        Some(code)
+    }
+
+    /// Loading: applies one consumer-group record (malformed ones are
+    /// skipped with a warning).
+    pub fn replay(&mut self, now: i64, k: &[u8], v: Option<&[u8]>) {
+        if self.replay_inner(now, k, v).is_none() {
+            tracing::warn!("malformed consumer group record skipped while loading");
+        }
+    }
+
+    fn replay_inner(&mut self, now: i64, k: &[u8], v: Option<&[u8]>) -> Option<()> {
+        let mut kr = Reader(k);
+        let version = kr.i16()?;
+        let group = kr.str16()?;
+        let member = if matches!(version, 5 | 7 | 8) {
+            Some(kr.str16()?)
+        } else {
+            None
+        };
+        let Some(v) = v else {
+            match (version, member) {
+                (3, _) => {
+                    self.groups.remove(&group);
+                }
+                (5, Some(m)) => {
+                    if let Some(g) = self.groups.get_mut(&group) {
+                        g.members.remove(&m);
+                    }
+                }
+                (7, Some(m)) => {
+                    if let Some(g) = self.groups.get_mut(&group) {
+                        g.target.remove(&m);
+                    }
+                }
+                _ => {}
+            }
+            return Some(());
+        };
+        let mut r = Reader(v);
+        let _value_version = r.i16()?;
+        let session = i64::from(self.config.session_timeout_ms);
+        let g = self
+            .groups
+            .entry(group.clone())
+            .or_insert_with(|| ConsumerGroup::new(&group, now));
+        fn member_entry<'g>(
+            g: &'g mut ConsumerGroup,
+            id: &str,
+            now: i64,
+            session: i64,
+        ) -> &'g mut ConsumerMember {
+            g.members
+                .entry(id.to_string())
+                .or_insert_with(|| ConsumerMember {
+                    member_id: id.to_string(),
+                    instance_id: None,
+                    rack_id: None,
+                    client_id: String::new(),
+                    client_host: String::new(),
+                    rebalance_timeout_ms: -1,
+                    subscribed_topic_names: Vec::new(),
+                    subscribed_topic_regex: None,
+                    server_assignor: None,
+                    member_epoch: 0,
+                    previous_member_epoch: -1,
+                    state: MemberState::Stable,
+                    assigned: Assignment::new(),
+                    revoking: Assignment::new(),
+                    session_deadline: now + session,
+                    revocation_deadline: None,
+                    last_sent: None,
+                })
+        }
+        match (version, member) {
+            (3, _) => g.group_epoch = r.i32()?,
+            (6, _) => g.assignment_epoch = r.i32()?,
+            (5, Some(id)) => {
+                let instance_id = r.cstr()?;
+                let rack_id = r.cstr()?;
+                let client_id = r.cstr()?.unwrap_or_default();
+                let client_host = r.cstr()?.unwrap_or_default();
+                let mut names = Vec::new();
+                for _ in 0..r.carray_len()? {
+                    names.push(r.cstr()?.unwrap_or_default());
+                }
+                let regex = r.cstr()?;
+                let rebalance = r.i32()?;
+                let assignor = r.cstr()?;
+                let m = member_entry(g, &id, now, session);
+                m.instance_id = instance_id;
+                m.rack_id = rack_id;
+                m.client_id = client_id;
+                m.client_host = client_host;
+                m.subscribed_topic_names = names;
+                m.subscribed_topic_regex = regex;
+                m.rebalance_timeout_ms = rebalance;
+                m.server_assignor = assignor;
+            }
+            (7, Some(id)) => {
+                let a = r.assignment()?;
+                g.target.insert(id, a);
+            }
+            (8, Some(id)) => {
+                let epoch = r.i32()?;
+                let previous = r.i32()?;
+                let state = r.i8()?;
+                let assigned = r.assignment()?;
+                let revoking = r.assignment()?;
+                let m = member_entry(g, &id, now, session);
+                m.member_epoch = epoch;
+                m.previous_member_epoch = previous;
+                m.state = match state {
+                    2 => MemberState::UnrevokedPartitions,
+                    4 => MemberState::UnreleasedPartitions,
+                    _ => MemberState::Stable,
+                };
+                m.revocation_deadline =
+                    (!revoking.is_empty()).then(|| now + i64::from(m.rebalance_timeout_ms.max(1)));
+                m.assigned = assigned;
+                m.revoking = revoking;
+            }
+            _ => {}
+        }
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod persistence_tests {
+    use super::*;
+
+    #[test]
+    fn replaying_the_records_rebuilds_the_group() {
+        let mut t = TopicsImage::new();
+        t.insert("a".into(), (Uuid::from_u128(1), 6));
+        let mut live = ConsumerGroups::default();
+        let mut log = Vec::new();
+        for (i, id) in ["m1", "m2"].iter().enumerate() {
+            let req = HeartbeatRequest {
+                group_id: "g".into(),
+                member_id: id.to_string(),
+                member_epoch: 0,
+                rebalance_timeout_ms: 30_000,
+                subscribed_topic_names: Some(vec!["a".into()]),
+                instance_id: Some(format!("i{i}")),
+                client_id: "c".into(),
+                ..Default::default()
+            };
+            assert_eq!(live.heartbeat_durable(0, req, &t, false, &mut log).error, 0);
+        }
+        let mut loaded = ConsumerGroups::default();
+        for r in &log {
+            let (k, v) = r.encode();
+            let CoordinatorRecord::Consumer { .. } =
+                CoordinatorRecord::decode(Some(&k), v.as_deref()).unwrap()
+            else {
+                panic!("not a consumer record");
+            };
+            loaded.replay(0, &k, v.as_deref());
+        }
+        let (a, b) = (live.get("g").unwrap(), loaded.get("g").unwrap());
+        assert_eq!(snapshot(a), snapshot(b));
+        assert_eq!(b.members.len(), 2);
+        assert_eq!(b.group_epoch, 2);
+        // Deleting needs an empty group; its tombstones remove it on load.
+        assert_eq!(
+            live.delete_durable("g", &mut log),
+            Some(E::NonEmptyGroup.code())
+        );
+        live.tick_durable(45_000, &mut log);
+        assert_eq!(live.delete_durable("g", &mut log), Some(0));
+        let mut reloaded = ConsumerGroups::default();
+        for r in &log {
+            let (k, v) = r.encode();
+            reloaded.replay(0, &k, v.as_deref());
+        }
+        assert!(reloaded.get("g").is_none());
+    }
+}

@@ -11,7 +11,9 @@
 //! Versions 4+ of the values are "flexible" (compact strings, tagged fields).
 //! We write OffsetCommitValue v3 and GroupMetadataValue v3 (what Kafka writes
 //! for classic groups) and read every version. Key versions ≥ 3 belong to the
-//! KIP-848 consumer-group records and are reported as [`CoordinatorRecord::Unknown`].
+//! KIP-848 consumer-group records: 3–8 are kept as raw bytes
+//! ([`CoordinatorRecord::Consumer`], codecs in `super::consumer`), the rest
+//! (share groups) are reported as [`CoordinatorRecord::Unknown`].
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -85,6 +87,9 @@ pub enum CoordinatorRecord {
     /// A record type this coordinator does not handle (KIP-848, share
     /// groups); kept so replay can skip it without failing the load.
     Unknown { key_version: i16 },
+    /// A KIP-848 consumer-group record (key versions 3–8), encoded and
+    /// decoded by `super::consumer`.
+    Consumer { key: Bytes, value: Option<Bytes> },
 }
 
 pub const OFFSET_COMMIT_VALUE_VERSION: i16 = 3;
@@ -163,6 +168,7 @@ impl CoordinatorRecord {
             CoordinatorRecord::Unknown { key_version } => {
                 (Bytes::copy_from_slice(&key_version.to_be_bytes()), None)
             }
+            CoordinatorRecord::Consumer { key, value } => (key.clone(), value.clone()),
         }
     }
 
@@ -189,6 +195,10 @@ impl CoordinatorRecord {
                 let value = value.map(decode_group_metadata_value).transpose()?;
                 Ok(CoordinatorRecord::GroupMetadata { group, value })
             }
+            3..=8 => Ok(CoordinatorRecord::Consumer {
+                key: Bytes::copy_from_slice(key),
+                value: value.map(Bytes::copy_from_slice),
+            }),
             v => Ok(CoordinatorRecord::Unknown { key_version: v }),
         }
     }
@@ -483,8 +493,8 @@ mod tests {
         }
         assert!(CoordinatorRecord::decode(None, None).is_err());
         assert_eq!(
-            CoordinatorRecord::decode(Some(&[0, 3, 0, 0]), None).unwrap(),
-            CoordinatorRecord::Unknown { key_version: 3 }
+            CoordinatorRecord::decode(Some(&[0, 9, 0, 0]), None).unwrap(),
+            CoordinatorRecord::Unknown { key_version: 9 }
         );
     }
 

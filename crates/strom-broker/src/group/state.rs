@@ -578,6 +578,13 @@ impl GroupShard {
                 }
             }
             CoordinatorRecord::Unknown { .. } => {}
+            // Consumer-group operations change the state themselves; their
+            // records only rebuild it when loading.
+            CoordinatorRecord::Consumer { key, value } => {
+                if mode == ReplayMode::Load {
+                    self.consumer.replay(now, key, value.as_deref());
+                }
+            }
         }
     }
 
@@ -819,7 +826,7 @@ impl GroupShard {
     /// Runs every timer due at `now`: session expiry, rebalance and initial
     /// delays, offset retention.
     pub fn tick(&mut self, now: i64, fx: &mut Effects) {
-        self.consumer.tick(now, None);
+        self.consumer.tick_durable(now, &mut fx.records);
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in ids {
             let Some(g) = self.groups.get_mut(&id) else {
@@ -1061,7 +1068,7 @@ impl GroupShard {
         if group.is_empty() {
             return E::InvalidGroupId.code();
         }
-        let consumer = self.consumer.delete(group);
+        let consumer = self.consumer.delete_durable(group, &mut fx.records);
         if consumer.is_some_and(|c| c != NONE) {
             return consumer.unwrap();
         }

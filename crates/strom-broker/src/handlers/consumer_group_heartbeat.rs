@@ -60,11 +60,12 @@ pub async fn handle(
     let group_id = hb.group_id.clone();
     let result = match broker.groups.shard_for(broker, &group_id).await {
         Ok(shard) => shard
-            .write(move |st, now, _| {
+            .write(move |st, now, fx| {
                 let classic = st
                     .group(&hb.group_id)
                     .is_some_and(|g| !g.members.is_empty() || g.protocol_type.is_some());
-                st.consumer.heartbeat(now, hb, &topics, classic)
+                st.consumer
+                    .heartbeat_durable(now, hb, &topics, classic, &mut fx.records)
             })
             .await
             .map_err(|e| e.code().code()),
