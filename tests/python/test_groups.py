@@ -315,3 +315,193 @@ def test_kcat_balanced_consumer(strom):
     committed = c.committed([TopicPartition(topic, q) for q in range(4)], timeout=10)
     assert sum(tp.offset for tp in committed) == 200, committed
     c.close()
+
+
+def consume_batch_and_commit(c, seen):
+    """Processes one batch (records go to `seen`), then commits it synchronously."""
+    msgs = [m for m in c.consume(num_messages=500, timeout=0.05) if m.error() is None]
+    if msgs:
+        seen.extend((int(m.value()), m.partition()) for m in msgs)
+        c.commit(asynchronous=False)
+    return True
+
+
+@FAST_GROUPS
+def test_acceptance_three_consumers_60000_exactly_once_balanced(strom):
+    """Acceptance 1: three members share a 6-partition topic two partitions each, and
+    60,000 records committed after processing are each consumed exactly once."""
+    bootstrap = strom.bootstrap
+    topic, parts, n = "acc1", 6, 60_000
+    ck_create_topic(bootstrap, topic, parts)
+    consumers = [group_consumer(bootstrap, "g-acc1") for _ in range(3)]
+    for c in consumers:
+        c.subscribe([topic])
+    seen = [[] for _ in consumers]
+
+    def balanced():
+        for c, s in zip(consumers, seen):
+            consume_batch_and_commit(c, s)
+        a = [assigned(c) for c in consumers]
+        return all(len(x) == 2 for x in a) and set().union(*a) == set(range(parts)) and a
+    owners = wait_until(balanced, 60, "6 partitions spread 2/2/2 over 3 consumers")
+    produce_ids(bootstrap, topic, n, parts)
+    total = lambda: sum(map(len, seen))  # noqa: E731
+    wait_until(lambda: all(consume_batch_and_commit(c, s) for c, s in zip(consumers, seen))
+               and total() >= n, 180, "60,000 records consumed")
+    # A little longer: nothing more may arrive (no duplicates in flight).
+    for _ in range(10):
+        for c, s in zip(consumers, seen):
+            consume_batch_and_commit(c, s)
+    ids = sorted(i for s in seen for i, _ in s)
+    assert ids == list(range(n)), "records lost or consumed twice"
+    for i, s in enumerate(seen):
+        assert {p for _, p in s} == owners[i], "a record came from a partition not assigned"
+        assert len(s) == n // 3, [len(x) for x in seen]
+    assert [assigned(c) for c in consumers] == owners, "the group rebalanced"
+    for c in consumers:
+        c.close()
+
+
+@FAST_GROUPS
+def test_acceptance_sigkill_member_partitions_move_nothing_skipped(strom):
+    """Acceptance 2: SIGKILL one of three member processes; within session.timeout.ms
+    plus a rebalance its partitions go to the other two, and every record is consumed
+    (re-delivery only of what the killed member had not committed)."""
+    import os
+    import signal
+    import sys
+    import threading
+    from pathlib import Path
+    bootstrap = strom.bootstrap
+    topic, parts, n = "acc2", 6, 30_000
+    ck_create_topic(bootstrap, topic, parts)
+    script = str(Path(__file__).with_name("group_member_proc.py"))
+    procs, state, lock = [], [], threading.Lock()
+
+    def reader(i, p):
+        for line in p.stdout:
+            with lock:
+                s = state[i]
+                if line.startswith("ASSIGNED"):
+                    rest = line.split(" ", 1)[1].strip()
+                    s["assigned"] = {int(x) for x in rest.split(",") if x}
+                elif line.startswith("RECORD"):
+                    _, rid, part = line.split()
+                    s["pending"].append((int(rid), int(part)))
+                elif line.startswith("COMMITTED"):
+                    s["committed"].extend(s["pending"])
+                    s["pending"].clear()
+    try:
+        for i in range(3):
+            state.append({"assigned": set(), "pending": [], "committed": []})
+            p = subprocess.Popen([sys.executable, script, bootstrap, "g-acc2", topic],
+                                 stdout=subprocess.PIPE, text=True)
+            procs.append(p)
+            threading.Thread(target=reader, args=(i, p), daemon=True).start()
+
+        def snapshot():
+            with lock:
+                return [set(s["assigned"]) for s in state]
+
+        wait_until(lambda: all(len(a) == 2 for a in snapshot())
+                   and set().union(*snapshot()) == set(range(parts)), 60, "2/2/2 assignment")
+        produce_ids(bootstrap, topic, n // 2, parts)
+
+        def processed():
+            with lock:
+                return sum(len(s["committed"]) + len(s["pending"]) for s in state)
+        wait_until(lambda: processed() >= n // 4, 60, "a quarter of the records processed")
+        victim_parts = snapshot()[2]
+        os.kill(procs[2].pid, signal.SIGKILL)
+        procs[2].wait(10)
+        killed_at = time.monotonic()
+        # The second half arrives after the kill: the victim's partitions hold records
+        # only the survivors can consume.
+        produce_ids(bootstrap, topic, n // 2, parts, start=n // 2)
+        survivors = lambda: snapshot()[:2]  # noqa: E731
+        wait_until(lambda: set().union(*survivors()) == set(range(parts)), 30,
+                   "the survivors own every partition")
+        moved_after = time.monotonic() - killed_at
+        # session.timeout.ms (6 s) plus a rebalance.
+        assert moved_after < 6 + 5, f"partitions moved only after {moved_after:.1f}s"
+        assert victim_parts <= set().union(*survivors())
+
+        def all_seen():
+            with lock:
+                ids = {i for s in state for i, _ in s["committed"] + s["pending"]}
+            return len(ids) == n
+        wait_until(all_seen, 120, "every record consumed by the survivors")
+        with lock:
+            killed_committed = {i for i, _ in state[2]["committed"]}
+            by_survivors = [i for s in state[:2] for i, _ in s["committed"] + s["pending"]]
+            everything = {i for s in state for i, _ in s["committed"] + s["pending"]}
+        assert everything == set(range(n)), "records skipped"
+        # At-least-once from the last commit: what the killed member committed is never
+        # delivered again.
+        assert not (killed_committed & set(by_survivors)), "committed records re-delivered"
+        assert {p for i, p in [(i, i % parts) for i in by_survivors]} >= victim_parts
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
+
+
+@FAST_GROUPS
+def test_acceptance_admin_client_groups(strom):
+    """Acceptance 5: DescribeGroups/ListGroups/DeleteGroups through confluent-kafka's
+    AdminClient; OffsetDelete through kafka-python (confluent-kafka 2.x has no
+    OffsetDelete call)."""
+    from confluent_kafka import ConsumerGroupState, TopicPartition
+    from confluent_kafka.admin import AdminClient
+    from kafka.admin import KafkaAdminClient
+    from kafka.structs import TopicPartition as KTP
+    bootstrap = strom.bootstrap
+    ck_create_topic(bootstrap, "adm-a", 2)
+    ck_create_topic(bootstrap, "adm-b", 2)
+    produce_ids(bootstrap, "adm-a", 20, 2)
+    c = group_consumer(bootstrap, "g-adm", **{"client.id": "adm-client"})
+    c.subscribe(["adm-a"])
+    seen = [[]]
+    wait_until(lambda: poll_all([c], seen) is not None and len(seen[0]) >= 20, 30, "20 records")
+    c.commit(offsets=[TopicPartition("adm-b", 0, 5)], asynchronous=False)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+
+    d = admin.describe_consumer_groups(["g-adm", "g-none"])
+    g = d["g-adm"].result(timeout=10)
+    assert g.state == ConsumerGroupState.STABLE and not g.is_simple_consumer_group
+    assert g.partition_assignor == "range"
+    assert len(g.members) == 1 and g.members[0].client_id == "adm-client"
+    assert {tp.partition for tp in g.members[0].assignment.topic_partitions} == {0, 1}
+    missing = d["g-none"].result(timeout=10)
+    assert missing.state == ConsumerGroupState.DEAD, missing
+
+    listed = admin.list_consumer_groups().result(timeout=10)
+    assert "g-adm" in {x.group_id for x in listed.valid}
+    stable = admin.list_consumer_groups(states={ConsumerGroupState.EMPTY}).result(timeout=10)
+    assert "g-adm" not in {x.group_id for x in stable.valid}
+
+    fut = admin.delete_consumer_groups(["g-adm"])["g-adm"]
+    with pytest.raises(Exception) as e:
+        fut.result(timeout=10)
+    assert "NON_EMPTY_GROUP" in str(e.value)
+
+    # OffsetDelete: a subscribed topic is refused, an unsubscribed one is deleted.
+    kadmin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    res = kadmin.delete_group_offsets("g-adm", [KTP("adm-a", 0), KTP("adm-b", 0)])
+    flat = {(tp.topic, tp.partition): str(err) for tp, err in res.items()}
+    assert "GroupSubscribedToTopic" in flat[("adm-a", 0)], flat
+    assert "NoError" in flat[("adm-b", 0)] or flat[("adm-b", 0)] in ("None", "0"), flat
+    offs = admin.list_consumer_group_offsets(
+        [__import__("confluent_kafka").ConsumerGroupTopicPartitions("g-adm")])
+    got = {(tp.topic, tp.partition): tp.offset for tp in offs["g-adm"].result(timeout=10)
+           .topic_partitions}
+    assert ("adm-b", 0) not in got and got[("adm-a", 0)] == 10, got
+
+    c.close()
+    wait_until(lambda: admin.describe_consumer_groups(["g-adm"])["g-adm"].result(timeout=10)
+               .state == ConsumerGroupState.EMPTY, 30, "group Empty after close")
+    admin.delete_consumer_groups(["g-adm"])["g-adm"].result(timeout=10)
+    listed = admin.list_consumer_groups().result(timeout=10)
+    assert "g-adm" not in {x.group_id for x in listed.valid}
+    kadmin.close()
