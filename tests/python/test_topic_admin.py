@@ -7,6 +7,8 @@ retention task and log cleaner every 200 ms here (`log.retention.check.interval.
 `log.cleaner.backoff.ms` overrides).
 """
 
+import socket
+import struct
 import time
 from pathlib import Path
 
@@ -110,6 +112,57 @@ def fetch_error_at(bootstrap, topic, offset, partition=0):
         return e
     finally:
         c.close()
+
+
+def raw_fetch_batches(bootstrap, topic, offset=0, partition=0, max_bytes=8 << 20):
+    """One raw Fetch v4 of `topic`/`partition` from `offset`: (high watermark, [batch header
+    dict]), read off the wire without any client library (codecs are not visible through one)."""
+    host, port = bootstrap.rsplit(":", 1)
+    name, client = topic.encode(), b"raw-fetch"
+    body = (struct.pack(">hhih", 1, 4, 77, len(client)) + client
+            + struct.pack(">iiiib", -1, 500, 1, max_bytes, 0)
+            + struct.pack(">ih", 1, len(name)) + name
+            + struct.pack(">iiqi", 1, partition, offset, max_bytes))
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(struct.pack(">i", len(body)) + body)
+        (size,) = struct.unpack(">i", _recv_all(s, 4))
+        resp = _recv_all(s, size)
+    corr, _throttle, ntopics = struct.unpack_from(">iii", resp, 0)
+    assert corr == 77 and ntopics == 1
+    pos = 12
+    (tlen,) = struct.unpack_from(">h", resp, pos)
+    pos += 2 + tlen
+    (nparts,) = struct.unpack_from(">i", resp, pos)
+    assert nparts == 1
+    _idx, err, hw, _lso, naborted = struct.unpack_from(">ihqqi", resp, pos + 4)
+    assert err == 0, f"fetch error {err}"
+    pos += 4 + 4 + 2 + 8 + 8 + 4 + max(naborted, 0) * 16
+    (rlen,) = struct.unpack_from(">i", resp, pos)
+    pos += 4
+    records = resp[pos:pos + max(rlen, 0)]
+    batches, i = [], 0
+    while i + 61 <= len(records):
+        base, blen = struct.unpack_from(">qi", records, i)
+        if i + 12 + blen > len(records):
+            break  # a partial batch at the end of the response
+        (attrs,) = struct.unpack_from(">h", records, i + 21)
+        (count,) = struct.unpack_from(">i", records, i + 57)
+        pid, pepoch, seq = struct.unpack_from(">qhi", records, i + 43)
+        batches.append({"base_offset": base, "codec": attrs & 7, "attributes": attrs,
+                        "records": count, "producer_id": pid, "producer_epoch": pepoch,
+                        "base_sequence": seq})
+        i += 12 + blen
+    return hw, batches
+
+
+def _recv_all(s, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed by broker")
+        buf += chunk
+    return bytes(buf)
 
 
 def segment_files(data_dir, topic, partition=0):
@@ -390,6 +443,48 @@ def test_size_retention_keeps_partition_bounded(strom):
     wait_until(lambda: size() <= 25000, 20, f"partition size bounded (now {size()})")
     lo, hi = watermarks(bootstrap, topic)
     assert hi == 240 and lo > 150
+
+
+# -- compression.type ------------------------------------------------------------
+
+CODEC = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+
+
+def test_topic_compression_type_recompresses(strom):
+    bootstrap, _, _ = strom
+    topic = "recompressed"
+    ck_create_topic(bootstrap, topic, 1, {"compression.type": "zstd"})
+    items = [(b"k%d" % (i % 37), b"value-%d-" % i + b"z" * (i % 50)) for i in range(3000)]
+    # idempotent, so the batches carry a producer id, epoch and sequences to keep
+    produce(bootstrap, topic, items, **{"compression.type": "gzip", "enable.idempotence": True,
+                                        "linger.ms": 20, "batch.num.messages": 100})
+    hw, batches = raw_fetch_batches(bootstrap, topic)
+    assert hw == len(items)
+    assert batches and batches[0]["base_offset"] == 0
+    assert {b["codec"] for b in batches} == {CODEC["zstd"]}, batches[:3]
+    assert sum(b["records"] for b in batches) == len(items) and len(batches) >= 30
+    # the idempotence header fields survive the rewrite: one producer, sequences in order
+    assert len({(b["producer_id"], b["producer_epoch"]) for b in batches}) == 1
+    assert batches[0]["producer_id"] >= 0
+    seqs = [b["base_sequence"] for b in batches]
+    assert seqs[0] == 0 and seqs == sorted(seqs)
+    got = consume_all(bootstrap, topic)
+    assert [(k, v) for _, k, v in got] == items
+    assert [o for o, _, _ in got] == list(range(len(items)))
+
+    # a topic keeping the producer's codec stores gzip as sent, and a matching codec too
+    ck_create_topic(bootstrap, "as-produced", 1)
+    produce(bootstrap, "as-produced", items[:200], **{"compression.type": "gzip"})
+    assert {b["codec"] for b in raw_fetch_batches(bootstrap, "as-produced")[1]} == {CODEC["gzip"]}
+    # an altered topic config takes effect for the next produce; uncompressed rewrites too
+    from confluent_kafka.admin import ConfigResource, ResourceType
+    admin = ck_admin(bootstrap)
+    res = ConfigResource(ResourceType.TOPIC, "as-produced", set_config={"compression.type": "uncompressed"})
+    admin.alter_configs([res])[res].result(timeout=20)
+    produce(bootstrap, "as-produced", items[200:400], **{"compression.type": "lz4"})
+    _, batches = raw_fetch_batches(bootstrap, "as-produced", offset=200)
+    assert batches and {b["codec"] for b in batches} == {CODEC["none"]}
+    assert [(k, v) for _, k, v in consume_all(bootstrap, "as-produced")] == items[:400]
 
 
 # -- compaction ------------------------------------------------------------------

@@ -13,6 +13,8 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
+use strom_protocol::batch::{BatchIter, Compression};
+use strom_protocol::records::{decode_records, encode_batch_with, BatchOptions};
 use strom_protocol::{LeaderEpoch, Offset};
 use strom_storage::{FetchDataInfo, Log, LogAppendInfo, LogError, TopicPartition};
 use tokio::sync::Notify;
@@ -37,6 +39,57 @@ impl IsolationLevel {
             IsolationLevel::ReadUncommitted
         }
     }
+}
+
+/// Rewrites the producer batches of `records` whose codec is not `target`
+/// (`None`: every batch already uses it, nothing is decoded or copied).
+/// Header fields other than the codec are kept: base offset, leader epoch,
+/// timestamp type, producer id/epoch, base sequence, transactional flag;
+/// timestamps and offset deltas are kept per record. Control and empty
+/// batches are copied verbatim. A batch that cannot be framed or decoded is
+/// CORRUPT_MESSAGE, as the log would report it.
+pub fn recompress(records: &[u8], target: Compression) -> Result<Option<Vec<u8>>, LogError> {
+    let corrupt = |e: &dyn std::fmt::Display| LogError::CorruptRecord(e.to_string());
+    let mut needs = false;
+    for b in BatchIter::new(records) {
+        let b = b.map_err(|e| corrupt(&e))?;
+        if b.has_valid_compression() && b.compression() != target && !b.is_control() {
+            needs = true;
+            break;
+        }
+    }
+    if !needs {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for b in BatchIter::new(records) {
+        let b = b.map_err(|e| corrupt(&e))?;
+        if !b.has_valid_compression()
+            || b.compression() == target
+            || b.is_control()
+            || b.record_count() == 0
+        {
+            out.extend_from_slice(b.bytes());
+            continue;
+        }
+        b.verify_crc().map_err(|e| corrupt(&e))?;
+        let recs = decode_records(&b).map_err(|e| corrupt(&e))?;
+        out.extend_from_slice(&encode_batch_with(
+            &recs,
+            &BatchOptions {
+                compression: target,
+                base_offset: b.base_offset(),
+                partition_leader_epoch: b.partition_leader_epoch(),
+                timestamp_type: b.timestamp_type(),
+                producer_id: b.producer_id(),
+                producer_epoch: b.producer_epoch(),
+                base_sequence: b.base_sequence(),
+                transactional: b.is_transactional(),
+                control: false,
+            },
+        ));
+    }
+    Ok(Some(out))
 }
 
 /// This broker's replica of one partition (always the leader for now).
@@ -78,7 +131,17 @@ impl Partition {
         records: BytesMut,
         now_ms: i64,
     ) -> JoinHandle<Result<LogAppendInfo, LogError>> {
-        self.spawn_append(records, now_ms, Log::append_as_leader)
+        self.spawn_append(records, now_ms, |log, records, epoch, now| {
+            // `compression.type` other than `producer`: batches of another
+            // codec are recompressed (the only produce-path decompression).
+            match log.config().compression {
+                Some(target) => match recompress(records, target)? {
+                    Some(mut converted) => log.append_as_leader(&mut converted, epoch, now),
+                    None => log.append_as_leader(records, epoch, now),
+                },
+                None => log.append_as_leader(records, epoch, now),
+            }
+        })
     }
 
     /// Appends coordinator batches (transaction markers included) as leader;

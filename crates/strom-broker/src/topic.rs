@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use strom_protocol::TimestampType;
-use strom_storage::{CleanupPolicy, LogConfig};
+use strom_storage::{CleanupPolicy, Compression, LogConfig};
 
 /// Kafka's `Topic.MAX_NAME_LENGTH`.
 pub const MAX_NAME_LENGTH: usize = 249;
@@ -228,7 +228,7 @@ pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), String
 }
 
 /// Applies one (validated) topic config value to a log config. Configs the
-/// log does not use (replication, compression, tiered storage) are only
+/// log does not use (replication, compression levels, tiered storage) are only
 /// stored and described.
 fn apply(c: &mut LogConfig, name: &str, value: &str) {
     let v = value.trim();
@@ -260,6 +260,16 @@ fn apply(c: &mut LogConfig, name: &str, value: &str) {
         ("message.timestamp.type", _) => {
             if let Some(t) = TimestampType::from_config(v) {
                 c.timestamp_type = t;
+            }
+        }
+        ("compression.type", _) => {
+            c.compression = match v {
+                "uncompressed" => Some(Compression::None),
+                "gzip" => Some(Compression::Gzip),
+                "snappy" => Some(Compression::Snappy),
+                "lz4" => Some(Compression::Lz4),
+                "zstd" => Some(Compression::Zstd),
+                _ => None,
             }
         }
         _ => {}

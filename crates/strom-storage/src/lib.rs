@@ -19,6 +19,7 @@ mod scan;
 use std::fmt;
 
 use strom_protocol::batch::BatchError;
+pub use strom_protocol::batch::Compression;
 pub use strom_protocol::{LeaderEpoch, Offset, TimestampType};
 use thiserror::Error;
 
@@ -118,6 +119,10 @@ pub struct LogConfig {
     /// `file.delete.delay.ms`: how long a deleted segment lingers as
     /// `.deleted` (readers that opened it finish first).
     pub file_delete_delay_ms: i64,
+    /// `compression.type`: the codec the topic's batches are stored with
+    /// (the broker recompresses producer batches of another codec); `None`
+    /// is `producer` (batches are kept as produced).
+    pub compression: Option<Compression>,
 }
 
 /// Kafka's `cleanup.policy`: `delete`, `compact` or both.
@@ -174,6 +179,7 @@ impl Default for LogConfig {
             max_compaction_lag_ms: i64::MAX,
             min_cleanable_dirty_ratio: 0.5,
             file_delete_delay_ms: 60_000,
+            compression: None,
         }
     }
 }
