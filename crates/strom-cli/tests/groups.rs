@@ -310,3 +310,223 @@ fn bad_group_requests_get_kafkas_error_codes() {
     assert_eq!(hb(&mut c, &me, 1), 0);
     server.assert_healthy();
 }
+
+fn commit_to(
+    c: &mut RawClient,
+    group_id: &str,
+    generation: i32,
+    member: &str,
+    topic: &str,
+    metadata: &str,
+) -> i16 {
+    let req = OffsetCommitRequest::default()
+        .with_group_id(group(group_id))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(s(member))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(99)
+                .with_committed_metadata(Some(s(metadata)))])]);
+    c.call(&req, 8).topics[0].partitions[0].error_code
+}
+
+fn committed(c: &mut RawClient, group_id: &str) -> (i16, i64, Option<String>) {
+    let fetch = c.call(
+        &OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+            .with_group_id(group(group_id))
+            .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                .with_name(topic_name("raw"))
+                .with_partition_indexes(vec![0])]))]),
+        8,
+    );
+    let g = &fetch.groups[0];
+    let p = &g.topics[0].partitions[0];
+    (
+        g.error_code,
+        p.committed_offset,
+        p.metadata.as_ref().map(|m| m.to_string()),
+    )
+}
+
+fn describe(c: &mut RawClient, group_id: &str) -> (String, Vec<String>) {
+    use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
+    let d = c.call(
+        &DescribeGroupsRequest::default().with_groups(vec![group(group_id)]),
+        5,
+    );
+    let g = &d.groups[0];
+    (
+        g.group_state.to_string(),
+        g.members.iter().map(|m| m.member_id.to_string()).collect(),
+    )
+}
+
+/// Bad input of the issue, each answered with Kafka's code while the group
+/// (state, members, generation, committed offsets) stays as it was.
+#[test]
+fn bad_commits_and_group_ids_leave_the_group_unchanged() {
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+    let mut server = TestServer::start_with(FAST);
+    let mut c = server.connect();
+    assert_eq!(c.create_topic("raw", 1), 0);
+    let me = join(&mut c, "g2", "", 10_000).member_id.to_string();
+    let r = join(&mut c, "g2", &me, 10_000);
+    assert_eq!((r.error_code, r.generation_id), (0, 1), "{r:?}");
+    let sync = c.call(
+        &SyncGroupRequest::default()
+            .with_group_id(group("g2"))
+            .with_generation_id(1)
+            .with_member_id(s(&me))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(s(&me))
+                .with_assignment(Bytes::from_static(b"a"))]),
+        3,
+    );
+    assert_eq!(sync.error_code, 0);
+    assert_eq!(commit_to(&mut c, "g2", 1, &me, "raw", "ok"), 0);
+    let before = (describe(&mut c, "g2"), committed(&mut c, "g2"));
+    assert_eq!(before.0, ("Stable".to_string(), vec![me.clone()]));
+    assert_eq!(before.1, (0, 99, Some("ok".to_string())));
+
+    // Metadata over offset.metadata.max.bytes (4096).
+    let big = "x".repeat(4097);
+    assert_eq!(
+        commit_to(&mut c, "g2", 1, &me, "raw", &big),
+        OFFSET_METADATA_TOO_LARGE
+    );
+    // A topic that does not exist.
+    assert_eq!(
+        commit_to(&mut c, "g2", 1, &me, "no-such-topic", "m"),
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    // Unknown member, stale generation.
+    assert_eq!(
+        commit_to(&mut c, "g2", 1, "stranger", "raw", "m"),
+        UNKNOWN_MEMBER_ID
+    );
+    assert_eq!(
+        commit_to(&mut c, "g2", 0, &me, "raw", "m"),
+        ILLEGAL_GENERATION
+    );
+    // Empty group ids.
+    assert_eq!(commit_to(&mut c, "", -1, "", "raw", "m"), INVALID_GROUP_ID);
+    let hb = c.call(
+        &HeartbeatRequest::default()
+            .with_group_id(group(""))
+            .with_generation_id(1)
+            .with_member_id(s(&me)),
+        3,
+    );
+    assert_eq!(hb.error_code, INVALID_GROUP_ID);
+    let sync = c.call(
+        &SyncGroupRequest::default()
+            .with_group_id(group(""))
+            .with_generation_id(1)
+            .with_member_id(s(&me)),
+        3,
+    );
+    assert_eq!(sync.error_code, INVALID_GROUP_ID);
+    use kafka_protocol::messages::leave_group_request::{LeaveGroupRequest, MemberIdentity};
+    let leave = c.call(
+        &LeaveGroupRequest::default()
+            .with_group_id(group(""))
+            .with_members(vec![MemberIdentity::default().with_member_id(s(&me))]),
+        4,
+    );
+    assert_eq!(leave.error_code, INVALID_GROUP_ID);
+
+    let after = (describe(&mut c, "g2"), committed(&mut c, "g2"));
+    assert_eq!(before, after, "bad input changed the group");
+    server.assert_healthy();
+}
+
+/// KIP-848 ConsumerGroupHeartbeat bad input: Kafka's codes, group unchanged.
+#[test]
+fn bad_consumer_group_heartbeats_get_kafkas_error_codes() {
+    use kafka_protocol::messages::consumer_group_describe_request::ConsumerGroupDescribeRequest;
+    use kafka_protocol::messages::consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest;
+    const INVALID_REQUEST: i16 = 42;
+    const UNSUPPORTED_ASSIGNOR: i16 = 112;
+    const FENCED_MEMBER_EPOCH: i16 = 110;
+    const STALE_MEMBER_EPOCH: i16 = 113;
+    let mut server = TestServer::start_with(FAST);
+    let mut c = server.connect();
+    assert_eq!(c.create_topic("raw", 3), 0);
+    let hb = |g: &str, member: &str, epoch: i32| {
+        let mut req = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(group(g))
+            .with_member_id(s(member))
+            .with_member_epoch(epoch);
+        if epoch == 0 {
+            req = req
+                .with_rebalance_timeout_ms(10_000)
+                .with_subscribed_topic_names(Some(vec![topic_name("raw")]))
+                .with_topic_partitions(Some(vec![]));
+        }
+        req
+    };
+    let join = c.call(&hb("cg", "m-1", 0), 1);
+    assert_eq!((join.error_code, join.member_epoch), (0, 1), "{join:?}");
+    let parts: usize = join
+        .assignment
+        .as_ref()
+        .map(|a| a.topic_partitions.iter().map(|t| t.partitions.len()).sum())
+        .unwrap_or(0);
+    assert_eq!(parts, 3);
+
+    assert_eq!(c.call(&hb("", "m-1", 1), 1).error_code, INVALID_REQUEST);
+    assert_eq!(
+        c.call(&hb("cg", "stranger", 1), 1).error_code,
+        UNKNOWN_MEMBER_ID
+    );
+    assert_eq!(
+        c.call(&hb("cg", "m-1", 5), 1).error_code,
+        FENCED_MEMBER_EPOCH
+    );
+    let bad_assignor = hb("cg", "m-2", 0).with_server_assignor(Some(s("nope")));
+    assert_eq!(c.call(&bad_assignor, 1).error_code, UNSUPPORTED_ASSIGNOR);
+    let no_subscription = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(group("cg"))
+        .with_member_id(s("m-3"))
+        .with_member_epoch(0);
+    assert_eq!(c.call(&no_subscription, 1).error_code, INVALID_REQUEST);
+    // A commit with a member epoch ahead of the member's.
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(group("cg"))
+        .with_generation_id_or_member_epoch(7)
+        .with_member_id(s("m-1"))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(topic_name("raw"))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(1)])]);
+    assert_eq!(
+        c.call(&commit, 9).topics[0].partitions[0].error_code,
+        STALE_MEMBER_EPOCH
+    );
+    let ok = commit.clone().with_generation_id_or_member_epoch(1);
+    assert_eq!(c.call(&ok, 9).topics[0].partitions[0].error_code, 0);
+
+    // Still one member at epoch 1 with all three partitions.
+    let d = c.call(
+        &ConsumerGroupDescribeRequest::default().with_group_ids(vec![group("cg")]),
+        1,
+    );
+    let g = &d.groups[0];
+    assert_eq!(
+        (g.error_code, g.group_state.as_str(), g.group_epoch),
+        (0, "Stable", 1)
+    );
+    assert_eq!(g.members.len(), 1);
+    assert_eq!(
+        (g.members[0].member_id.as_str(), g.members[0].member_epoch),
+        ("m-1", 1)
+    );
+    // Leaving empties the group.
+    let leave = c.call(&hb("cg", "m-1", -1), 1);
+    assert_eq!((leave.error_code, leave.member_epoch), (0, -1));
+    server.assert_healthy();
+}

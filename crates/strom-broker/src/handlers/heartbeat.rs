@@ -17,6 +17,10 @@ pub async fn handle(
     let member_id = req.member_id.to_string();
     let instance = req.group_instance_id.map(|i| i.to_string());
     let generation = req.generation_id;
+    if group_id.is_empty() {
+        return HeartbeatResponse::default()
+            .with_error_code(kafka_protocol::error::ResponseError::InvalidGroupId.code());
+    }
     let code = match broker.groups.shard_for(broker, &group_id).await {
         Ok(shard) => shard
             .write(move |st, now, _| {

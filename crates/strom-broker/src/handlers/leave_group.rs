@@ -31,12 +31,16 @@ pub async fn handle(
         vec![(req.member_id.to_string(), None)]
     };
     let members = leaving.clone();
-    let result = match broker.groups.shard_for(broker, &group_id).await {
-        Ok(shard) => shard
-            .write(move |st, now, fx| st.leave_group(now, &group_id, &members, fx))
-            .await
-            .unwrap_or_else(|e| Err(e.code().code())),
-        Err(e) => Err(e.code().code()),
+    let result = if group_id.is_empty() {
+        Err(kafka_protocol::error::ResponseError::InvalidGroupId.code())
+    } else {
+        match broker.groups.shard_for(broker, &group_id).await {
+            Ok(shard) => shard
+                .write(move |st, now, fx| st.leave_group(now, &group_id, &members, fx))
+                .await
+                .unwrap_or_else(|e| Err(e.code().code())),
+            Err(e) => Err(e.code().code()),
+        }
     };
     let mut resp = LeaveGroupResponse::default();
     match result {

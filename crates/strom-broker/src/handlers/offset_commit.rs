@@ -66,12 +66,16 @@ pub async fn handle(
         group_instance_id: req.group_instance_id.map(|i| i.to_string()),
         partitions,
     };
-    let result = match broker.groups.shard_for(broker, &commit.group_id).await {
-        Ok(shard) => shard
-            .write(move |st, now, fx| st.commit_offsets(now, &commit, fx))
-            .await
-            .unwrap_or_else(|e| Err(e.code().code())),
-        Err(e) => Err(e.code().code()),
+    let result = if commit.group_id.is_empty() {
+        Err(ResponseError::InvalidGroupId.code())
+    } else {
+        match broker.groups.shard_for(broker, &commit.group_id).await {
+            Ok(shard) => shard
+                .write(move |st, now, fx| st.commit_offsets(now, &commit, fx))
+                .await
+                .unwrap_or_else(|e| Err(e.code().code())),
+            Err(e) => Err(e.code().code()),
+        }
     };
     for (i, (ti, pi)) in sent.into_iter().enumerate() {
         topics[ti].partitions[pi].error_code = match &result {

@@ -17,6 +17,9 @@ pub async fn handle(
     req: SyncGroupRequest,
 ) -> SyncGroupResponse {
     let version = ctx.version();
+    if req.group_id.0.is_empty() {
+        return SyncGroupResponse::default().with_error_code(ResponseError::InvalidGroupId.code());
+    }
     let sync = SyncRequest {
         group_id: req.group_id.0.to_string(),
         generation_id: req.generation_id,
