@@ -82,3 +82,85 @@ def test_counters_match_what_confluent_kafka_wrote(strom):
     bytes_out = value(out, "kafka_server_brokertopicmetrics_bytesout_total", topic=TOPIC)
     assert bytes_out >= bytes_in
     assert value(out, "kafka_network_requestmetrics_totaltimems_count", request="Fetch") >= 1
+
+
+LAG_TOPIC = "metrics-lag"
+LAG_GROUP = "metrics-lag-readers"
+
+
+def strom_cli(bootstrap, *args, as_json=True):
+    import json
+    import subprocess
+    from conftest import STROM_BIN
+    argv = [str(STROM_BIN), *args] + (["--json"] if as_json else [])
+    out = subprocess.run(argv, env={"STROM_BROKERS": bootstrap},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"strom {args}: {out.stderr}"
+    return json.loads(out.stdout) if as_json else out.stdout
+
+
+def test_lag_metrics_match_group_describe(strom):
+    """A consumer reads part of a topic and commits; the broker's lag series agree
+    with `strom group describe`, and follow a later commit."""
+    from confluent_kafka import TopicPartition
+    from strom_helpers import ck_consumer, wait_until
+
+    bootstrap, _, broker = strom
+    ck_create_topic(bootstrap, LAG_TOPIC, PARTITIONS)
+    records = make_records(900, PARTITIONS, seed=7)
+    ck_produce_all(ck_producer(bootstrap), LAG_TOPIC, records)
+
+    # Read 100 records of partition 0 and 140 of partition 1 (each holds >= 150), commit what was read;
+    # partition 2 is never committed.
+    c = ck_consumer(bootstrap, **{"group.id": LAG_GROUP})
+    reads = {0: 100, 1: 140}
+    c.assign([TopicPartition(LAG_TOPIC, p, 0) for p in reads])
+    got = {0: 0, 1: 0}
+
+    def poll_some():
+        m = c.poll(0.5)
+        if m is not None and m.error() is None and got[m.partition()] < reads[m.partition()]:
+            got[m.partition()] += 1
+            if got[m.partition()] == reads[m.partition()]:
+                c.pause([TopicPartition(LAG_TOPIC, m.partition())])
+        return got == reads
+    wait_until(poll_some, 60, "the consumer's reads", interval=0)
+    c.commit(offsets=[TopicPartition(LAG_TOPIC, p, n) for p, n in reads.items()],
+             asynchronous=False)
+
+    def lag_series():
+        out, families = samples(scrape(broker)[1])
+        lag = {(dict(k)["partition"]): v for (n, k), v in out.items()
+               if n == "kafka_consumergroup_lag" and dict(k).get("group") == LAG_GROUP}
+        cur = {(dict(k)["partition"]): v for (n, k), v in out.items()
+               if n == "kafka_consumergroup_current_offset" and dict(k).get("group") == LAG_GROUP}
+        assert families.get("kafka_consumergroup_lag") == "gauge"
+        return lag, cur
+
+    describe = strom_cli(bootstrap, "group", "describe", LAG_GROUP)[0]
+    described = {str(p["partition"]): p for p in describe["partitions"]
+                 if p["topic"] == LAG_TOPIC and p["committed"] is not None}
+    assert set(described) == {"0", "1"}
+    lag, cur = lag_series()
+    assert lag == {p: d["lag"] for p, d in described.items()}
+    assert cur == {p: d["committed"] for p, d in described.items()}
+    assert sum(lag.values()) == describe["total_lag"]
+    out, _ = samples(scrape(broker)[1])
+    per_partition = {str(p): int(value(out, "kafka_log_log_logendoffset", topic=LAG_TOPIC,
+                                       partition=str(p))) for p in range(PARTITIONS)}
+    assert sum(per_partition.values()) == len(records)
+    assert lag == {"0": per_partition["0"] - 100, "1": per_partition["1"] - 140}
+    assert lag["0"] > 0 and lag["1"] > 0
+
+    # A later commit (partition 1 read to its end) shows in the next scrape.
+    c.commit(offsets=[TopicPartition(LAG_TOPIC, 1, per_partition["1"])], asynchronous=False)
+    c.close()
+    lag, cur = lag_series()
+    assert lag["1"] == 0 and cur["1"] == per_partition["1"]
+    describe = strom_cli(bootstrap, "group", "describe", LAG_GROUP)[0]
+    assert sum(lag.values()) == describe["total_lag"]
+
+    # Deleting the group removes its series.
+    strom_cli(bootstrap, "group", "delete", LAG_GROUP, as_json=False)
+    lag, cur = lag_series()
+    assert lag == {} and cur == {}

@@ -143,7 +143,7 @@ impl Broker {
         let transactions = crate::txn::TransactionCoordinator::new(config.txn.clone());
         let producer_ids = crate::txn::producer_ids::ProducerIdManager::open(&config.log_dirs[0])
             .map_err(LogError::Io)?;
-        Ok(Arc::new(Broker {
+        let broker = Arc::new(Broker {
             config,
             metadata,
             replicas,
@@ -156,7 +156,14 @@ impl Broker {
             advertised,
             admin_lock: tokio::sync::Mutex::new(()),
             last_producer_expiry: std::sync::atomic::AtomicI64::new(now_ms()),
-        }))
+        });
+        broker
+            .metrics
+            .set_group_lag_source(Box::new(crate::group_lag::LagSource {
+                offsets: broker.groups.committed_offsets().clone(),
+                broker: Arc::downgrade(&broker),
+            }));
+        Ok(broker)
     }
 
     /// The log directories and their logs (topic administration, retention

@@ -10,6 +10,7 @@ pub mod config;
 pub mod errors;
 pub mod fetch_session;
 pub mod group;
+pub mod group_lag;
 pub mod handlers;
 pub mod metadata;
 pub mod metrics;

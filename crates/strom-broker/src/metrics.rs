@@ -62,11 +62,13 @@ pub struct GroupLag {
     pub group: String,
     pub topic: String,
     pub partition: i32,
+    /// The group's committed offset.
+    pub committed: i64,
     pub lag: i64,
 }
 
-/// Where consumer-group lag comes from at scrape time. The group coordinator
-/// (issue 4) installs one with [`BrokerMetrics::set_group_lag_source`]; until
+/// Where consumer-group lag comes from at scrape time. The broker installs
+/// [`crate::group_lag::LagSource`] with [`BrokerMetrics::set_group_lag_source`]; until
 /// then no lag series is exported.
 pub trait GroupLagSource: Send + Sync + 'static {
     fn group_lag(&self) -> Vec<GroupLag>;
@@ -315,25 +317,28 @@ impl Collector for BrokerCollector {
             &start,
         )?;
         if let Some(source) = broker.metrics.group_lag.get() {
-            let lag: Vec<(Labels, i64)> = source
-                .group_lag()
-                .into_iter()
-                .map(|l| {
-                    (
-                        vec![
-                            ("group", l.group),
-                            ("topic", l.topic),
-                            ("partition", l.partition.to_string()),
-                        ],
-                        l.lag,
-                    )
-                })
-                .collect();
+            let mut lag = Vec::new();
+            let mut current = Vec::new();
+            for l in source.group_lag() {
+                let labels: Labels = vec![
+                    ("group", l.group),
+                    ("topic", l.topic),
+                    ("partition", l.partition.to_string()),
+                ];
+                current.push((labels.clone(), l.committed));
+                lag.push((labels, l.lag));
+            }
             gauge_family(
                 &mut encoder,
                 "kafka_consumergroup_lag",
-                "High watermark minus the group's committed offset",
+                "High watermark minus the group's committed offset (0 if negative)",
                 &lag,
+            )?;
+            gauge_family(
+                &mut encoder,
+                "kafka_consumergroup_current_offset",
+                "The group's committed offset",
+                &current,
             )?;
         }
         Ok(())

@@ -15,6 +15,7 @@ use tracing::info;
 use super::runtime::ShardHandle;
 use super::{partition_for, GroupConfig, CONSUMER_OFFSETS};
 use crate::broker::{Broker, NewTopic, TopicError};
+use crate::group_lag::CommittedOffsets;
 
 /// Why the coordinator cannot serve a request.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub struct GroupCoordinator {
     config: GroupConfig,
     shards: RwLock<Option<Arc<[ShardHandle]>>>,
     init: tokio::sync::Mutex<()>,
+    /// Published by the shards for the lag metrics (`crate::group_lag`).
+    committed: Arc<CommittedOffsets>,
 }
 
 impl GroupCoordinator {
@@ -48,7 +51,13 @@ impl GroupCoordinator {
             config,
             shards: RwLock::new(None),
             init: tokio::sync::Mutex::new(()),
+            committed: Arc::default(),
         }
+    }
+
+    /// Committed offsets of every loaded group, for the lag metrics.
+    pub fn committed_offsets(&self) -> &Arc<CommittedOffsets> {
+        &self.committed
     }
 
     pub fn config(&self) -> &GroupConfig {
@@ -110,7 +119,7 @@ impl GroupCoordinator {
             .ok_or(CoordinatorError::NotAvailable)?;
         let handles: Arc<[ShardHandle]> = parts
             .iter()
-            .map(|p| ShardHandle::start(p.clone(), self.config.clone()))
+            .map(|p| ShardHandle::start(p.clone(), self.config.clone(), self.committed.clone()))
             .collect();
         *self.shards.write().unwrap() = Some(handles.clone());
         Ok(handles)

@@ -25,6 +25,7 @@ use super::records::CoordinatorRecord;
 use super::state::{Effects, GroupShard, ReplayMode, Reply, Token};
 use super::GroupConfig;
 use crate::broker::now_ms;
+use crate::group_lag::CommittedOffsets;
 use crate::partition::{IsolationLevel, Partition};
 
 type Completion = Box<dyn FnOnce(Result<(), CoordinatorError>) + Send>;
@@ -46,10 +47,14 @@ pub struct ShardHandle {
 
 impl ShardHandle {
     /// Starts the task of `partition`: it loads the partition, then serves.
-    pub fn start(partition: Arc<Partition>, config: GroupConfig) -> ShardHandle {
+    pub fn start(
+        partition: Arc<Partition>,
+        config: GroupConfig,
+        committed: Arc<CommittedOffsets>,
+    ) -> ShardHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let index = partition.topic_partition.partition;
-        tokio::spawn(run(partition, config, rx));
+        tokio::spawn(run(partition, config, committed, rx));
         ShardHandle {
             partition: index,
             tx,
@@ -101,11 +106,13 @@ struct Runtime {
     shard: GroupShard,
     waiting: HashMap<Token, oneshot::Sender<Reply>>,
     next_token: Token,
+    committed: Arc<CommittedOffsets>,
 }
 
 async fn run(
     partition: Arc<Partition>,
     config: GroupConfig,
+    committed: Arc<CommittedOffsets>,
     mut rx: mpsc::UnboundedReceiver<Command>,
 ) {
     let started = std::time::Instant::now();
@@ -128,11 +135,13 @@ async fn run(
             return;
         }
     };
+    committed.publish_all(&shard);
     let mut rt = Runtime {
         partition,
         shard,
         waiting: HashMap::new(),
         next_token: 1,
+        committed,
     };
     loop {
         let wait = (rt.shard.next_deadline() - now_ms()).clamp(0, 60_000) as u64;
@@ -175,6 +184,7 @@ impl Runtime {
                     for r in &fx.records {
                         self.shard.replay(now, r, ReplayMode::Live, &mut fx.replies);
                     }
+                    self.committed.publish_touched(&self.shard, &fx.records);
                 }
                 Err(e) => {
                     warn!(partition = %self.partition.topic_partition, error = %e, "cannot append group coordinator records");
