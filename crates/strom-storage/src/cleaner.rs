@@ -34,7 +34,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use strom_protocol::batch::{BatchMut, BatchView};
+use strom_protocol::batch::{BatchMut, BatchView, Compression};
 use strom_protocol::records::{decode_records, encode_batch_with, BatchOptions, Record};
 use strom_protocol::Offset;
 use tracing::{info, warn};
@@ -315,13 +315,15 @@ pub fn clean_log(
         if cancel.load(Ordering::Acquire) {
             return Ok(Some(stats));
         }
-        let _ = i;
+        // the segment holding the log's last batch (only empty ones follow)
+        let tail = segments[i + 1..].iter().all(|s| s.size == 0);
         clean_segment(
             log,
             seg.base,
             map,
             tombstone_horizon,
             now_ms,
+            tail,
             &mut stats,
             &mut kept_tombstone,
         )?;
@@ -347,18 +349,41 @@ pub fn clean_log(
     Ok(Some(stats))
 }
 
+/// The header fields of `view` for a rewrite of its batch (same codec).
+fn batch_options(view: &BatchView) -> BatchOptions {
+    BatchOptions {
+        compression: view.compression(),
+        base_offset: view.base_offset(),
+        partition_leader_epoch: view.partition_leader_epoch(),
+        timestamp_type: view.timestamp_type(),
+        producer_id: view.producer_id(),
+        producer_epoch: view.producer_epoch(),
+        base_sequence: view.base_sequence(),
+        transactional: view.is_transactional(),
+        control: false,
+    }
+}
+
 /// Rewrites one segment (see the module docs); no-op if nothing is removed.
+/// With `tail`, the segment holds the log's last batch, which is kept
+/// (emptied) if its records go.
 fn clean_segment(
     log: &Log,
     base: Offset,
     map: &OffsetMap,
     tombstone_horizon: i64,
     now_ms: i64,
+    tail: bool,
     stats: &mut CleanStats,
     kept_tombstone: &mut i64,
 ) -> Result<(), LogError> {
     let mut out: Vec<u8> = Vec::new();
     let mut removed = 0u64;
+    // The last batch of the log is never removed (as Kafka's cleaner keeps
+    // it): emptied, it stays as a batch without records, so a consumer
+    // still reads up to the high watermark. Set while the segment's last
+    // batch read so far was dropped whole.
+    let mut dropped_last: Option<Vec<u8>> = None;
     let mut keep = |r: &Record| -> bool {
         let Some(k) = &r.key else {
             return true;
@@ -376,6 +401,7 @@ fn clean_segment(
     };
     let read_size = for_each_batch(log, base, |b| {
         let view = BatchView::parse(b)?;
+        dropped_last = None;
         if view.is_control() {
             out.extend_from_slice(b);
             return Ok(());
@@ -386,7 +412,17 @@ fn clean_segment(
         removed += (total - kept.len()) as u64;
         if kept.len() == total {
             out.extend_from_slice(b);
-        } else if !kept.is_empty() {
+        } else if kept.is_empty() {
+            if tail {
+                let opts = BatchOptions {
+                    compression: Compression::None,
+                    ..batch_options(&view)
+                };
+                let mut nb = encode_batch_with(&[], &opts);
+                BatchMut::new(&mut nb).set_last_offset_delta(view.last_offset_delta());
+                dropped_last = Some(nb);
+            }
+        } else {
             let mut nb = encode_batch_with(
                 &kept,
                 &BatchOptions {
@@ -409,6 +445,9 @@ fn clean_segment(
     let Some(read_size) = read_size else {
         return Ok(()); // deleted meanwhile
     };
+    if let Some(empty) = dropped_last {
+        out.extend_from_slice(&empty);
+    }
     if removed == 0 {
         return Ok(());
     }

@@ -67,12 +67,14 @@ fn all_records(log: &Log) -> Vec<Record> {
         )
         .unwrap();
     let mut out = Vec::new();
-    for b in BatchIter::new(&r.records) {
+    let mut iter = BatchIter::new(&r.records).peekable();
+    while let Some(b) = iter.next() {
         let b = b.unwrap();
         b.verify_crc().unwrap();
         let recs = decode_records(&b).unwrap();
-        assert!(!recs.is_empty());
-        assert!(recs.last().unwrap().offset <= b.last_offset());
+        // only the log's last batch may be empty (kept by the cleaner)
+        assert!(!recs.is_empty() || (iter.peek().is_none() && b.record_count() == 0));
+        assert!(recs.last().is_none_or(|r| r.offset <= b.last_offset()));
         out.extend(recs);
     }
     out
@@ -417,6 +419,68 @@ fn compaction_keeps_latest_per_key_and_drops_old_tombstones() {
         // timestamp lookups still work on cleaned segments
         assert!(log.fetch_offset_by_timestamp(NOW).unwrap().is_some());
     }
+}
+
+#[test]
+fn cleaner_keeps_the_last_batch_of_the_log_empty() {
+    let d = tempfile::tempdir().unwrap();
+    let c = LogConfig {
+        delete_retention_ms: 1_000,
+        ..compact_cfg(1 << 20)
+    };
+    let log = Log::open(d.path().join("t-0"), c, false).unwrap();
+    for codec in [Compression::Zstd, Compression::None] {
+        append_at(
+            &log,
+            kv_batch(
+                &[(Some("a"), Some("1")), (Some("b"), Some("2"))],
+                NOW,
+                codec,
+            ),
+            NOW,
+        );
+    }
+    // the log ends with a batch of tombstones only, then an empty active segment
+    append_at(
+        &log,
+        kv_batch(
+            &[(Some("b"), None), (Some("c"), None)],
+            NOW,
+            Compression::Zstd,
+        ),
+        NOW,
+    );
+    log.roll_if_due(i64::MAX).unwrap();
+    let end = log.log_end_offset();
+    assert_eq!(end, Offset(6));
+    let cancel = AtomicBool::new(false);
+    let mut map = OffsetMap::new(1 << 20);
+    clean_log(&log, &mut map, NOW + 5_000, &cancel)
+        .unwrap()
+        .unwrap();
+    let check = |log: &Log| {
+        let r = log.read(Offset(0), usize::MAX, end, false).unwrap();
+        let batches: Vec<_> = BatchIter::new(&r.records).map(|b| b.unwrap()).collect();
+        let last = batches.last().unwrap();
+        // a reader still reaches the end of the log through the emptied batch
+        assert_eq!(last.next_offset(), end);
+        assert_eq!((last.base_offset(), last.record_count()), (Offset(4), 0));
+        let recs = all_records(log);
+        let kv: Vec<_> = recs.iter().map(|r| (r.offset.0, r.value.clone())).collect();
+        assert_eq!(kv, vec![(2, Some(Bytes::from("1")))]);
+        // fetching inside the emptied batch returns it (not nothing)
+        let r = log.read(Offset(5), usize::MAX, end, false).unwrap();
+        assert_eq!(BatchIter::new(&r.records).count(), 1);
+    };
+    check(&log);
+    // a second pass keeps it too, and it survives a reopen
+    clean_log(&log, &mut map, NOW + 10_000, &cancel).unwrap();
+    check(&log);
+    log.close().unwrap();
+    drop(log);
+    let log = Log::open(d.path().join("t-0"), compact_cfg(1 << 20), true).unwrap();
+    assert_eq!(log.log_end_offset(), end);
+    check(&log);
 }
 
 #[test]
