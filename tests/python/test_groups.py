@@ -505,3 +505,36 @@ def test_acceptance_admin_client_groups(strom):
     listed = admin.list_consumer_groups().result(timeout=10)
     assert "g-adm" not in {x.group_id for x in listed.valid}
     kadmin.close()
+
+
+@FAST_GROUPS
+def test_require_stable_offset_fetch_waits_for_pending_transactional_offsets(strom):
+    """OffsetFetch with require_stable (librdkafka sets it for read_committed
+    consumers): while a transaction holds offsets for the group, the partition answers
+    UNSTABLE_OFFSET_COMMIT (the client retries); once it commits, the offset is there.
+    A read_uncommitted consumer does not ask for stability."""
+    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+    bootstrap = strom.bootstrap
+    ck_create_topic(bootstrap, "stable", 1)
+    group = "g-stable"
+    meta_source = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": "stable-tx"})
+    producer.init_transactions(20)
+    producer.begin_transaction()
+    producer.produce("stable", value=b"x", partition=0)
+    producer.send_offsets_to_transaction([TopicPartition("stable", 0, 42)],
+                                         meta_source.consumer_group_metadata(), 20)
+    tp = [TopicPartition("stable", 0)]
+    stable = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                       "isolation.level": "read_committed"})
+    with pytest.raises(KafkaException) as e:
+        stable.committed(tp, timeout=3)
+    assert e.value.args[0].name() in ("UNSTABLE_OFFSET_COMMIT", "_TIMED_OUT"), e.value
+    loose = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                      "isolation.level": "read_uncommitted"})
+    assert loose.committed(tp, timeout=10)[0].offset < 0
+    producer.commit_transaction(20)
+    assert wait_until(lambda: stable.committed(tp, timeout=10)[0].offset == 42, 30,
+                      "the transactional offset after the commit")
+    for c in (stable, loose, meta_source):
+        c.close()

@@ -1,7 +1,7 @@
 //! OffsetFetch (key 9): committed offsets of one group (v1–v7) or several
 //! (v8+). Unknown groups and partitions answer offset -1 without error.
-//! `require_stable` needs no wait: there are no pending transactional
-//! offsets until transactions exist (issue 5).
+//! `require_stable` (v7+): a partition with offsets staged by an open
+//! transaction answers UNSTABLE_OFFSET_COMMIT (the client retries).
 
 use std::sync::Arc;
 
@@ -17,6 +17,18 @@ use crate::broker::Broker;
 use crate::group::state::OffsetAndMetadata;
 
 type Fetched = Vec<(String, Vec<(i32, Option<OffsetAndMetadata>)>)>;
+
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+
+/// The partitions of `group` whose offsets are pending in a transaction,
+/// when the request asks for stable offsets.
+async fn unstable(broker: &Arc<Broker>, group: &str, require_stable: bool) -> Vec<(String, i32)> {
+    if require_stable {
+        broker.transactions.pending_group_offsets(group).await
+    } else {
+        Vec::new()
+    }
+}
 
 async fn fetch(
     broker: &Arc<Broker>,
@@ -62,22 +74,30 @@ pub async fn handle(
                     .collect()
             });
             let mut out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            let pending = unstable(broker, g.group_id.as_str(), req.require_stable).await;
             match fetch(broker, g.group_id.0.to_string(), topics).await {
                 Ok(fetched) => {
                     out.topics = fetched
                         .into_iter()
                         .map(|(t, ps)| {
                             OffsetFetchResponseTopics::default()
-                                .with_name(TopicName(StrBytes::from_string(t)))
+                                .with_name(TopicName(StrBytes::from_string(t.clone())))
                                 .with_partitions(
                                     ps.into_iter()
                                         .map(|(p, o)| {
+                                            let busy = pending.contains(&(t.clone(), p));
+                                            let o = if busy { None } else { o };
                                             let (off, epoch, meta) = offset_fields(&o);
                                             OffsetFetchResponsePartitions::default()
                                                 .with_partition_index(p)
                                                 .with_committed_offset(off)
                                                 .with_committed_leader_epoch(epoch)
                                                 .with_metadata(Some(StrBytes::from_string(meta)))
+                                                .with_error_code(if busy {
+                                                    UNSTABLE_OFFSET_COMMIT
+                                                } else {
+                                                    0
+                                                })
                                         })
                                         .collect(),
                                 )
@@ -98,6 +118,7 @@ pub async fn handle(
             .collect()
     });
     let requested = topics.clone();
+    let pending = unstable(broker, group.as_str(), version >= 7 && req.require_stable).await;
     let mut resp = OffsetFetchResponse::default();
     let part = |p: i32, o: &Option<OffsetAndMetadata>, code: i16| {
         let (off, epoch, meta) = offset_fields(o);
@@ -135,8 +156,18 @@ pub async fn handle(
         .into_iter()
         .map(|(t, ps)| {
             OffsetFetchResponseTopic::default()
-                .with_name(TopicName(StrBytes::from_string(t)))
-                .with_partitions(ps.iter().map(|(p, o)| part(*p, o, 0)).collect())
+                .with_name(TopicName(StrBytes::from_string(t.clone())))
+                .with_partitions(
+                    ps.iter()
+                        .map(|(p, o)| {
+                            if pending.contains(&(t.clone(), *p)) {
+                                part(*p, &None, UNSTABLE_OFFSET_COMMIT)
+                            } else {
+                                part(*p, o, 0)
+                            }
+                        })
+                        .collect(),
+                )
         })
         .collect();
     resp

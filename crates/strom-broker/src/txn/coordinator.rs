@@ -538,6 +538,24 @@ impl TransactionCoordinator {
         Ok(())
     }
 
+    /// Partitions of `group` with offsets staged by an open transaction
+    /// (OffsetFetch `require_stable` answers UNSTABLE_OFFSET_COMMIT for them).
+    pub async fn pending_group_offsets(&self, group: &str) -> Vec<(String, i32)> {
+        let Some(shards) = self.shards.read().unwrap().clone() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for s in shards.iter() {
+            let st = s.state.lock().await;
+            for pending in st.pending_offsets.values() {
+                if let Some(g) = pending.get(group) {
+                    out.extend(g.keys().cloned());
+                }
+            }
+        }
+        out
+    }
+
     /// EndTxn: commit or abort the open transaction, writing markers to
     /// every partition in it.
     pub async fn end_txn(
