@@ -33,6 +33,19 @@ pub enum ClusterCmd {
         #[arg(long)]
         broker: Option<i32>,
     },
+    /// Every partition's leader, replicas and ISR, and whether it is
+    /// under-replicated or offline.
+    Partitions {
+        /// Only these topics (default: every topic, internal ones included).
+        #[arg(long = "topic", short = 't')]
+        topics: Vec<String>,
+        /// Only partitions whose ISR is smaller than their replica set.
+        #[arg(long)]
+        under_replicated: bool,
+        /// Only partitions without a leader.
+        #[arg(long)]
+        offline: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -69,6 +82,11 @@ pub fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<ExitCode> {
         }
         ClusterCmd::Config(ConfigCmd::Set { broker, pairs }) => config_set(ctx, broker, &pairs),
         ClusterCmd::Logdirs { broker } => logdirs(ctx, broker),
+        ClusterCmd::Partitions {
+            topics,
+            under_replicated,
+            offline,
+        } => partitions(ctx, &topics, under_replicated, offline),
     }
 }
 
@@ -146,25 +164,145 @@ struct Health {
     healthy: bool,
     controller: i32,
     brokers: Vec<i32>,
+    partitions: usize,
+    under_replicated_count: usize,
+    offline_count: usize,
     under_replicated: Vec<String>,
     offline: Vec<String>,
 }
 
-fn health(ctx: &Ctx) -> Result<ExitCode> {
-    let (info, md) = cluster_info(ctx)?;
-    let mut under = Vec::new();
-    let mut offline = Vec::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            let name = format!("{}-{}", t.name(), p.id());
-            if p.leader() < 0 {
-                offline.push(name);
-            } else if p.isr().len() < p.replicas().len() {
-                under.push(name);
-            }
+/// One partition as `cluster partitions` shows it.
+#[derive(Serialize)]
+struct PartitionState {
+    topic: String,
+    partition: i32,
+    /// -1 when the partition has no leader.
+    leader: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    /// Replicas not in the ISR.
+    out_of_sync: Vec<i32>,
+    under_replicated: bool,
+    offline: bool,
+}
+
+impl PartitionState {
+    fn name(&self) -> String {
+        format!("{}-{}", self.topic, self.partition)
+    }
+}
+
+impl PartitionState {
+    fn new(topic: &str, partition: i32, leader: i32, replicas: &[i32], isr: &[i32]) -> Self {
+        let offline = leader < 0;
+        PartitionState {
+            topic: topic.to_string(),
+            partition,
+            leader,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            out_of_sync: replicas
+                .iter()
+                .copied()
+                .filter(|r| !isr.contains(r))
+                .collect(),
+            // As Kafka counts them: an offline partition is offline only.
+            under_replicated: !offline && isr.len() < replicas.len(),
+            offline,
         }
     }
+}
+
+/// Every partition in `md`, sorted by topic and partition.
+fn partition_states(md: &rdkafka::metadata::Metadata) -> Vec<PartitionState> {
+    let mut out: Vec<PartitionState> = md
+        .topics()
+        .iter()
+        .flat_map(|t| {
+            t.partitions().iter().map(move |p| {
+                PartitionState::new(t.name(), p.id(), p.leader(), p.replicas(), p.isr())
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    out
+}
+
+/// `--under-replicated` / `--offline` (either condition when both are given;
+/// every partition when neither is).
+fn selected(p: &PartitionState, under_replicated: bool, offline: bool) -> bool {
+    (!under_replicated && !offline)
+        || (under_replicated && p.under_replicated)
+        || (offline && p.offline)
+}
+
+fn partitions(
+    ctx: &Ctx,
+    topics: &[String],
+    under_replicated: bool,
+    offline: bool,
+) -> Result<ExitCode> {
+    let (_, md) = cluster_info(ctx)?;
+    for t in topics {
+        if !md.topics().iter().any(|m| m.name() == t) {
+            bail!("unknown topic '{t}'");
+        }
+    }
+    let shown: Vec<PartitionState> = partition_states(&md)
+        .into_iter()
+        .filter(|p| topics.is_empty() || topics.contains(&p.topic))
+        .filter(|p| selected(p, under_replicated, offline))
+        .collect();
+    if ctx.format.is_json() {
+        print_json(&shown)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = Table::new(&["TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR", "STATUS"]);
+    for p in &shown {
+        let status = if p.offline {
+            "offline".to_string()
+        } else if p.under_replicated {
+            format!(
+                "under-replicated (out of sync: {})",
+                crate::output::ids(&p.out_of_sync)
+            )
+        } else {
+            "ok".to_string()
+        };
+        t.row(vec![
+            p.topic.clone(),
+            p.partition.to_string(),
+            if p.offline {
+                "none".to_string()
+            } else {
+                p.leader.to_string()
+            },
+            crate::output::ids(&p.replicas),
+            crate::output::ids(&p.isr),
+            status,
+        ]);
+    }
+    t.print()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn health(ctx: &Ctx) -> Result<ExitCode> {
+    let (info, md) = cluster_info(ctx)?;
+    let states = partition_states(&md);
+    let under: Vec<String> = states
+        .iter()
+        .filter(|p| p.under_replicated)
+        .map(PartitionState::name)
+        .collect();
+    let offline: Vec<String> = states
+        .iter()
+        .filter(|p| p.offline)
+        .map(PartitionState::name)
+        .collect();
     let h = Health {
+        partitions: states.len(),
+        under_replicated_count: under.len(),
+        offline_count: offline.len(),
         healthy: info.controller >= 0
             && !info.brokers.is_empty()
             && under.is_empty()
@@ -185,10 +323,26 @@ fn health(ctx: &Ctx) -> Result<ExitCode> {
             }
         };
         println!("healthy: {}", h.healthy);
-        println!("controller: {}", h.controller);
+        println!(
+            "controller: {}",
+            if h.controller >= 0 {
+                h.controller.to_string()
+            } else {
+                "none".to_string()
+            }
+        );
         println!("brokers: {}", crate::output::ids(&h.brokers));
-        println!("under-replicated partitions: {}", list(&h.under_replicated));
-        println!("offline partitions: {}", list(&h.offline));
+        println!("partitions: {}", h.partitions);
+        println!(
+            "under-replicated partitions: {} ({})",
+            h.under_replicated_count,
+            list(&h.under_replicated)
+        );
+        println!(
+            "offline partitions: {} ({})",
+            h.offline_count,
+            list(&h.offline)
+        );
     }
     Ok(if h.healthy {
         ExitCode::SUCCESS
@@ -319,4 +473,31 @@ fn logdirs(ctx: &Ctx, broker: Option<i32>) -> Result<ExitCode> {
         t.print()?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_states_and_filters() {
+        let ok = PartitionState::new("t", 0, 1, &[1, 2, 3], &[3, 1, 2]);
+        let under = PartitionState::new("t", 1, 2, &[1, 2, 3], &[2]);
+        let offline = PartitionState::new("t", 2, -1, &[1, 2], &[]);
+        assert!(!ok.under_replicated && !ok.offline && ok.out_of_sync.is_empty());
+        assert!(under.under_replicated && !under.offline);
+        assert_eq!(under.out_of_sync, vec![1, 3]);
+        assert!(offline.offline && !offline.under_replicated);
+        let all = [&ok, &under, &offline];
+        let pick = |u, o| {
+            all.iter()
+                .filter(|p| selected(p, u, o))
+                .map(|p| p.partition)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pick(false, false), vec![0, 1, 2]);
+        assert_eq!(pick(true, false), vec![1]);
+        assert_eq!(pick(false, true), vec![2]);
+        assert_eq!(pick(true, true), vec![1, 2]);
+    }
 }

@@ -440,6 +440,82 @@ fn cluster_info_and_health() {
     assert_eq!(v["under_replicated"], serde_json::json!([]));
     let text = ok(&server, &["cluster", "health"]);
     assert!(text.starts_with("healthy: true\n"), "{text}");
+    assert!(
+        text.contains(&format!("controller: {}\n", common::NODE_ID)),
+        "{text}"
+    );
+    assert!(
+        text.contains("under-replicated partitions: 0 (none)\n"),
+        "{text}"
+    );
+    assert!(text.contains("offline partitions: 0 (none)\n"), "{text}");
+
+    ok(&server, &["topic", "create", "hp", "-p", "3"]);
+    let v = json(&server, &["cluster", "health"]);
+    assert_eq!(v["controller"], common::NODE_ID);
+    assert_eq!(v["partitions"], 3);
+    assert_eq!(v["under_replicated_count"], 0);
+    assert_eq!(v["offline_count"], 0);
+    assert_eq!(v["offline"], serde_json::json!([]));
+}
+
+#[test]
+fn cluster_partitions() {
+    let server = TestServer::start();
+    ok(&server, &["topic", "create", "pa", "-p", "3"]);
+    ok(&server, &["topic", "create", "pb", "-p", "1"]);
+    let v = json(&server, &["cluster", "partitions"]);
+    let rows: Vec<(String, i64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["topic"].as_str().unwrap().to_string(),
+                p["partition"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [("pa", 0), ("pa", 1), ("pa", 2), ("pb", 0)]
+            .map(|(t, p)| (t.to_string(), p))
+            .to_vec()
+    );
+    for p in v.as_array().unwrap() {
+        assert_eq!(p["leader"], common::NODE_ID, "{p}");
+        assert_eq!(p["replicas"], serde_json::json!([common::NODE_ID]), "{p}");
+        assert_eq!(p["isr"], serde_json::json!([common::NODE_ID]), "{p}");
+        assert_eq!(p["under_replicated"], false, "{p}");
+        assert_eq!(p["offline"], false, "{p}");
+    }
+    let v = json(&server, &["cluster", "partitions", "--topic", "pb"]);
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["topic"], "pb");
+
+    // Nothing is under-replicated or offline on a healthy single node.
+    let v = json(&server, &["cluster", "partitions", "--under-replicated"]);
+    assert_eq!(v, serde_json::json!([]));
+    let v = json(&server, &["cluster", "partitions", "--offline"]);
+    assert_eq!(v, serde_json::json!([]));
+
+    let text = ok(&server, &["cluster", "partitions", "-t", "pa"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR", "STATUS"]
+    );
+    let id = common::NODE_ID.to_string();
+    let row: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        row,
+        ["pa", "1", id.as_str(), id.as_str(), id.as_str(), "ok"]
+    );
+
+    let out = strom(&server, &["cluster", "partitions", "--topic", "nope"]);
+    assert_one_line_error(&out, "unknown topic 'nope'");
 }
 
 /// GET `path` from the admin listener; returns (status line, body).

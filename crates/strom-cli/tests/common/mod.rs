@@ -140,6 +140,16 @@ impl TestServer {
             .arg(format!("listeners=PLAINTEXT://127.0.0.1:{}", self.port))
             .arg("--override")
             .arg(format!("log.dirs={}", self.data_dir().display()));
+        // Parallel test servers must not fight over the default admin port
+        // (127.0.0.1:9644): an ephemeral one unless the test picks its own.
+        if !self
+            .overrides
+            .iter()
+            .any(|(k, _)| k == "strom.admin.listener")
+        {
+            cmd.arg("--override")
+                .arg("strom.admin.listener=127.0.0.1:0");
+        }
         for (k, v) in &self.overrides {
             cmd.arg("--override").arg(format!("{k}={v}"));
         }
