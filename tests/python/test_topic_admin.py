@@ -507,8 +507,8 @@ def test_compaction_keeps_latest_value_per_key(strom):
     for k in keys[::10]:
         items.append((k, None))
         latest[k] = None
-    # a live record last, so the high watermark stays reachable by a consumer
-    # (a trailing all-tombstone batch is removed whole, leaving a gap at the end)
+    # a live record last: consume_all stops at the record before the high watermark
+    # (a log ending in tombstones: test_compaction_full_size_with_crash_during_cleaning)
     items.append((b"sentinel", b"last"))
     latest[b"sentinel"] = b"last"
     produce(bootstrap, topic, items, **{"compression.type": "zstd"})
@@ -542,3 +542,125 @@ def test_keyless_records_rejected_on_compacted_topic(strom):
     assert errs and errs[0] is not None and errs[0].code() == 87, errs  # INVALID_RECORD
     assert watermarks(bootstrap, topic) == (0, 0)
     assert produce(bootstrap, topic, [(b"k", b"keyed")]) == [0]
+
+
+def kp_read_to_hw(bootstrap, topic, partition=0, timeout=30):
+    """kafka-python from the log start until its position reaches the high watermark (it
+    steps over batches emptied by the cleaner): (high watermark, [(offset, key, value)])."""
+    from kafka import KafkaConsumer, TopicPartition
+    lo, hi = watermarks(bootstrap, topic, partition)
+    c = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                      enable_auto_commit=False, max_partition_fetch_bytes=4 << 20,
+                      fetch_max_bytes=16 << 20)
+    tp = TopicPartition(topic, partition)
+    c.assign([tp])
+    c.seek_to_beginning(tp)
+    out = []
+    deadline = time.monotonic() + timeout
+    try:
+        while c.position(tp) < hi:
+            assert time.monotonic() < deadline, \
+                f"consumer stuck at {c.position(tp)} of {topic} (high watermark {hi})"
+            for recs in c.poll(timeout_ms=500, max_records=100000).values():
+                out.extend((r.offset, r.key, r.value) for r in recs)
+        return hi, out
+    finally:
+        c.close()
+
+
+@pytest.mark.strom_config(**FAST_BACKGROUND)
+def test_compaction_full_size_with_crash_during_cleaning(strom):
+    """Acceptance 3: 100,000 records over 1,000 keys, tombstones for 100 of them (the last
+    batches of the log); kill -9 while the cleaner rewrites the log, restart: the log reads
+    back as a correct subset of what was written; then exactly the 900 live values remain."""
+    from confluent_kafka.admin import ConfigResource, ResourceType
+    bootstrap, data_dir, broker = strom
+    topic = "compacted-big"
+    configs = {"segment.bytes": "65536", "segment.ms": "1000", "min.cleanable.dirty.ratio": "0.01",
+               "delete.retention.ms": "1000", "file.delete.delay.ms": "0"}
+    # written with compaction off, so the whole log is dirty when the cleaner first sees it
+    ck_create_topic(bootstrap, topic, 1, {**configs, "cleanup.policy": "delete", "retention.ms": "-1"})
+    keys = [b"key-%04d" % k for k in range(1000)]
+    items = [(keys[i % 1000], b"%s-v%03d" % (keys[i % 1000], i // 1000)) for i in range(100_000)]
+    items += [(k, None) for k in keys[::10]]
+    written = {}  # offset -> (key, value)
+    p = ck_producer(bootstrap, **{"linger.ms": 20, "batch.size": 16384})
+
+    def cb(err, msg):
+        assert err is None, err
+        written[msg.offset()] = (msg.key(), msg.value())
+
+    for i, (k, v) in enumerate(items):
+        if i == 100_000:
+            # the tombstones get batches of their own: the log ends with a batch the
+            # cleaner empties, and consumers must still reach the high watermark
+            assert p.flush(60) == 0
+        while True:
+            try:
+                p.produce(topic, key=k, value=v, partition=0, on_delivery=cb)
+                break
+            except BufferError:
+                p.poll(0.05)
+    assert p.flush(60) == 0
+    assert sorted(written) == list(range(len(items)))
+    latest = {}
+    for o in sorted(written):
+        k, v = written[o]
+        latest[k] = (o, v)
+    live = {k: ov for k, ov in latest.items() if ov[1] is not None}
+    assert len(live) == 900
+    pdir = Path(data_dir) / f"{topic}-0"
+    size = lambda: sum(f.stat().st_size for f in pdir.glob("*.log"))
+    size_before = size()
+    assert len(segment_files(data_dir, topic)) > 40, "a log of many segments"
+
+    admin = ck_admin(bootstrap)
+    res = ConfigResource(ResourceType.TOPIC, topic,
+                         set_config={**configs, "cleanup.policy": "compact", "retention.ms": "-1"})
+    admin.alter_configs([res])[res].result(timeout=20)
+    # kill -9 while the cleaner rewrites segments: its `.cleaned`/`.swap` files exist
+    wait_until(lambda: f"cleaning {pdir}" in broker.stderr_text(), 20,
+               "the log cleaner to start on the big log")
+    rewriting = lambda: any(f.suffix in (".cleaned", ".swap") for f in pdir.iterdir())
+    wait_until(rewriting, 20, "the cleaner's rewrite files", interval=0.001)
+    broker.kill9()
+    left = sorted(f.name for f in pdir.iterdir() if f.suffix in (".cleaned", ".swap"))
+    assert f"cleaned {pdir}" not in broker.stderr_text(), "the pass finished before the kill"
+    assert len(segment_files(data_dir, topic)) > 40, "the cleaner had not rewritten everything"
+    broker.restart()
+
+    # readable and correct: a subset of what was written, every key's last record its latest
+    hi, recs = kp_read_to_hw(bootstrap, topic)
+    assert hi == len(items)
+    offsets = [o for o, _, _ in recs]
+    assert offsets == sorted(set(offsets)), "offsets out of order or repeated"
+    assert all(written[o] == (k, v) for o, k, v in recs), "a record differs from what was written"
+    seen = {k: (o, v) for o, k, v in recs}
+    assert {k: ov for k, ov in seen.items() if ov[1] is not None} == live, f"left at kill: {left}"
+
+    # then the cleaner finishes: exactly the last value of each live key, in offset order
+    def compacted():
+        hi, recs = kp_read_to_hw(bootstrap, topic)
+        return recs if len(recs) == len(live) else False
+
+    recs = wait_until(compacted, 30, "compaction to leave only the 900 live values", interval=0.3)
+    assert [o for o, _, _ in recs] == sorted(o for o, _ in live.values())
+    assert {k: (o, v) for o, k, v in recs} == live
+    assert all(v is not None for _, _, v in recs), "tombstones after delete.retention.ms"
+    assert size() < size_before / 20, (size_before, size())
+    assert watermarks(bootstrap, topic) == (0, len(items))
+    # librdkafka reads the same live values
+    got = {}
+    from confluent_kafka import TopicPartition, OFFSET_BEGINNING
+    c = ck_consumer(bootstrap)
+    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    try:
+        deadline = time.monotonic() + 20
+        while len(got) < len(live) and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None:
+                assert m.error() is None, m.error()
+                got[m.key()] = (m.offset(), m.value())
+    finally:
+        c.close()
+    assert got == live

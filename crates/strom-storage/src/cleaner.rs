@@ -266,6 +266,14 @@ pub fn clean_log(
         return Ok(None);
     }
 
+    info!(
+        "cleaning {}: {} dirty of {} cleanable segments, dirty from offset {}",
+        log.dir().display(),
+        dirty.len(),
+        cleanable.len(),
+        first_dirty
+    );
+
     // 2. the offset map over whole dirty segments
     map.clear();
     let mut map_end = first_dirty;
