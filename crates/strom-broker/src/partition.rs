@@ -223,3 +223,90 @@ impl Partition {
         &self.log
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use strom_protocol::batch::BatchView;
+    use strom_protocol::records::Record;
+    use strom_protocol::{ProducerEpoch, ProducerId, TimestampType};
+
+    use super::*;
+
+    fn batch(codec: Compression, base: i64, control: bool) -> Vec<u8> {
+        let recs: Vec<Record> = (0..5)
+            .map(|i| {
+                Record::new(
+                    Offset(base + i),
+                    1_000 + i * 7,
+                    Some(format!("k{i}").as_bytes()),
+                    Some(format!("value-{i}-{}", "x".repeat(40)).as_bytes()),
+                )
+            })
+            .collect();
+        encode_batch_with(
+            &recs,
+            &BatchOptions {
+                compression: codec,
+                base_offset: Offset(base),
+                timestamp_type: TimestampType::CreateTime,
+                producer_id: ProducerId(42),
+                producer_epoch: ProducerEpoch(3),
+                base_sequence: 17,
+                transactional: control,
+                control,
+                ..BatchOptions::default()
+            },
+        )
+    }
+
+    #[test]
+    fn recompress_rewrites_only_other_codecs_and_keeps_headers() {
+        // all batches already in the target codec: nothing is decoded or copied
+        let zstd = [
+            batch(Compression::Zstd, 0, false),
+            batch(Compression::Zstd, 5, false),
+        ]
+        .concat();
+        assert!(recompress(&zstd, Compression::Zstd).unwrap().is_none());
+
+        let input = [
+            batch(Compression::Gzip, 0, false),
+            batch(Compression::Zstd, 5, false),
+            batch(Compression::None, 10, true),
+        ]
+        .concat();
+        let out = recompress(&input, Compression::Zstd).unwrap().unwrap();
+        let before: Vec<BatchView> = BatchIter::new(&input).map(|b| b.unwrap()).collect();
+        let after: Vec<BatchView> = BatchIter::new(&out).map(|b| b.unwrap()).collect();
+        assert_eq!(after.len(), 3);
+        for (a, b) in before.iter().zip(&after) {
+            b.verify_crc().unwrap();
+            assert_eq!(decode_records(a).unwrap(), decode_records(b).unwrap());
+            assert_eq!(
+                (a.base_offset(), a.last_offset_delta(), a.producer_id()),
+                (b.base_offset(), b.last_offset_delta(), b.producer_id())
+            );
+            assert_eq!(
+                (a.producer_epoch(), a.base_sequence(), a.is_transactional()),
+                (b.producer_epoch(), b.base_sequence(), b.is_transactional())
+            );
+            assert_eq!(
+                (a.base_timestamp(), a.max_timestamp(), a.timestamp_type()),
+                (b.base_timestamp(), b.max_timestamp(), b.timestamp_type())
+            );
+        }
+        assert_eq!(after[0].compression(), Compression::Zstd);
+        // the matching batch and the control batch are copied verbatim
+        assert_eq!(after[1].bytes(), before[1].bytes());
+        assert_eq!(after[2].bytes(), before[2].bytes());
+
+        // a corrupt batch is CORRUPT_MESSAGE, not silently passed on
+        let mut bad = batch(Compression::Gzip, 0, false);
+        let n = bad.len();
+        bad[n - 3] ^= 0xff;
+        assert!(matches!(
+            recompress(&bad, Compression::Zstd),
+            Err(LogError::CorruptRecord(_))
+        ));
+    }
+}
