@@ -139,7 +139,9 @@ def test_consume_transform_produce_exactly_once(strom):
             consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 20)
         txn_no += 1
         if txn_no % 3 == 0:
-            # abort on purpose: rewind and process these again
+            # abort on purpose: rewind and process these again (flushed
+            # first: librdkafka purges unsent records on abort)
+            assert producer.flush(20) == 0
             producer.abort_transaction(20)
             for tp in {(m.topic(), m.partition()) for m in msgs}:
                 first = min(m.offset() for m in msgs if (m.topic(), m.partition()) == tp)

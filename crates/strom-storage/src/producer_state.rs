@@ -333,7 +333,11 @@ impl ProducerStateManager {
     ) -> Result<BatchCheck, ProducerStateError> {
         let pid = info.producer_id;
         let current = staged.entry(pid).or_else(|| self.producers.get(&pid.0));
-        if !info.control {
+        // NO_SEQUENCE (-1): written by a coordinator on behalf of the
+        // producer (transactional offsets in `__consumer_offsets`); Kafka
+        // skips sequence and duplicate checks for such appends.
+        let no_seq = info.base_sequence < 0 && info.transactional;
+        if !info.control && !no_seq {
             if let Some(dup) = current.and_then(|c| c.find_duplicate(info)) {
                 return Ok(BatchCheck::Duplicate(dup));
             }
@@ -379,13 +383,13 @@ impl ProducerStateManager {
         // sequence (Kafka's ProducerAppendInfo.checkSequence)
         let seq = info.base_sequence;
         if info.epoch != known_epoch {
-            if seq != 0 && known_epoch.0 != -1 {
+            if !no_seq && seq != 0 && known_epoch.0 != -1 {
                 return Err(ProducerStateError::OutOfOrderSequence(format!(
                     "Invalid sequence number for new epoch of producer {}: {} (request epoch), {} (seq. number), {} (current producer epoch)",
                     pid.0, info.epoch.0, seq, known_epoch.0
                 )));
             }
-        } else {
+        } else if !no_seq {
             let last = entry.last_sequence();
             // Nothing known of this epoch (e.g. retention removed its data,
             // or the entry was expired): accept any sequence, as Kafka does
@@ -413,13 +417,15 @@ impl ProducerStateManager {
             entry.epoch = info.epoch;
             entry.len = 0;
         }
-        entry.push(BatchMetadata {
-            first_seq: seq,
-            last_seq: info.last_sequence(),
-            first_offset,
-            last_offset,
-            timestamp: info.max_timestamp,
-        });
+        if !no_seq {
+            entry.push(BatchMetadata {
+                first_seq: seq,
+                last_seq: info.last_sequence(),
+                first_offset,
+                last_offset,
+                timestamp: info.max_timestamp,
+            });
+        }
         entry.last_timestamp = info.max_timestamp;
         staged.put(entry);
         Ok(BatchCheck::Append)

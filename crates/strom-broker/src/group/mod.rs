@@ -16,6 +16,7 @@ pub mod coordinator;
 pub mod records;
 pub mod runtime;
 pub mod state;
+pub mod txn_offsets;
 
 pub use coordinator::{CoordinatorError, GroupCoordinator};
 

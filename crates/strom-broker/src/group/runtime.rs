@@ -15,8 +15,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use strom_protocol::batch::{BatchIter, Compression};
-use strom_protocol::records::{decode_records, encode_batch, Record};
-use strom_protocol::Offset;
+use strom_protocol::records::{
+    decode_records, encode_batch, encode_batch_with, BatchOptions, Record,
+};
+use strom_protocol::{Offset, ProducerEpoch, ProducerId};
+use strom_storage::producer_state::{encode_marker, parse_marker, ControlType, Marker};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -35,6 +38,25 @@ type DeferredOp = Box<dyn FnOnce(&mut GroupShard, i64, Token, &mut Effects) + Se
 enum Command {
     Write(WriteOp),
     Deferred(DeferredOp, oneshot::Sender<Reply>),
+    Txn(TxnWrite, oneshot::Sender<Result<(), CoordinatorError>>),
+}
+
+/// A write of the transaction coordinator to this partition
+/// (`super::txn_offsets`).
+pub enum TxnWrite {
+    /// TxnOffsetCommit: offset records as a transactional batch of the
+    /// producer; pending until the marker.
+    Offsets {
+        producer_id: i64,
+        producer_epoch: i16,
+        records: Vec<CoordinatorRecord>,
+    },
+    /// The transaction's COMMIT/ABORT marker.
+    Marker {
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    },
 }
 
 /// A handle to one shard's task. Cheap to clone; the task stops when every
@@ -86,6 +108,15 @@ impl ShardHandle {
         f: impl FnOnce(&GroupShard) -> R + Send + 'static,
     ) -> Result<R, CoordinatorError> {
         self.write(move |shard, _, _| f(shard)).await
+    }
+
+    /// Appends a transactional write, waits for it, replays it.
+    pub async fn txn(&self, w: TxnWrite) -> Result<(), CoordinatorError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Txn(w, tx))
+            .map_err(|_| CoordinatorError::NotAvailable)?;
+        rx.await.map_err(|_| CoordinatorError::NotAvailable)?
     }
 
     /// Runs an operation whose reply may come later (JoinGroup, SyncGroup).
@@ -162,6 +193,9 @@ async fn run(
                     op(&mut rt.shard, now_ms(), token, &mut fx);
                     let _ = rt.apply(fx).await;
                 }
+                Some(Command::Txn(w, reply)) => {
+                    let _ = reply.send(rt.apply_txn(w).await);
+                }
             },
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {
                 let mut fx = Effects::default();
@@ -207,6 +241,73 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    async fn apply_txn(&mut self, w: TxnWrite) -> Result<(), CoordinatorError> {
+        match w {
+            TxnWrite::Offsets {
+                producer_id,
+                producer_epoch,
+                records,
+            } => {
+                let kv = records.iter().map(|r| r.encode()).collect();
+                append_kv_as(&self.partition, kv, Some((producer_id, producer_epoch))).await?;
+                self.shard.stage_txn_offsets(producer_id, records);
+            }
+            TxnWrite::Marker {
+                producer_id,
+                producer_epoch,
+                commit,
+            } => {
+                append_marker(&self.partition, producer_id, producer_epoch, commit).await?;
+                let mut replies = Vec::new();
+                let done = self.shard.complete_txn_offsets(
+                    now_ms(),
+                    producer_id,
+                    commit,
+                    ReplayMode::Live,
+                    &mut replies,
+                );
+                self.committed.publish_touched(&self.shard, &done);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes a COMMIT/ABORT marker of the producer and waits for the high
+/// watermark to cover it.
+pub(crate) async fn append_marker(
+    partition: &Arc<Partition>,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+) -> Result<(), CoordinatorError> {
+    let (k, v) = encode_marker(Marker {
+        control: if commit {
+            ControlType::Commit
+        } else {
+            ControlType::Abort
+        },
+        coordinator_epoch: 0,
+    });
+    let now = now_ms();
+    let batch = encode_batch_with(
+        &[Record::new(Offset(0), now, Some(&k), Some(&v))],
+        &BatchOptions {
+            producer_id: ProducerId(producer_id),
+            producer_epoch: ProducerEpoch(producer_epoch),
+            transactional: true,
+            control: true,
+            ..BatchOptions::default()
+        },
+    );
+    let info = partition
+        .start_append_control(BytesMut::from(&batch[..]), now)
+        .await
+        .map_err(|_| CoordinatorError::NotAvailable)??;
+    wait_hw(partition, info.last_offset.plus(1)).await
+}
+
 async fn append(
     partition: &Arc<Partition>,
     records: &[CoordinatorRecord],
@@ -221,6 +322,16 @@ pub(crate) async fn append_kv(
     partition: &Arc<Partition>,
     records: Vec<(bytes::Bytes, Option<bytes::Bytes>)>,
 ) -> Result<(), CoordinatorError> {
+    append_kv_as(partition, records, None).await
+}
+
+/// [`append_kv`], as a transactional batch of `(producer id, epoch)` when
+/// given (no sequence: the coordinator writes on the producer's behalf).
+pub(crate) async fn append_kv_as(
+    partition: &Arc<Partition>,
+    records: Vec<(bytes::Bytes, Option<bytes::Bytes>)>,
+    producer: Option<(i64, i16)>,
+) -> Result<(), CoordinatorError> {
     let now = now_ms();
     let recs: Vec<Record> = records
         .into_iter()
@@ -233,14 +344,29 @@ pub(crate) async fn append_kv(
             headers: Vec::new(),
         })
         .collect();
-    let batch = encode_batch(&recs, Compression::None, Offset(0));
+    let batch = match producer {
+        None => encode_batch(&recs, Compression::None, Offset(0)),
+        Some((pid, epoch)) => encode_batch_with(
+            &recs,
+            &BatchOptions {
+                producer_id: ProducerId(pid),
+                producer_epoch: ProducerEpoch(epoch),
+                base_sequence: -1,
+                transactional: true,
+                ..BatchOptions::default()
+            },
+        ),
+    };
     let info = partition
         .start_append(BytesMut::from(&batch[..]), now)
         .await
         .map_err(|_| CoordinatorError::NotAvailable)??;
-    // The façade resolves once the high watermark covers the batch; with
-    // replication that becomes a real wait, so check rather than assume.
-    let target = info.last_offset.plus(1);
+    wait_hw(partition, info.last_offset.plus(1)).await
+}
+
+/// The façade resolves once the high watermark covers the batch; with
+/// replication that becomes a real wait, so check rather than assume.
+async fn wait_hw(partition: &Arc<Partition>, target: Offset) -> Result<(), CoordinatorError> {
     while partition.high_watermark() < target {
         let changed = partition.changed().notified();
         if partition.high_watermark() >= target {
@@ -263,20 +389,56 @@ fn load(
     mut shard: GroupShard,
 ) -> Result<(GroupShard, usize), CoordinatorError> {
     let mut ignored = Vec::new();
-    let count = replay_kv(
-        partition,
-        |key, value, offset| match CoordinatorRecord::decode(key, value) {
+    let count = replay_log(partition, |item| {
+        let (key, value, offset, txn) = match item {
+            Replayed::Marker {
+                producer_id,
+                commit,
+            } => {
+                let done = shard.complete_txn_offsets(
+                    now_ms(),
+                    producer_id,
+                    commit,
+                    ReplayMode::Load,
+                    &mut ignored,
+                );
+                return !done.is_empty();
+            }
+            Replayed::Data {
+                key,
+                value,
+                offset,
+                txn,
+            } => (key, value, offset, txn),
+        };
+        match CoordinatorRecord::decode(key, value) {
             Ok(rec) => {
-                shard.replay(now_ms(), &rec, ReplayMode::Load, &mut ignored);
+                match txn {
+                    Some(pid) => shard.stage_txn_offsets(pid, vec![rec]),
+                    None => shard.replay(now_ms(), &rec, ReplayMode::Load, &mut ignored),
+                }
                 true
             }
             Err(e) => {
                 warn!(partition = %partition.topic_partition, offset = offset.0, error = %e, "undecodable record skipped while loading");
                 false
             }
-        },
-    )?;
+        }
+    })?;
     Ok((shard, count))
+}
+
+/// One item of [`replay_log`].
+pub(crate) enum Replayed<'a> {
+    /// A data record; `txn`: the producer id of a transactional batch.
+    Data {
+        key: Option<&'a [u8]>,
+        value: Option<&'a [u8]>,
+        offset: Offset,
+        txn: Option<i64>,
+    },
+    /// A COMMIT/ABORT marker of a producer.
+    Marker { producer_id: i64, commit: bool },
 }
 
 /// Feeds every data record of the partition, from its log start to the
@@ -285,6 +447,21 @@ fn load(
 pub(crate) fn replay_kv(
     partition: &Partition,
     mut f: impl FnMut(Option<&[u8]>, Option<&[u8]>, Offset) -> bool,
+) -> Result<usize, CoordinatorError> {
+    replay_log(partition, |item| match item {
+        Replayed::Data {
+            key, value, offset, ..
+        } => f(key, value, offset),
+        Replayed::Marker { .. } => false,
+    })
+}
+
+/// Feeds every record of the partition, from its log start to the high
+/// watermark, to `f` (data records with their batch's transactional
+/// producer, markers); returns how many `f` accepted.
+pub(crate) fn replay_log(
+    partition: &Partition,
+    mut f: impl FnMut(Replayed<'_>) -> bool,
 ) -> Result<usize, CoordinatorError> {
     let mut offset = partition.log_start_offset();
     let end = partition.high_watermark();
@@ -304,8 +481,23 @@ pub(crate) fn replay_kv(
             };
             offset = batch.next_offset();
             if batch.is_control() {
+                let producer_id = batch.producer_id().0;
+                if let Ok(records) = decode_records(&batch) {
+                    for r in records {
+                        if let Some(m) = parse_marker(r.key.as_deref(), r.value.as_deref()) {
+                            let commit = m.control == ControlType::Commit;
+                            if f(Replayed::Marker {
+                                producer_id,
+                                commit,
+                            }) {
+                                count += 1;
+                            }
+                        }
+                    }
+                }
                 continue;
             }
+            let txn = batch.is_transactional().then(|| batch.producer_id().0);
             let records = match decode_records(&batch) {
                 Ok(r) => r,
                 Err(e) => {
@@ -314,7 +506,12 @@ pub(crate) fn replay_kv(
                 }
             };
             for r in records {
-                if f(r.key.as_deref(), r.value.as_deref(), r.offset) {
+                if f(Replayed::Data {
+                    key: r.key.as_deref(),
+                    value: r.value.as_deref(),
+                    offset: r.offset,
+                    txn,
+                }) {
                     count += 1;
                 }
             }

@@ -450,6 +450,8 @@ pub struct GroupShard {
     next_expiry_check: i64,
     /// KIP-848 consumer groups (`super::consumer`).
     pub consumer: super::consumer::ConsumerGroups,
+    /// Transactional offsets awaiting their marker (`super::txn_offsets`).
+    pub(crate) txn_offsets: super::txn_offsets::PendingTxnOffsets,
 }
 
 impl GroupShard {
@@ -465,6 +467,7 @@ impl GroupShard {
                 config: consumer_config,
                 groups: BTreeMap::new(),
             },
+            txn_offsets: Default::default(),
         }
     }
 

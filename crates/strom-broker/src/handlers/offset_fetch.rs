@@ -23,10 +23,16 @@ const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 /// The partitions of `group` whose offsets are pending in a transaction,
 /// when the request asks for stable offsets.
 async fn unstable(broker: &Arc<Broker>, group: &str, require_stable: bool) -> Vec<(String, i32)> {
-    if require_stable {
-        broker.transactions.pending_group_offsets(group).await
-    } else {
-        Vec::new()
+    if !require_stable {
+        return Vec::new();
+    }
+    let group = group.to_string();
+    match broker.groups.existing_shard_for(broker, &group).await {
+        Ok(Some(shard)) => shard
+            .read(move |st| st.pending_txn_offsets(&group))
+            .await
+            .unwrap_or_default(),
+        _ => Vec::new(),
     }
 }
 

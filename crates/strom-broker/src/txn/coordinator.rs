@@ -15,12 +15,11 @@
 //! A Prepare* state found at load (crash between the two records) is
 //! completed by writing its markers again (markers are idempotent).
 //!
-//! Offsets sent with TxnOffsetCommit are kept here, per transactional id,
-//! and written to `__consumer_offsets` as ordinary commits when the
-//! transaction commits (dropped on abort), so they are never visible before.
-//! They are in memory: a broker restart in the middle of such a transaction
-//! loses them (the coordinator then aborts a transaction it finds Ongoing
-//! with pending offsets it no longer has — see `load`).
+//! Offsets sent with TxnOffsetCommit are written by the group's shard to
+//! `__consumer_offsets` as a transactional batch of the producer; the
+//! transaction's marker goes to that partition too (it is among the
+//! transaction's partitions since AddOffsetsToTxn), and the shard's replay
+//! materializes or drops them (`group::txn_offsets`), at load as well.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -35,7 +34,7 @@ use tracing::{info, warn};
 use super::{TxnConfig, TRANSACTION_STATE};
 use crate::broker::{now_ms, Broker, NewTopic, TopicError};
 use crate::group::records::{CoordinatorRecord, OffsetCommitValue};
-use crate::group::runtime::{append_kv, replay_kv};
+use crate::group::runtime::{append_kv, replay_kv, TxnWrite};
 use crate::group::{partition_for, CONSUMER_OFFSETS};
 use crate::partition::Partition;
 
@@ -196,12 +195,8 @@ fn decode_value(v: &[u8]) -> Option<TxnMetadata> {
     })
 }
 
-/// A transactional id's pending TxnOffsetCommit offsets: group → partitions.
-type PendingOffsets = BTreeMap<String, BTreeMap<(String, i32), OffsetCommitValue>>;
-
 struct ShardState {
     txns: HashMap<String, TxnMetadata>,
-    pending_offsets: HashMap<String, PendingOffsets>,
 }
 
 struct Shard {
@@ -301,10 +296,7 @@ impl TransactionCoordinator {
                 .map_err(|_| E::CoordinatorNotAvailable)?;
             shards.push(Arc::new(Shard {
                 partition: p.clone(),
-                state: tokio::sync::Mutex::new(ShardState {
-                    txns,
-                    pending_offsets: HashMap::new(),
-                }),
+                state: tokio::sync::Mutex::new(ShardState { txns }),
             }));
         }
         let shards: Arc<[Arc<Shard>]> = shards.into();
@@ -400,7 +392,6 @@ impl TransactionCoordinator {
         meta.partitions.clear();
         meta.last_update_ms = now;
         meta.start_ms = -1;
-        st.pending_offsets.remove(tid);
         write(&shard, &mut st, tid, meta.clone()).await?;
         Ok((meta.producer_id, meta.producer_epoch))
     }
@@ -520,7 +511,7 @@ impl TransactionCoordinator {
         offsets: Vec<((String, i32), OffsetCommitValue)>,
     ) -> Res<()> {
         let shard = self.shard_for(broker, tid).await?;
-        let mut st = shard.state.lock().await;
+        let st = shard.state.lock().await;
         let m = check_producer(&st, tid, pid, epoch)?;
         let groups = broker.groups.config().offsets_topic_num_partitions;
         let key = (CONSUMER_OFFSETS.to_string(), partition_for(group, groups));
@@ -528,32 +519,32 @@ impl TransactionCoordinator {
             // AddOffsetsToTxn must come first
             return Err(E::InvalidTxnState);
         }
-        let pending = st
-            .pending_offsets
-            .entry(tid.to_string())
-            .or_default()
-            .entry(group.to_string())
-            .or_default();
-        pending.extend(offsets);
-        Ok(())
-    }
-
-    /// Partitions of `group` with offsets staged by an open transaction
-    /// (OffsetFetch `require_stable` answers UNSTABLE_OFFSET_COMMIT for them).
-    pub async fn pending_group_offsets(&self, group: &str) -> Vec<(String, i32)> {
-        let Some(shards) = self.shards.read().unwrap().clone() else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for s in shards.iter() {
-            let st = s.state.lock().await;
-            for pending in st.pending_offsets.values() {
-                if let Some(g) = pending.get(group) {
-                    out.extend(g.keys().cloned());
-                }
-            }
-        }
-        out
+        // Kafka's way: a transactional batch of the producer in the group's
+        // `__consumer_offsets` partition, pending until the marker there.
+        let records = offsets
+            .into_iter()
+            .map(
+                |((topic, partition), value)| CoordinatorRecord::OffsetCommit {
+                    group: group.to_string(),
+                    topic,
+                    partition,
+                    value: Some(value),
+                },
+            )
+            .collect();
+        let gshard = broker
+            .groups
+            .shard_for(broker, group)
+            .await
+            .map_err(|e| e.code())?;
+        gshard
+            .txn(TxnWrite::Offsets {
+                producer_id: pid,
+                producer_epoch: epoch,
+                records,
+            })
+            .await
+            .map_err(|e| e.code())
     }
 
     /// EndTxn: commit or abort the open transaction, writing markers to
@@ -710,9 +701,24 @@ async fn complete(
             ..BatchOptions::default()
         },
     );
-    let pending = st.pending_offsets.remove(tid).unwrap_or_default();
     for (topic, p) in &m.partitions {
         if topic == CONSUMER_OFFSETS {
+            // through the group shard, which replays it (offsets of the
+            // transaction materialized or dropped)
+            let shards = broker
+                .groups
+                .all_shards(broker)
+                .await
+                .map_err(|e| e.code())?;
+            if let Some(g) = shards.get(*p as usize) {
+                g.txn(TxnWrite::Marker {
+                    producer_id: m.producer_id,
+                    producer_epoch: m.producer_epoch,
+                    commit,
+                })
+                .await
+                .map_err(|e| e.code())?;
+            }
             continue;
         }
         let Some(part) = broker.replicas.partition(topic, *p) else {
@@ -729,29 +735,6 @@ async fn complete(
                 return Err(crate::errors::log_error_code(&e));
             }
             Err(_) => return Err(E::UnknownServerError),
-        }
-    }
-    if commit {
-        for (group, offsets) in pending {
-            let shard = broker
-                .groups
-                .shard_for(broker, &group)
-                .await
-                .map_err(|e| e.code())?;
-            let g = group.clone();
-            shard
-                .write(move |_, _, fx| {
-                    for ((topic, partition), value) in offsets {
-                        fx.records.push(CoordinatorRecord::OffsetCommit {
-                            group: g.clone(),
-                            topic,
-                            partition,
-                            value: Some(value),
-                        });
-                    }
-                })
-                .await
-                .map_err(|e| e.code())?;
         }
     }
     let mut done = m;
