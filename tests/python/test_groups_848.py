@@ -113,3 +113,45 @@ def test_two_consumers_share_then_one_takes_all(strom):
     got = fresh.committed([TopicPartition(topic, p) for p in range(parts)], timeout=10)
     assert sum(tp.offset for tp in got) == n + 60, got
     fresh.close()
+
+
+def admin_view(bootstrap):
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    d = admin.describe_consumer_groups(["g-848-rx"])["g-848-rx"].result(timeout=10)
+    return d.partition_assignor, [(m.member_id, m.assignment.topic_partitions) for m in d.members]
+
+
+@FAST_848
+def test_regex_subscription_with_range_assignor(strom):
+    """A regex subscription (sent as SubscribedTopicRegex) with the server-side `range`
+    assignor: matching topics are assigned, a topic created later is picked up, and a
+    topic that does not match is not."""
+    from confluent_kafka.admin import AdminClient
+    bootstrap = strom.bootstrap
+    for t in ("rx-a", "rx-b", "other"):
+        ck_create_topic(bootstrap, t, 2)
+    a = new_consumer(bootstrap, "g-848-rx", **{"group.remote.assignor": "range"})
+    b = new_consumer(bootstrap, "g-848-rx", **{"group.remote.assignor": "range"})
+    a.subscribe(["^rx-.*"])
+    b.subscribe(["^rx-.*"])
+
+    def owned():
+        for c in (a, b):
+            c.poll(0.05)
+        return [{(tp.topic, tp.partition) for tp in c.assignment()} for c in (a, b)]
+
+    want = {(t, p) for t in ("rx-a", "rx-b") for p in range(2)}
+    # range: each member gets one partition of each topic.
+    got = wait_until(lambda: (lambda o: o[0] | o[1] == want and not (o[0] & o[1])
+                              and len(o[0]) == 2 and o)(owned()), 60, "rx-a and rx-b split")
+    assert {t for t, _ in got[0]} == {"rx-a", "rx-b"}, (got, admin_view(bootstrap))
+    ck_create_topic(bootstrap, "rx-c", 2)
+    want |= {("rx-c", 0), ("rx-c", 1)}
+    wait_until(lambda: (lambda o: o[0] | o[1] == want and not (o[0] & o[1]))(owned()), 60,
+               "rx-c picked up")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    desc = admin.describe_consumer_groups(["g-848-rx"])["g-848-rx"].result(timeout=10)
+    assert desc.partition_assignor == "range" and len(desc.members) == 2, desc
+    a.close()
+    b.close()

@@ -117,11 +117,10 @@ impl ConsumerGroup {
             "Empty"
         } else if self.assignment_epoch < self.group_epoch {
             "Assigning"
-        } else if self
-            .members
-            .values()
-            .any(|m| m.member_epoch != self.assignment_epoch || m.state != MemberState::Stable)
-        {
+        } else if self.members.values().any(|m| {
+            m.member_epoch != -2
+                && (m.member_epoch != self.assignment_epoch || m.state != MemberState::Stable)
+        }) {
             "Reconciling"
         } else {
             "Stable"
@@ -415,9 +414,22 @@ impl ConsumerGroups {
             let Some(g) = self.groups.get_mut(&req.group_id) else {
                 return HeartbeatResponse::error(E::UnknownMemberId, "unknown member");
             };
-            if g.members.remove(&req.member_id).is_none() {
+            let Some(m) = g.members.get_mut(&req.member_id) else {
                 return HeartbeatResponse::error(E::UnknownMemberId, "unknown member");
+            };
+            if epoch == -2 && m.instance_id.is_some() {
+                // A static member leaving for a while (KIP-345 semantics):
+                // it keeps its partitions until its session expires, and the
+                // same instance id rejoining takes them over.
+                m.member_epoch = -2;
+                return HeartbeatResponse {
+                    member_id: Some(req.member_id),
+                    member_epoch: epoch,
+                    heartbeat_interval_ms: interval,
+                    ..Default::default()
+                };
             }
+            g.members.remove(&req.member_id);
             g.target.remove(&req.member_id);
             g.group_epoch += 1;
             g.state_timestamp = now;
@@ -729,6 +741,28 @@ mod tests {
         assert_eq!(r.member_epoch, -1);
         let r = cg.heartbeat(7, hb("m2", 2, &got), &t, false);
         assert_eq!(count(&r.assignment.unwrap()), 6);
+    }
+
+    #[test]
+    fn static_member_leaves_and_its_instance_takes_the_partitions_back() {
+        let mut cg = ConsumerGroups::default();
+        let t = topics();
+        let mut j = join("s1", &["a"]);
+        j.instance_id = Some("inst".into());
+        let a = cg.heartbeat(0, j, &t, false).assignment.unwrap();
+        assert_eq!(count(&a), 6);
+        let r = cg.heartbeat(1, hb("s1", -2, &a), &t, false);
+        assert_eq!((r.error, r.member_epoch), (0, -2));
+        // Another member gets nothing while the static member is away.
+        let r = cg.heartbeat(2, join("m2", &["a"]), &t, false);
+        assert_eq!(count(&r.assignment.unwrap_or_default()), 0);
+        // The instance comes back with a new member id and its partitions.
+        let mut back = join("s1-new", &["a"]);
+        back.instance_id = Some("inst".into());
+        let r = cg.heartbeat(3, back, &t, false);
+        assert_eq!(r.error, 0);
+        assert!(cg.get("g").unwrap().members.get("s1").is_none());
+        assert!(count(&r.assignment.unwrap()) >= 3);
     }
 
     #[test]
