@@ -5,7 +5,7 @@ SIGKILL it). Prints one line per event on stdout, flushed:
     RECORD id partition     after the record is processed (before its commit)
     COMMITTED               after the synchronous commit of a batch
 
-usage: group_member_proc.py BOOTSTRAP GROUP TOPIC
+usage: group_member_proc.py BOOTSTRAP GROUP TOPIC [classic|consumer]
 """
 
 import sys
@@ -15,14 +15,19 @@ from confluent_kafka import Consumer, KafkaException
 
 def main():
     bootstrap, group, topic = sys.argv[1:4]
-    c = Consumer({
+    protocol = sys.argv[4] if len(sys.argv) > 4 else "classic"
+    conf = {
         "bootstrap.servers": bootstrap,
         "group.id": group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
-        "session.timeout.ms": 6000,
-        "heartbeat.interval.ms": 300,
-    })
+    }
+    if protocol == "classic":
+        # With the consumer protocol the broker sets both (group.consumer.*).
+        conf.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 300})
+    else:
+        conf["group.protocol"] = "consumer"
+    c = Consumer(conf)
 
     def on_assign(consumer, parts):
         print("ASSIGNED " + ",".join(str(p.partition) for p in parts), flush=True)

@@ -155,3 +155,64 @@ def test_regex_subscription_with_range_assignor(strom):
     assert desc.partition_assignor == "range" and len(desc.members) == 2, desc
     a.close()
     b.close()
+
+
+@FAST_848
+def test_sigkilled_member_expires_after_the_session_timeout(strom):
+    """A consumer-protocol member process is SIGKILLed: after
+    group.consumer.session.timeout.ms (6 s here) its partitions go to the survivor,
+    and every record is consumed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+    bootstrap = strom.bootstrap
+    topic, parts, n = "kip848-kill", 6, 6000
+    ck_create_topic(bootstrap, topic, parts)
+    script = str(Path(__file__).with_name("group_member_proc.py"))
+    state, lock, procs = [], threading.Lock(), []
+
+    def reader(i, p):
+        for line in p.stdout:
+            with lock:
+                if line.startswith("RECORD"):
+                    state[i]["ids"].add(int(line.split()[1]))
+    try:
+        for i in range(2):
+            state.append({"ids": set()})
+            p = subprocess.Popen([sys.executable, script, bootstrap, "g-848-kill", topic,
+                                  "consumer"], stdout=subprocess.PIPE, text=True)
+            procs.append(p)
+            threading.Thread(target=reader, args=(i, p), daemon=True).start()
+        admin_holder = []
+
+        def members():
+            from confluent_kafka.admin import AdminClient
+            if not admin_holder:
+                admin_holder.append(AdminClient({"bootstrap.servers": bootstrap}))
+            d = admin_holder[0].describe_consumer_groups(["g-848-kill"])["g-848-kill"]
+            try:
+                g = d.result(timeout=10)
+            except Exception:
+                return None
+            return [len(m.assignment.topic_partitions) for m in g.members]
+        wait_until(lambda: members() == [3, 3], 60, "two members with 3 partitions each")
+        produce_ids(bootstrap, topic, n // 2, parts)
+        wait_until(lambda: len(state[1]["ids"]) > 0, 60, "the victim consumes")
+        os.kill(procs[1].pid, signal.SIGKILL)
+        procs[1].wait(10)
+        killed = time.monotonic()
+        produce_ids(bootstrap, topic, n // 2, parts, start=n // 2)
+        wait_until(lambda: members() == [6], 30, "the survivor owns all 6 partitions")
+        took = time.monotonic() - killed
+        assert 5 <= took < 6 + 5, f"membership changed after {took:.1f}s"
+        wait_until(lambda: len(state[0]["ids"] | state[1]["ids"]) == n, 60,
+                   "every record consumed")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
