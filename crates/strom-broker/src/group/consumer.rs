@@ -467,11 +467,11 @@ impl ConsumerGroups {
                     .map(|m| m.member_id.clone())
                     .collect();
                 for o in old {
-                    if let Some(prev) = g.members.remove(&o) {
-                        if let Some(t) = g.target.remove(&o) {
-                            g.target.insert(id.clone(), t);
-                        }
-                        let _ = prev;
+                    // Its partitions are free for the new incarnation (the
+                    // old one is gone), and its target becomes the new one's.
+                    g.members.remove(&o);
+                    if let Some(t) = g.target.remove(&o) {
+                        g.target.insert(id.clone(), t);
                     }
                 }
             }
@@ -761,7 +761,7 @@ mod tests {
         back.instance_id = Some("inst".into());
         let r = cg.heartbeat(3, back, &t, false);
         assert_eq!(r.error, 0);
-        assert!(cg.get("g").unwrap().members.get("s1").is_none());
+        assert!(!cg.get("g").unwrap().members.contains_key("s1"));
         assert!(count(&r.assignment.unwrap()) >= 3);
     }
 
