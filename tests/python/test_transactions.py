@@ -192,3 +192,99 @@ def test_timeout_above_maximum_is_refused(strom):
     with pytest.raises(KafkaException) as e:
         p.init_transactions(20)
     assert "INVALID_TRANSACTION_TIMEOUT" in str(e.value) or "timeout" in str(e.value).lower()
+
+
+def _read_fast(bootstrap, topic, partitions, isolation):
+    """Every value of `topic` up to its high watermarks (read_committed stops
+    at the last stable offset, which equals them once no transaction is open)."""
+    from confluent_kafka import Consumer, TopicPartition
+    import time
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4()}",
+                  "enable.auto.commit": False, "isolation.level": isolation,
+                  "enable.partition.eof": True})
+    try:
+        ends = [c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in range(partitions)]
+        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        got, eof = [], set(p for p in range(partitions) if ends[p] == 0)
+        deadline = time.time() + 60
+        while len(eof) < partitions and time.time() < deadline:
+            for m in c.consume(10000, 0.5):
+                if m.error() is not None:
+                    assert m.error().code() == -191, m.error()  # _PARTITION_EOF
+                    if m.offset() >= ends[m.partition()]:
+                        eof.add(m.partition())
+                    continue
+                got.append(m.value())
+        assert len(eof) == partitions, f"did not reach the end of {topic}"
+        return got
+    finally:
+        c.close()
+
+
+def test_acceptance_2_ctp_process_sigkilled_mid_transaction_exactly_once(strom):
+    """Acceptance 2: a consume-transform-produce process copies 50,000
+    records, aborts one transaction in ten, is SIGKILLed in the middle of a
+    transaction and restarted with the same transactional.id."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    bootstrap, _, _ = strom
+    n, parts = 50_000, 3
+    ck_create_topic(bootstrap, "acc2-in", parts)
+    ck_create_topic(bootstrap, "acc2-out", parts)
+    src = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                    "linger.ms": 20})
+    for i in range(n):
+        src.produce("acc2-in", value=str(i).encode(), partition=i % parts)
+    assert src.flush(60) == 0
+
+    script = os.path.join(os.path.dirname(__file__), "ctp_proc.py")
+    args = [sys.executable, script, bootstrap, "acc2-in", "acc2-out", "acc2-group", "acc2-tx",
+            str(parts)]
+    first = subprocess.Popen(args + ["6"], stdout=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in first.stdout:
+            lines.append(line.split())
+            if line.startswith("PAUSED"):
+                break
+        assert lines and lines[-1][0] == "PAUSED", lines
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    # the killed transaction is open: read_committed cannot see past it
+    second = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    try:
+        stdout, _ = second.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        second.kill()
+        stdout, _ = second.communicate()
+        raise AssertionError(f"restarted loop did not finish: {stdout[-3000:]}")
+    assert second.returncode == 0, stdout
+    out2 = [l.split() for l in stdout.splitlines()]
+    assert out2[-1] == ["DONE"]
+    start = [int(x) for x in out2[0][1:]]
+    assert sum(start) == sum(int(l[1]) for l in lines if l[0] == "COMMIT"), \
+        "the restart resumes from the offsets committed by the committed transactions"
+    aborted = sum(int(l[1]) for l in lines + out2 if l[0] == "ABORT")
+    assert len([l for l in lines + out2 if l[0] == "ABORT"]) >= 2, \
+        "one transaction in ten aborted on purpose, in both runs"
+
+    expected = sorted(b"copy-" + str(i).encode() for i in range(n))
+    committed = _read_fast(bootstrap, "acc2-out", parts, "read_committed")
+    assert sorted(committed) == expected, "each input exactly once"
+    uncommitted = _read_fast(bootstrap, "acc2-out", parts, "read_uncommitted")
+    # everything committed, the on-purpose aborts and the killed transaction
+    assert len(uncommitted) > n + aborted
+    assert set(uncommitted) == set(expected)
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "acc2-group"})
+    got = c.committed([TopicPartition("acc2-in", p) for p in range(parts)], timeout=10)
+    assert [tp.offset for tp in got] == [n // parts + (1 if p < n % parts else 0)
+                                         for p in range(parts)]
+    c.close()
