@@ -288,3 +288,87 @@ def test_acceptance_2_ctp_process_sigkilled_mid_transaction_exactly_once(strom):
     assert [tp.offset for tp in got] == [n // parts + (1 if p < n % parts else 0)
                                          for p in range(parts)]
     c.close()
+
+
+@pytest.mark.parametrize("how", ["sigkill", "sigterm"])
+@pytest.mark.parametrize("decision", ["commit", "abort"])
+def test_acceptance_3_broker_restart_mid_transaction(strom, how, decision):
+    """Acceptance 3: the broker restarts while a transaction with records and
+    offsets (send_offsets_to_transaction) is open; afterwards the client
+    commits or aborts it and the outcome is all-or-nothing, offsets included."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+    bootstrap = strom.bootstrap
+    ck_create_topic(bootstrap, "acc3-out", 2)
+    ck_create_topic(bootstrap, "acc3-in", 2)
+    group = f"acc3-{how}-{decision}"
+    p = txn_producer(bootstrap, f"acc3-tx-{how}-{decision}")
+    p.init_transactions(20)
+    # a committed first transaction: its offsets are the baseline
+    p.begin_transaction()
+    p.produce("acc3-out", value=b"first", partition=0)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                  "enable.auto.commit": False})
+    meta = c.consumer_group_metadata()
+    p.send_offsets_to_transaction([TopicPartition("acc3-in", 0, 5), TopicPartition("acc3-in", 1, 7)],
+                                  meta, 20)
+    p.commit_transaction(20)
+    # the open one
+    p.begin_transaction()
+    for i in range(100):
+        p.produce("acc3-out", value=f"open-{i}".encode(), partition=i % 2)
+    p.send_offsets_to_transaction([TopicPartition("acc3-in", 0, 50), TopicPartition("acc3-in", 1, 70)],
+                                  meta, 20)
+    assert p.flush(20) == 0
+
+    if how == "sigterm":
+        assert strom.terminate() == 0
+    else:
+        strom.kill9()
+    strom.restart()
+
+    # still open after the restart: nothing of it is visible to read_committed
+    assert _read_fast(bootstrap, "acc3-out", 2, "read_uncommitted").count(b"first") == 1
+    assert len(_read_fast(bootstrap, "acc3-out", 2, "read_uncommitted")) == 101
+    assert read_all(bootstrap, "acc3-out", 2, "read_committed", 1, timeout=10) == ["first"]
+    plain = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                      "isolation.level": "read_uncommitted"})  # require_stable=false
+    assert [tp.offset for tp in plain.committed(
+        [TopicPartition("acc3-in", 0), TopicPartition("acc3-in", 1)], timeout=10)] == [5, 7]
+    # read_committed asks require_stable=true: the offsets pending in the
+    # open transaction (reloaded from the log) answer UNSTABLE_OFFSET_COMMIT,
+    # which librdkafka retries until its timeout
+    stable = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                       "isolation.level": "read_committed"})
+    with pytest.raises(KafkaException) as e:
+        stable.committed([TopicPartition("acc3-in", 0)], timeout=3)
+    assert e.value.args[0].code() == KafkaError._TIMED_OUT
+
+    if decision == "commit":
+        p.commit_transaction(30)
+    else:
+        p.abort_transaction(30)
+
+    values = sorted(_read_fast(bootstrap, "acc3-out", 2, "read_committed"))
+    offsets = [tp.offset for tp in plain.committed(
+        [TopicPartition("acc3-in", 0), TopicPartition("acc3-in", 1)], timeout=10)]
+    if decision == "commit":
+        assert values == sorted([b"first"] + [f"open-{i}".encode() for i in range(100)])
+        assert offsets == [50, 70]
+    else:
+        assert values == [b"first"]
+        assert offsets == [5, 7]
+    assert [tp.offset for tp in stable.committed(
+        [TopicPartition("acc3-in", 0), TopicPartition("acc3-in", 1)], timeout=10)] == offsets
+    stable.close()
+    plain.close()
+    c.close()
+
+    # and it stays so across another restart (replay of the markers)
+    strom.kill9()
+    strom.restart()
+    again = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                      "isolation.level": "read_committed"})
+    assert [tp.offset for tp in again.committed(
+        [TopicPartition("acc3-in", 0), TopicPartition("acc3-in", 1)], timeout=10)] == offsets
+    again.close()
+    assert sorted(_read_fast(bootstrap, "acc3-out", 2, "read_committed")) == values
