@@ -372,3 +372,96 @@ def test_acceptance_3_broker_restart_mid_transaction(strom, how, decision):
         [TopicPartition("acc3-in", 0), TopicPartition("acc3-in", 1)], timeout=10)] == offsets
     again.close()
     assert sorted(_read_fast(bootstrap, "acc3-out", 2, "read_committed")) == values
+
+
+def test_acceptance_4_kafka_python_transactional_producer(strom):
+    """Acceptance 4: kafka-python (>= 3.0 has transactions) commits, aborts
+    and sends offsets in a transaction against Strom."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KTP
+    from kafka.structs import OffsetAndMetadata
+    bootstrap = strom.bootstrap
+    ck_create_topic(bootstrap, "kp-tx", 2)
+    ck_create_topic(bootstrap, "kp-in", 1)
+    p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id="kp-tx-1")
+    p.init_transactions()
+    p.begin_transaction()
+    for i in range(50):
+        p.send("kp-tx", value=f"c-{i}".encode(), partition=i % 2)
+    p.commit_transaction()
+    p.begin_transaction()
+    for i in range(20):
+        p.send("kp-tx", value=f"a-{i}".encode(), partition=i % 2)
+    p.flush()
+    p.abort_transaction()
+    # offsets in a transaction, with kafka-python's group metadata
+    reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id="kp-group",
+                           enable_auto_commit=False)
+    p.begin_transaction()
+    p.send("kp-tx", value=b"with-offsets", partition=0)
+    p.send_offsets_to_transaction({KTP("kp-in", 0): OffsetAndMetadata(42, "", -1)}, "kp-group")
+    p.commit_transaction()
+    p.close()
+
+    committed = read_all(bootstrap, "kp-tx", 2, "read_committed", 51)
+    assert sorted(committed) == sorted([f"c-{i}" for i in range(50)] + ["with-offsets"])
+    assert len(read_all(bootstrap, "kp-tx", 2, "read_uncommitted", 71)) == 71
+    assert reader.committed(KTP("kp-in", 0)) == 42
+    reader.close()
+    # kafka-python's read_committed consumer agrees
+    kc = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                       auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    kc.assign([KTP("kp-tx", 0), KTP("kp-tx", 1)])
+    kc.seek_to_beginning()
+    got = [m.value.decode() for m in kc]
+    kc.close()
+    assert sorted(got) == sorted(committed)
+
+
+def test_acceptance_5_admin_describe_list_transactions_and_producers(strom):
+    """Acceptance 5: DescribeTransactions / ListTransactions /
+    DescribeProducers through kafka-python's admin client (confluent-kafka
+    2.16's AdminClient has none of them)."""
+    from kafka import TopicPartition as KTP
+    from kafka.admin import KafkaAdminClient
+    bootstrap = strom.bootstrap
+    ck_create_topic(bootstrap, "acc5", 2)
+    p = txn_producer(bootstrap, "acc5-tx", **{"transaction.timeout.ms": 45000})
+    p.init_transactions(20)
+    p.begin_transaction()
+    for i in range(10):
+        p.produce("acc5", value=f"v{i}".encode(), partition=1)
+    assert p.flush(20) == 0
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+
+    def listing(**filters):
+        # kafka-python answers {broker id: [TransactionListing]}
+        return [t for ts in admin.list_transactions(**filters).values() for t in ts]
+    try:
+        listed = [t for t in listing() if t.transactional_id == "acc5-tx"]
+        assert len(listed) == 1 and listed[0].state.value == "Ongoing", listed
+        pid = listed[0].producer_id
+        assert pid >= 0
+        assert [t.transactional_id for t in listing(state_filters=["Ongoing"])] \
+            == ["acc5-tx"]
+        assert [t.transactional_id for t in listing(producer_id_filters=[pid])] \
+            == ["acc5-tx"]
+        d = admin.describe_transactions(["acc5-tx"])["acc5-tx"]
+        assert d.state.value == "Ongoing"
+        assert d.producer_id == pid and d.producer_epoch >= 0
+        assert d.transaction_timeout_ms == 45000
+        assert d.transaction_start_time_ms > 0
+        assert set(d.topic_partitions) == {KTP("acc5", 1)}
+        states = admin.describe_producers([KTP("acc5", 1), KTP("acc5", 0)])
+        active = states[KTP("acc5", 1)].active_producers
+        assert [(s.producer_id, s.producer_epoch, s.last_sequence, s.current_transaction_start_offset)
+                for s in active] == [(pid, d.producer_epoch, 9, 0)]
+        assert states[KTP("acc5", 0)].active_producers == []
+
+        p.commit_transaction(20)
+        d = admin.describe_transactions(["acc5-tx"])["acc5-tx"]
+        assert d.state.value == "CompleteCommit" and set(d.topic_partitions) == set()
+        assert listing(state_filters=["Ongoing"]) == []
+        active = admin.describe_producers([KTP("acc5", 1)])[KTP("acc5", 1)].active_producers
+        assert [(s.producer_id, s.current_transaction_start_offset) for s in active] == [(pid, -1)]
+    finally:
+        admin.close()
