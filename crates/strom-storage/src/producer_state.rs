@@ -671,6 +671,25 @@ mod tests {
     }
 
     #[test]
+    fn coordinator_batches_without_sequence_are_never_duplicates() {
+        // transactional offsets written by the group coordinator: -1
+        let mut st = ProducerStateManager::default();
+        let mut i = info(7, 0, -1, 1);
+        i.transactional = true;
+        assert!(matches!(append(&mut st, i, 0), Ok(BatchCheck::Append)));
+        assert!(matches!(append(&mut st, i, 1), Ok(BatchCheck::Append)));
+        i.epoch = ProducerEpoch(1);
+        assert!(matches!(append(&mut st, i, 2), Ok(BatchCheck::Append)));
+        // a client's non-transactional batch without sequence is still checked
+        let j = info(8, 0, 0, 1);
+        assert!(matches!(append(&mut st, j, 3), Ok(BatchCheck::Append)));
+        assert!(matches!(
+            append(&mut st, j, 4),
+            Ok(BatchCheck::Duplicate(_))
+        ));
+    }
+
+    #[test]
     fn duplicates_gaps_and_epochs() {
         let mut st = ProducerStateManager::new();
         assert_eq!(

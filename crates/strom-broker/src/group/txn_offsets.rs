@@ -72,3 +72,68 @@ impl GroupShard {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::records::OffsetCommitValue;
+    use crate::group::GroupConfig;
+
+    fn commit(group: &str, partition: i32, offset: i64) -> CoordinatorRecord {
+        CoordinatorRecord::OffsetCommit {
+            group: group.to_string(),
+            topic: "t".to_string(),
+            partition,
+            value: Some(OffsetCommitValue {
+                offset,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp: 1,
+                expire_timestamp: -1,
+            }),
+        }
+    }
+
+    fn offset(shard: &GroupShard, group: &str, partition: i32) -> Option<i64> {
+        let got = shard.fetch_offsets(group, Some(&[("t".to_string(), vec![partition])]));
+        got[0].1[0].1.as_ref().map(|o| o.offset)
+    }
+
+    #[test]
+    fn pending_until_the_marker_then_committed_or_dropped() {
+        let mut shard = GroupShard::new(GroupConfig::default(), 0);
+        let mut replies = Vec::new();
+        shard.replay(0, &commit("g", 0, 5), ReplayMode::Load, &mut replies);
+        // two producers' transactions interleaved in the log
+        shard.stage_txn_offsets(7, vec![commit("g", 0, 10)]);
+        shard.stage_txn_offsets(8, vec![commit("g", 1, 20)]);
+        shard.stage_txn_offsets(7, vec![commit("g", 0, 11)]);
+        assert_eq!(
+            offset(&shard, "g", 0),
+            Some(5),
+            "invisible before the marker"
+        );
+        assert_eq!(offset(&shard, "g", 1), None);
+        let mut pending = shard.pending_txn_offsets("g");
+        pending.sort();
+        assert_eq!(pending, vec![("t".to_string(), 0), ("t".to_string(), 1)]);
+        assert!(shard.pending_txn_offsets("other").is_empty());
+
+        let done = shard.complete_txn_offsets(0, 8, false, ReplayMode::Load, &mut replies);
+        assert!(done.is_empty());
+        assert_eq!(offset(&shard, "g", 1), None, "aborted: dropped");
+        let done = shard.complete_txn_offsets(0, 7, true, ReplayMode::Load, &mut replies);
+        assert_eq!(done.len(), 2);
+        assert_eq!(
+            offset(&shard, "g", 0),
+            Some(11),
+            "committed: the last one wins"
+        );
+        assert!(shard.pending_txn_offsets("g").is_empty());
+        // a marker without pending offsets (AddOffsetsToTxn only) changes nothing
+        assert!(shard
+            .complete_txn_offsets(0, 9, true, ReplayMode::Load, &mut replies)
+            .is_empty());
+        assert_eq!(offset(&shard, "g", 0), Some(11));
+    }
+}
