@@ -258,7 +258,15 @@ impl Runtime {
                 producer_epoch,
                 commit,
             } => {
+                let restated = if commit {
+                    Vec::new()
+                } else {
+                    self.shard.restate_before_abort(producer_id)
+                };
                 append_marker(&self.partition, producer_id, producer_epoch, commit).await?;
+                if !restated.is_empty() {
+                    append(&self.partition, &restated).await?;
+                }
                 let mut replies = Vec::new();
                 let done = self.shard.complete_txn_offsets(
                     now_ms(),
