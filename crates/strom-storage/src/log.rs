@@ -65,6 +65,25 @@ struct Segment {
     active: Option<Active>,
 }
 
+impl Segment {
+    /// A new, empty segment that takes appends.
+    fn new_active(base: Offset, file: Arc<File>) -> Segment {
+        Segment {
+            base,
+            size: 0,
+            max_ts: i64::MIN,
+            offset_of_max_ts: Offset::NONE,
+            active: Some(Active {
+                file,
+                idx: IndexState::new(),
+                index_written: 0,
+                time_index_written: 0,
+                rolling_ts: None,
+            }),
+        }
+    }
+}
+
 struct LogState {
     segments: BTreeMap<i64, Segment>,
     log_start: Offset,
@@ -1115,22 +1134,8 @@ impl Log {
         old.max_ts = act.idx.max_ts;
         old.offset_of_max_ts = act.idx.offset_of_max_ts;
         st.pending_sync.push((old_base, act.file));
-        st.segments.insert(
-            new_base.0,
-            Segment {
-                base: new_base,
-                size: 0,
-                max_ts: i64::MIN,
-                offset_of_max_ts: Offset::NONE,
-                active: Some(Active {
-                    file,
-                    idx: IndexState::new(),
-                    index_written: 0,
-                    time_index_written: 0,
-                    rolling_ts: None,
-                }),
-            },
-        );
+        st.segments
+            .insert(new_base.0, Segment::new_active(new_base, file));
         st.dir_dirty = true;
         Ok(())
     }
@@ -1587,22 +1592,8 @@ impl Log {
         let mut st = write(&self.state);
         st.segments.clear();
         st.pending_sync.clear();
-        st.segments.insert(
-            new_base.0,
-            Segment {
-                base: new_base,
-                size: 0,
-                max_ts: i64::MIN,
-                offset_of_max_ts: Offset::NONE,
-                active: Some(Active {
-                    file,
-                    idx: IndexState::new(),
-                    index_written: 0,
-                    time_index_written: 0,
-                    rolling_ts: None,
-                }),
-            },
-        );
+        st.segments
+            .insert(new_base.0, Segment::new_active(new_base, file));
         st.log_start = new_base;
         st.log_end = new_base;
         st.epochs.clear();

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -75,15 +74,9 @@ pub async fn handle(
         responses.push(match result {
             Ok(()) => resp,
             Err(e) => resp
-                .with_error_code(alter_error_code(&e).code())
+                .with_error_code(topic_error_code(&e).code())
                 .with_error_message(Some(StrBytes::from_string(e.to_string()))),
         });
     }
     AlterConfigsResponse::default().with_responses(responses)
-}
-
-/// As [`topic_error_code`], except that Kafka's config APIs answer an
-/// unknown topic with UNKNOWN_TOPIC_OR_PARTITION too.
-pub fn alter_error_code(e: &TopicError) -> ResponseError {
-    topic_error_code(e)
 }

@@ -9,10 +9,11 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::alter_configs::{alter_error_code, BROKER_READ_ONLY};
+use super::alter_configs::BROKER_READ_ONLY;
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::RequestContext;
 use crate::broker::{Broker, TopicError};
+use crate::errors::topic_error_code;
 use crate::topic;
 
 const SET: i8 = 0;
@@ -101,7 +102,7 @@ pub async fn handle(
         responses.push(match result {
             Ok(()) => resp,
             Err(e) => resp
-                .with_error_code(alter_error_code(&e).code())
+                .with_error_code(topic_error_code(&e).code())
                 .with_error_message(Some(StrBytes::from_string(e.to_string()))),
         });
     }
