@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod network;
 pub mod partition;
 pub mod replica_manager;
+pub mod security;
 pub mod topic;
 pub mod topic_admin;
 pub mod txn;

@@ -11,13 +11,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::handlers::{handle_frame, Outcome};
+use crate::security::KafkaPrincipal;
+
+/// What one connection knows about its peer; requests are handled against
+/// it, and the connection layer (TLS, SASL) fills in the principal.
+pub struct Session {
+    /// Name of the listener the connection came in on.
+    pub listener: String,
+    pub peer: SocketAddr,
+    pub principal: Arc<KafkaPrincipal>,
+}
 
 /// Accepts connections until `shutdown` flips to true.
 pub async fn serve(
@@ -54,10 +64,27 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     listener: String,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    let (rd, wr) = stream.into_split();
+    let session = Session {
+        listener,
+        peer,
+        principal: Arc::new(KafkaPrincipal::anonymous()),
+    };
+    serve_stream(broker, stream, session, shutdown).await
+}
+
+/// The request loop of one connection, over any byte stream (plain TCP or
+/// TLS).
+async fn serve_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
+    broker: Arc<Broker>,
+    stream: S,
+    mut session: Session,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let peer = session.peer;
+    let (rd, wr) = tokio::io::split(stream);
     let mut reader = BufReader::with_capacity(64 * 1024, rd);
     let mut writer = BufWriter::with_capacity(64 * 1024, wr);
     let max = broker.config.socket_request_max_bytes;
@@ -85,7 +112,7 @@ async fn connection(
                 return Ok(());
             }
         };
-        match handle_frame(&broker, &listener, peer, frame.freeze()).await {
+        match handle_frame(&broker, &mut session, frame.freeze()).await {
             Outcome::Respond(bytes) => writer.write_all(&bytes).await?,
             Outcome::NoResponse => {}
             Outcome::Close(why) => {

@@ -13,6 +13,8 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use crate::broker::Broker;
+use crate::network::Session;
+use crate::security::KafkaPrincipal;
 
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
@@ -57,6 +59,9 @@ pub struct RequestContext {
     /// Name of the listener the connection came in on (e.g. `PLAINTEXT`).
     pub listener: String,
     pub peer: SocketAddr,
+    /// The authenticated identity of the connection (`User:ANONYMOUS` on a
+    /// PLAINTEXT listener).
+    pub principal: Arc<KafkaPrincipal>,
 }
 
 impl RequestContext {
@@ -206,8 +211,7 @@ pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
 /// Handles one request frame (without its length prefix).
 pub async fn handle_frame(
     broker: &Arc<Broker>,
-    listener: &str,
-    peer: SocketAddr,
+    session: &mut Session,
     mut frame: Bytes,
 ) -> Outcome {
     if frame.len() < 8 {
@@ -250,8 +254,9 @@ pub async fn handle_frame(
     }
     let ctx = RequestContext {
         header,
-        listener: listener.to_string(),
-        peer,
+        listener: session.listener.clone(),
+        peer: session.peer,
+        principal: session.principal.clone(),
     };
     let started = std::time::Instant::now();
     let outcome = dispatch(broker, &ctx, key, &mut frame).await;
