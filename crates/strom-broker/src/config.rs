@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::security::SecurityProtocol;
 use strom_protocol::TimestampType;
 use strom_storage::{FlushMode, LogConfig};
 use thiserror::Error;
@@ -36,6 +37,9 @@ pub struct Listener {
     pub name: String,
     pub host: String,
     pub port: u16,
+    /// From `listener.security.protocol.map` (a listener named after a
+    /// protocol, e.g. `SSL`, defaults to it).
+    pub security_protocol: SecurityProtocol,
 }
 
 /// `strom.admin.listener`: where `/metrics` and `/health` are served.
@@ -86,6 +90,7 @@ const KNOWN_KEYS: &[&str] = &[
     "broker.id",
     "listeners",
     "advertised.listeners",
+    "listener.security.protocol.map",
     "log.dirs",
     "log.dir",
     "num.partitions",
@@ -177,14 +182,27 @@ impl BrokerConfig {
             Some(v) => parse_num::<i32>("node.id", v)?,
             None => 1,
         };
-        let listeners = parse_listeners(
+        let protocol_map = parse_protocol_map(get("listener.security.protocol.map"))?;
+        let mut listeners = parse_listeners(
             "listeners",
             get("listeners").unwrap_or("PLAINTEXT://localhost:9092"),
         )?;
-        let advertised_listeners = match get("advertised.listeners") {
+        let mut advertised_listeners = match get("advertised.listeners") {
             Some(v) => parse_listeners("advertised.listeners", v)?,
             None => listeners.clone(),
         };
+        for l in listeners.iter_mut().chain(advertised_listeners.iter_mut()) {
+            l.security_protocol = match protocol_map.get(&l.name) {
+                Some(p) => *p,
+                None => SecurityProtocol::parse(&l.name).ok_or_else(|| {
+                    invalid(
+                        "listener.security.protocol.map",
+                        get("listener.security.protocol.map").unwrap_or(""),
+                        &format!("no security protocol for listener {}", l.name),
+                    )
+                })?,
+            };
+        }
         let log_dirs: Vec<PathBuf> = get("log.dirs")
             .or(get("log.dir"))
             .unwrap_or("./strom-data")
@@ -497,7 +515,32 @@ fn group_config(raw: &BTreeMap<String, String>) -> Result<crate::group::GroupCon
     Ok(c)
 }
 
-/// Parses `NAME://host:port[,…]`. An empty host (`PLAINTEXT://:9092`) means
+/// Parses `listener.security.protocol.map` (`NAME:PROTOCOL,…`).
+fn parse_protocol_map(v: Option<&str>) -> Result<BTreeMap<String, SecurityProtocol>, ConfigError> {
+    const KEY: &str = "listener.security.protocol.map";
+    let mut out = BTreeMap::new();
+    for item in v
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let (name, proto) = item
+            .split_once(':')
+            .ok_or_else(|| invalid(KEY, item, "expected NAME:PROTOCOL"))?;
+        let p = SecurityProtocol::parse(proto.trim()).ok_or_else(|| {
+            invalid(
+                KEY,
+                item,
+                "protocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+            )
+        })?;
+        out.insert(name.trim().to_string(), p);
+    }
+    Ok(out)
+}
+
+/// Parses `NAME://host:port[,…]` (security protocols are set afterwards). An empty host (`PLAINTEXT://:9092`) means
 /// all interfaces, as in Kafka.
 pub fn parse_listeners(key: &str, v: &str) -> Result<Vec<Listener>, ConfigError> {
     let mut out = Vec::new();
@@ -519,6 +562,7 @@ pub fn parse_listeners(key: &str, v: &str) -> Result<Vec<Listener>, ConfigError>
             name: name.to_string(),
             host,
             port,
+            security_protocol: SecurityProtocol::Plaintext,
         });
     }
     if out.is_empty() {
@@ -561,6 +605,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn listener_security_protocols_come_from_the_map_or_the_name() {
+        let m = |pairs: &[(&str, &str)]| {
+            BrokerConfig::from_map(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        let c = m(&[
+            ("listeners", "SSL://:1,INTERNAL://:2"),
+            ("listener.security.protocol.map", "INTERNAL:SASL_PLAINTEXT"),
+        ])
+        .unwrap();
+        assert_eq!(c.listeners[0].security_protocol, SecurityProtocol::Ssl);
+        assert_eq!(
+            c.listeners[1].security_protocol,
+            SecurityProtocol::SaslPlaintext
+        );
+        assert!(m(&[("listeners", "INTERNAL://:2")]).is_err());
+        assert!(m(&[
+            ("listeners", "A://:2"),
+            ("listener.security.protocol.map", "A:KERBEROS")
+        ])
+        .is_err());
+    }
+
+    #[test]
     fn defaults_are_kafkas() {
         let c = BrokerConfig::from_map(BTreeMap::new()).unwrap();
         assert_eq!(c.node_id, 1);
@@ -569,7 +641,8 @@ mod tests {
             Listener {
                 name: "PLAINTEXT".into(),
                 host: "localhost".into(),
-                port: 9092
+                port: 9092,
+                security_protocol: SecurityProtocol::Plaintext,
             }
         );
         assert_eq!(c.log_dirs, vec![PathBuf::from("./strom-data")]);

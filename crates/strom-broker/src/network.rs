@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::handlers::{handle_frame, Outcome};
-use crate::security::KafkaPrincipal;
+use crate::security::{KafkaPrincipal, SecurityProtocol};
 
 /// What one connection knows about its peer; requests are handled against
 /// it, and the connection layer (TLS, SASL) fills in the principal.
@@ -26,6 +26,8 @@ pub struct Session {
     /// Name of the listener the connection came in on.
     pub listener: String,
     pub peer: SocketAddr,
+    /// The listener's `listener.security.protocol.map` entry.
+    pub security_protocol: SecurityProtocol,
     pub principal: Arc<KafkaPrincipal>,
 }
 
@@ -67,9 +69,16 @@ async fn connection(
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
+    let security_protocol = broker
+        .config
+        .listeners
+        .iter()
+        .find(|l| l.name == listener)
+        .map_or(SecurityProtocol::Plaintext, |l| l.security_protocol);
     let session = Session {
         listener,
         peer,
+        security_protocol,
         principal: Arc::new(KafkaPrincipal::anonymous()),
     };
     serve_stream(broker, stream, session, shutdown).await
