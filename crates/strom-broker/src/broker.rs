@@ -74,6 +74,8 @@ pub struct Broker {
     pub producer_ids: crate::txn::producer_ids::ProducerIdManager,
     /// Counters and histograms served on the admin listener's `/metrics`.
     pub metrics: BrokerMetrics,
+    /// ACL checks (`authorizer.class.name`); the ACLs are in the metadata image.
+    pub authorizer: crate::security::authorizer::Authorizer,
     log_manager: LogManager,
     /// Addresses clients are told to use, per listener name (ports resolved
     /// after binding, so `:0` works in tests).
@@ -143,7 +145,9 @@ impl Broker {
         let transactions = crate::txn::TransactionCoordinator::new(config.txn.clone());
         let producer_ids = crate::txn::producer_ids::ProducerIdManager::open(&config.log_dirs[0])
             .map_err(LogError::Io)?;
+        let authorizer = crate::security::authorizer::Authorizer::new(config.authorizer.clone());
         let broker = Arc::new(Broker {
+            authorizer,
             config,
             metadata,
             replicas,

@@ -78,6 +78,8 @@ pub struct BrokerConfig {
     pub admin_listener: Option<AdminListener>,
     /// Whether `strom.admin.listener` was given (a bind failure is then fatal).
     pub admin_listener_explicit: bool,
+    /// `authorizer.class.name`, `super.users`, `allow.everyone.if.no.acl.found`.
+    pub authorizer: crate::security::authorizer::AuthorizerConfig,
     /// Every key given, after overrides (for the start-up line).
     pub raw: BTreeMap<String, String>,
     /// Keys given that Strom does not use.
@@ -153,6 +155,10 @@ const KNOWN_KEYS: &[&str] = &[
     "compression.type",
     "min.insync.replicas",
     "unclean.leader.election.enable",
+    // the authorizer (issue 8)
+    "authorizer.class.name",
+    "super.users",
+    "allow.everyone.if.no.acl.found",
 ];
 
 impl BrokerConfig {
@@ -340,6 +346,8 @@ impl BrokerConfig {
 
         let group = group_config(&raw)?;
         let txn = txn_config(&raw)?;
+        let authorizer = crate::security::authorizer::AuthorizerConfig::from_raw(&raw)
+            .map_err(|(key, value, reason)| invalid(&key, &value, &reason))?;
         let ignored = raw
             .keys()
             .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
@@ -363,6 +371,7 @@ impl BrokerConfig {
             txn,
             admin_listener,
             admin_listener_explicit,
+            authorizer,
             raw,
             ignored,
         })

@@ -49,7 +49,8 @@ pub fn topic_error_code(e: &TopicError) -> ResponseError {
     }
 }
 
-fn metadata_error_code(e: &MetadataError) -> ResponseError {
+/// Kafka's error code when the metadata image cannot be changed.
+pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
     match e {
         MetadataError::Io { .. }
         | MetadataError::Corrupt { .. }

@@ -18,6 +18,9 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::security::acl::AclBinding;
+use crate::security::authorizer::AclIndex;
+
 /// One topic as every broker sees it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TopicMetadata {
@@ -37,6 +40,8 @@ pub struct MetadataImage {
     pub cluster_id: String,
     topics: BTreeMap<String, Arc<TopicMetadata>>,
     by_id: HashMap<Uuid, String>,
+    /// ACLs, indexed for the authorizer (rebuilt only when they change).
+    acls: Arc<AclIndex>,
 }
 
 impl MetadataImage {
@@ -49,6 +54,10 @@ impl MetadataImage {
     /// Topics in name order.
     pub fn topics(&self) -> impl Iterator<Item = &Arc<TopicMetadata>> {
         self.topics.values()
+    }
+    /// Every ACL, indexed for authorization.
+    pub fn acls(&self) -> &AclIndex {
+        &self.acls
     }
     fn insert(&mut self, t: TopicMetadata) {
         self.by_id.insert(t.id, t.name.clone());
@@ -66,6 +75,8 @@ struct PersistedImage {
     version: u32,
     cluster_id: String,
     topics: Vec<TopicMetadata>,
+    #[serde(default)]
+    acls: Vec<AclBinding>,
 }
 
 /// Errors loading or saving metadata.
@@ -123,6 +134,7 @@ impl MetadataStore {
                 for t in p.topics {
                     image.insert(t);
                 }
+                image.acls = Arc::new(AclIndex::new(p.acls));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 image.cluster_id = existing_cluster_id(log_dirs).unwrap_or_else(new_cluster_id);
@@ -168,6 +180,21 @@ impl MetadataStore {
         })
     }
 
+    /// Replaces the ACL set with what `f` makes of the current one,
+    /// persisted before it takes effect; `f`'s other result is passed back.
+    pub fn update_acls<R>(
+        &self,
+        f: impl FnOnce(&AclIndex) -> (AclIndex, R),
+    ) -> Result<R, MetadataError> {
+        let mut out = None;
+        self.update(|img| {
+            let (next, r) = f(&img.acls);
+            img.acls = Arc::new(next);
+            out = Some(r);
+        })?;
+        Ok(out.expect("update ran"))
+    }
+
     fn update(
         &self,
         f: impl FnOnce(&mut MetadataImage),
@@ -186,6 +213,7 @@ impl MetadataStore {
             version: 1,
             cluster_id: img.cluster_id.clone(),
             topics: img.topics().map(|t| (**t).clone()).collect(),
+            acls: img.acls.bindings().cloned().collect(),
         };
         let bytes = serde_json::to_vec_pretty(&p).expect("metadata serializes");
         write_atomically(&self.file, &bytes).map_err(io_err(&self.file))

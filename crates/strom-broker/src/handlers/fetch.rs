@@ -33,6 +33,7 @@ use crate::fetch_session::{
     PartitionKey, SessionError, SessionPartition, FINAL_EPOCH, INITIAL_EPOCH,
 };
 use crate::partition::{IsolationLevel, Partition};
+use crate::security::acl::{AclOperation, ResourceType};
 
 /// One partition the fetch considers, resolved against the image.
 struct Target {
@@ -154,11 +155,32 @@ pub async fn handle(
         }
     };
 
+    // Kafka: a follower needs ClusterAction, a consumer Read on each topic
+    // (checked on every fetch, session partitions included).
+    let follower = req.replica_id.0.max(req.replica_state.replica_id.0) >= 0;
+    let follower_ok = !follower || ctx.authorize_cluster(broker, AclOperation::ClusterAction);
+    let mut last_auth: Option<(String, bool)> = None;
     let targets: Vec<Target> = targets_in
         .into_iter()
         .map(|(key, sp, current_leader_epoch, topic_error)| {
+            let authorized = follower_ok
+                && (follower
+                    || match &last_auth {
+                        Some((t, ok)) if *t == key.0 => *ok,
+                        _ => {
+                            let ok = ctx.authorize(
+                                broker,
+                                AclOperation::Read,
+                                ResourceType::Topic,
+                                &key.0,
+                            );
+                            last_auth = Some((key.0.clone(), ok));
+                            ok
+                        }
+                    });
             let partition = match topic_error {
                 Some(e) => Err(e),
+                None if !authorized => Err(ResponseError::TopicAuthorizationFailed),
                 None => broker
                     .replicas
                     .partition(&key.0, key.1)

@@ -16,6 +16,8 @@ use super::RequestContext;
 use crate::broker::{Broker, NewTopic};
 use crate::errors::topic_error_code;
 use crate::metadata::TopicMetadata;
+use crate::security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
+use crate::security::check;
 
 /// Kafka's AclOperation codes as a bit set: what an unauthorized-free broker
 /// allows on a topic (READ..ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS).
@@ -57,15 +59,30 @@ pub async fn handle(
     let mut topics = Vec::new();
     if all_topics {
         let image = broker.metadata.image();
+        // Kafka lists only the topics the principal may Describe.
         for t in image.topics() {
-            topics.push(topic_response(broker, t, topic_ops));
+            if ctx.may(broker, AclOperation::Describe, ResourceType::Topic, &t.name) {
+                topics.push(topic_response(broker, t, topic_ops));
+            }
         }
     } else {
         let auto_create = req.allow_auto_topic_creation && broker.config.auto_create_topics_enable;
         for requested in req.topics.unwrap_or_default() {
             topics.push(match requested.name {
-                Some(name) => named_topic(broker, name, auto_create, topic_ops).await,
-                None => by_id(broker, requested.topic_id, topic_ops),
+                Some(name)
+                    if !ctx.authorize(
+                        broker,
+                        AclOperation::Describe,
+                        ResourceType::Topic,
+                        &name,
+                    ) =>
+                {
+                    MetadataResponseTopic::default()
+                        .with_name(Some(name))
+                        .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                }
+                Some(name) => named_topic(broker, ctx, name, auto_create, topic_ops).await,
+                None => by_id(broker, ctx, requested.topic_id, topic_ops),
             });
         }
     }
@@ -78,13 +95,30 @@ pub async fn handle(
         .with_controller_id(BrokerId(broker.node_id()))
         .with_topics(topics);
     if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
-        resp.cluster_authorized_operations = CLUSTER_OPERATIONS;
+        resp.cluster_authorized_operations = ctx.authorized_operations(
+            broker,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+            check::CLUSTER_OPERATIONS,
+        );
+    }
+    if req.include_topic_authorized_operations && broker.authorizer.enabled() {
+        for t in resp.topics.iter_mut().filter(|t| t.error_code == 0) {
+            let name = t.name.as_ref().map_or("", |n| n.as_str());
+            t.topic_authorized_operations = ctx.authorized_operations(
+                broker,
+                ResourceType::Topic,
+                name,
+                check::TOPIC_OPERATIONS,
+            );
+        }
     }
     resp
 }
 
 async fn named_topic(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     name: TopicName,
     auto_create: bool,
     ops: i32,
@@ -114,6 +148,16 @@ async fn named_topic(
             Err(e) => error(e.code()),
         };
     }
+    // Auto-creation needs Create on the cluster or on the topic.
+    if !ctx.may(
+        broker,
+        AclOperation::Create,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) && !ctx.authorize(broker, AclOperation::Create, ResourceType::Topic, &name)
+    {
+        return error(ResponseError::TopicAuthorizationFailed);
+    }
     let new = NewTopic {
         name: name.to_string(),
         num_partitions: -1,
@@ -134,8 +178,13 @@ async fn named_topic(
     }
 }
 
-fn by_id(broker: &Arc<Broker>, id: Uuid, ops: i32) -> MetadataResponseTopic {
+fn by_id(broker: &Arc<Broker>, ctx: &RequestContext, id: Uuid, ops: i32) -> MetadataResponseTopic {
     match broker.metadata.image().topic_by_id(&id) {
+        Some(t) if !ctx.authorize(broker, AclOperation::Describe, ResourceType::Topic, &t.name) => {
+            MetadataResponseTopic::default()
+                .with_topic_id(id)
+                .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+        }
         Some(t) => topic_response(broker, t, ops),
         None => MetadataResponseTopic::default()
             .with_topic_id(id)

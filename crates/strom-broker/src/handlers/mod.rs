@@ -22,11 +22,14 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -198,6 +201,9 @@ api_registry! {
     ListTransactions => list_transactions::ListTransactionsRequest, 0..=1;
     ConsumerGroupHeartbeat => consumer_group_heartbeat::ConsumerGroupHeartbeatRequest, 0..=1;
     ConsumerGroupDescribe => consumer_group_describe::ConsumerGroupDescribeRequest, 0..=1;
+    DescribeAcls => describe_acls::DescribeAclsRequest, 1..=3;
+    CreateAcls => create_acls::CreateAclsRequest, 1..=3;
+    DeleteAcls => delete_acls::DeleteAclsRequest, 1..=3;
 }
 
 /// The version range this broker accepts for `key`, if any.

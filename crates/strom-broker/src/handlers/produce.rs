@@ -20,6 +20,7 @@ use crate::broker::{now_ms, Broker};
 use crate::errors::log_error_code;
 use crate::handlers::metadata::is_internal;
 use crate::metrics::TopicMetrics;
+use crate::security::acl::{AclOperation, ResourceType};
 
 enum Pending {
     Appending(JoinHandle<Result<LogAppendInfo, LogError>>),
@@ -37,10 +38,18 @@ pub async fn handle(
 
     // Start every partition's append first, then collect: they run in parallel.
     let mut pending: Vec<(usize, i32, Pending)> = Vec::new();
+    let txn_authorized = req.transactional_id.as_ref().is_none_or(|id| {
+        ctx.authorize(broker, AclOperation::Write, ResourceType::TransactionalId, id)
+    });
     for (ti, topic) in req.topic_data.iter().enumerate() {
+        let authorized = ctx.authorize(broker, AclOperation::Write, ResourceType::Topic, &topic.name);
         for p in &topic.partition_data {
             let state = if !acks_valid {
                 Pending::Failed(ResponseError::InvalidRequiredAcks, None)
+            } else if !txn_authorized {
+                Pending::Failed(ResponseError::TransactionalIdAuthorizationFailed, None)
+            } else if !authorized {
+                Pending::Failed(ResponseError::TopicAuthorizationFailed, None)
             } else if is_internal(topic.name.as_str()) {
                 Pending::Failed(
                     ResponseError::InvalidTopicException,

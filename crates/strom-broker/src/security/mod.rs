@@ -7,6 +7,10 @@
 
 use std::fmt;
 
+pub mod acl;
+pub mod authorizer;
+pub mod check;
+
 /// Kafka's `KafkaPrincipal`: a type (`User`) and a name. Unauthenticated
 /// connections are `User:ANONYMOUS`, as in Kafka.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
