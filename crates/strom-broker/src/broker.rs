@@ -76,6 +76,8 @@ pub struct Broker {
     pub metrics: BrokerMetrics,
     /// ACL checks (`authorizer.class.name`); the ACLs are in the metadata image.
     pub authorizer: crate::security::authorizer::Authorizer,
+    /// Client quotas: configuration resolved per entity, rate sensors.
+    pub quotas: crate::quota::QuotaManager,
     log_manager: LogManager,
     /// Addresses clients are told to use, per listener name (ports resolved
     /// after binding, so `:0` works in tests).
@@ -145,9 +147,11 @@ impl Broker {
         let transactions = crate::txn::TransactionCoordinator::new(config.txn.clone());
         let producer_ids = crate::txn::producer_ids::ProducerIdManager::open(&config.log_dirs[0])
             .map_err(LogError::Io)?;
+        let quotas = crate::quota::QuotaManager::new(config.quota.clone(), &image.client_quotas);
         let authorizer = crate::security::authorizer::Authorizer::new(config.authorizer.clone());
         let broker = Arc::new(Broker {
             authorizer,
+            quotas,
             config,
             metadata,
             replicas,

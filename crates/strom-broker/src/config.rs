@@ -73,6 +73,8 @@ pub struct BrokerConfig {
     pub group: crate::group::GroupConfig,
     /// Producer ids and transactions (`transaction.*`, `producer.id.*`).
     pub txn: crate::txn::TxnConfig,
+    /// Client quota windows (`quota.window.*`, `controller.quota.window.*`).
+    pub quota: crate::quota::QuotaConfig,
     /// `strom.admin.listener` (`host:port`, default `127.0.0.1:9644`; empty
     /// disables it).
     pub admin_listener: Option<AdminListener>,
@@ -88,6 +90,11 @@ pub struct BrokerConfig {
 
 /// Keys Strom reads; everything else is reported as ignored.
 const KNOWN_KEYS: &[&str] = &[
+    // client quotas (issue 8)
+    "quota.window.num",
+    "quota.window.size.seconds",
+    "controller.quota.window.num",
+    "controller.quota.window.size.seconds",
     "node.id",
     "broker.id",
     "listeners",
@@ -348,6 +355,8 @@ impl BrokerConfig {
         let txn = txn_config(&raw)?;
         let authorizer = crate::security::authorizer::AuthorizerConfig::from_raw(&raw)
             .map_err(|(key, value, reason)| invalid(&key, &value, &reason))?;
+        let quota = crate::quota::QuotaConfig::from_raw(&raw)
+            .map_err(|(key, value, reason)| invalid(&key, &value, &reason))?;
         let ignored = raw
             .keys()
             .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
@@ -369,6 +378,7 @@ impl BrokerConfig {
             log,
             group,
             txn,
+            quota,
             admin_listener,
             admin_listener_explicit,
             authorizer,

@@ -16,6 +16,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod network;
 pub mod partition;
+pub mod quota;
 pub mod replica_manager;
 pub mod security;
 pub mod topic;

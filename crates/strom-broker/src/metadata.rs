@@ -38,6 +38,8 @@ pub struct TopicMetadata {
 #[derive(Clone, Debug, Default)]
 pub struct MetadataImage {
     pub cluster_id: String,
+    /// Client quotas (user / client-id entities), see `crate::quota`.
+    pub client_quotas: Arc<crate::quota::ClientQuotas>,
     topics: BTreeMap<String, Arc<TopicMetadata>>,
     by_id: HashMap<Uuid, String>,
     /// ACLs, indexed for the authorizer (rebuilt only when they change).
@@ -74,6 +76,8 @@ impl MetadataImage {
 struct PersistedImage {
     version: u32,
     cluster_id: String,
+    #[serde(default)]
+    client_quotas: crate::quota::ClientQuotas,
     topics: Vec<TopicMetadata>,
     #[serde(default)]
     acls: Vec<AclBinding>,
@@ -131,6 +135,7 @@ impl MetadataStore {
                         reason: e.to_string(),
                     })?;
                 image.cluster_id = p.cluster_id;
+                image.client_quotas = Arc::new(p.client_quotas);
                 for t in p.topics {
                     image.insert(t);
                 }
@@ -173,6 +178,14 @@ impl MetadataStore {
         self.update(|img| img.insert(t))
     }
 
+    /// Replaces the client quotas, persisted before they take effect.
+    pub fn set_client_quotas(
+        &self,
+        quotas: crate::quota::ClientQuotas,
+    ) -> Result<Arc<MetadataImage>, MetadataError> {
+        self.update(|img| img.client_quotas = Arc::new(quotas))
+    }
+
     /// Removes a topic (persisted before it disappears from the image).
     pub fn remove_topic(&self, name: &str) -> Result<Arc<MetadataImage>, MetadataError> {
         self.update(|img| {
@@ -212,6 +225,7 @@ impl MetadataStore {
         let p = PersistedImage {
             version: 1,
             cluster_id: img.cluster_id.clone(),
+            client_quotas: (*img.client_quotas).clone(),
             topics: img.topics().map(|t| (**t).clone()).collect(),
             acls: img.acls.bindings().cloned().collect(),
         };

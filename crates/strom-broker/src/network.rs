@@ -29,6 +29,9 @@ pub struct Session {
     /// The listener's `listener.security.protocol.map` entry.
     pub security_protocol: SecurityProtocol,
     pub principal: Arc<KafkaPrincipal>,
+    /// Client quota state: cached resolution, and the mute owed after a
+    /// throttled response.
+    pub quota: crate::quota::SessionQuota,
 }
 
 /// Accepts connections until `shutdown` flips to true.
@@ -80,6 +83,7 @@ async fn connection(
         peer,
         security_protocol,
         principal: Arc::new(KafkaPrincipal::anonymous()),
+        quota: Default::default(),
     };
     serve_stream(broker, stream, session, shutdown).await
 }
@@ -135,6 +139,15 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
         // Coalesce answers to pipelined requests; flush once nothing is queued.
         if reader.buffer().is_empty() {
             writer.flush().await?;
+        }
+        // A throttled client: send its answer, then read nothing more until
+        // the throttle time has passed (Kafka mutes the channel).
+        if let Some(mute) = session.quota.take_mute() {
+            writer.flush().await?;
+            tokio::select! {
+                _ = tokio::time::sleep(mute) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
         }
     }
 }

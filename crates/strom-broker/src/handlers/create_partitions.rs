@@ -15,7 +15,7 @@ use crate::errors::topic_error_code;
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut seen = HashSet::new();
@@ -25,6 +25,7 @@ pub async fn handle(
         .filter(|t| !seen.insert(t.name.to_string()))
         .map(|t| t.name.to_string())
         .collect();
+    let mut mutation = broker.quotas.controller_mutation(ctx);
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
@@ -41,6 +42,24 @@ pub async fn handle(
             ));
             continue;
         }
+        if let Some(mq) = mutation.as_mut().filter(|_| !req.validate_only) {
+            let current = broker
+                .metadata
+                .image()
+                .topic(t.name.as_str())
+                .map_or(t.count, |m| m.partitions);
+            // KIP-599: v3+ refuses topics beyond the quota.
+            if mq
+                .record((t.count - current).max(0) as u32, ctx.version() >= 3)
+                .is_err()
+            {
+                results.push(fail(
+                    ResponseError::ThrottlingQuotaExceeded,
+                    crate::quota::THROTTLING_QUOTA_EXCEEDED_MESSAGE.into(),
+                ));
+                continue;
+            }
+        }
         let assignments = t.assignments.map(|a| {
             a.into_iter()
                 .map(|x| x.broker_ids.into_iter().map(|b| b.0).collect())
@@ -54,5 +73,7 @@ pub async fn handle(
             Err(e) => results.push(fail(topic_error_code(&e), e.to_string())),
         }
     }
-    CreatePartitionsResponse::default().with_results(results)
+    CreatePartitionsResponse::default()
+        .with_results(results)
+        .with_throttle_time_ms(mutation.map_or(0, |m| m.throttle_time_ms()))
 }

@@ -19,7 +19,7 @@ const DYNAMIC_TOPIC_CONFIG: i8 = 1;
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
@@ -30,6 +30,7 @@ pub async fn handle(
         .map(|t| t.name.to_string())
         .collect();
 
+    let mut mutation = broker.quotas.controller_mutation(ctx);
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let failed = |code: ResponseError, msg: String| {
@@ -66,6 +67,22 @@ pub async fn handle(
                 format!("Null value not supported for topic configs: {name}"),
             ));
             continue;
+        }
+        if let Some(mq) = mutation.as_mut().filter(|_| !req.validate_only) {
+            let n = match (t.assignments.len(), t.num_partitions) {
+                (0, -1) => broker.config.num_partitions,
+                (0, n) => n,
+                (n, _) => n as i32,
+            };
+            // KIP-599: v6+ refuses topics beyond the quota; older versions
+            // are throttled silently.
+            if mq.record(n.max(0) as u32, ctx.version() >= 6).is_err() {
+                results.push(failed(
+                    ResponseError::ThrottlingQuotaExceeded,
+                    crate::quota::THROTTLING_QUOTA_EXCEEDED_MESSAGE.into(),
+                ));
+                continue;
+            }
         }
         let new = NewTopic {
             name: t.name.to_string(),
@@ -111,5 +128,7 @@ pub async fn handle(
             Err(e) => results.push(failed(topic_error_code(&e), e.to_string())),
         }
     }
-    CreateTopicsResponse::default().with_topics(results)
+    CreateTopicsResponse::default()
+        .with_topics(results)
+        .with_throttle_time_ms(mutation.map_or(0, |m| m.throttle_time_ms()))
 }

@@ -29,6 +29,7 @@ pub async fn handle(
             .map(|n| (Some(n), Uuid::nil()))
             .collect()
     };
+    let mut mutation = broker.quotas.controller_mutation(ctx);
     let mut responses = Vec::with_capacity(wanted.len());
     for (name, id) in wanted {
         let result = DeletableTopicResult::default()
@@ -65,6 +66,24 @@ pub async fn handle(
             responses.push(fail(code, None));
             continue;
         };
+        if let Some(mq) = mutation.as_mut() {
+            let partitions = broker
+                .metadata
+                .image()
+                .topic(&topic)
+                .map_or(0, |m| m.partitions);
+            // KIP-599: v5+ refuses topics beyond the quota.
+            if mq
+                .record(partitions.max(0) as u32, ctx.version() >= 5)
+                .is_err()
+            {
+                responses.push(fail(
+                    ResponseError::ThrottlingQuotaExceeded,
+                    Some(crate::quota::THROTTLING_QUOTA_EXCEEDED_MESSAGE.into()),
+                ));
+                continue;
+            }
+        }
         match broker.delete_topic(&topic).await {
             Ok(deleted_id) => responses.push(
                 result
@@ -74,5 +93,7 @@ pub async fn handle(
             Err(e) => responses.push(fail(topic_error_code(&e), Some(e.to_string()))),
         }
     }
-    DeleteTopicsResponse::default().with_responses(responses)
+    DeleteTopicsResponse::default()
+        .with_responses(responses)
+        .with_throttle_time_ms(mutation.map_or(0, |m| m.throttle_time_ms()))
 }

@@ -18,6 +18,7 @@ use crate::security::KafkaPrincipal;
 
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
+pub mod alter_client_quotas;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod consumer_group_describe;
@@ -29,6 +30,7 @@ pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_client_quotas;
 pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
@@ -145,15 +147,25 @@ macro_rules! api_registry {
         /// Kafka 4.0's minimums (KIP-896).
         pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[ $( (ApiKey::$key, $min, $max), )* ];
 
-        async fn dispatch(broker: &Arc<Broker>, ctx: &RequestContext, key: ApiKey, body: &mut Bytes) -> Outcome {
+        async fn dispatch(broker: &Arc<Broker>, ctx: &RequestContext, key: ApiKey, body: &mut Bytes, quota: &mut crate::quota::SessionQuota) -> Outcome {
             let version = ctx.version();
+            let frame_len = body.len();
             match key {
                 $( ApiKey::$key => {
                     let req = match kafka_protocol::messages::$req::decode(body, version) {
                         Ok(r) => r,
                         Err(e) => return Outcome::Close(format!("cannot decode {key:?} v{version}: {e}")),
                     };
-                    match $module::handle(broker, ctx, req).await.into_outcome(ctx) {
+                    let measure = broker.quotas.enabled(crate::quota::QuotaType::Request);
+                    let (mut reply, nanos) = crate::quota::timed(measure, $module::handle(broker, ctx, req)).await;
+                    {
+                        #[allow(unused_imports)] // each arm uses one of the two
+                        use crate::quota::{ViaNoQuotaResponse as _, ViaQuotaResponse as _};
+                        let mut slot = crate::quota::QuotaSlot(&mut reply);
+                        let response = (&mut slot).quota_response();
+                        crate::quota::settle(broker, ctx, quota, key, frame_len, nanos, response);
+                    }
+                    match reply.into_outcome(ctx) {
                         Outcome::Close(why) => Outcome::Close(format!("{key:?} v{version}: {why}")),
                         other => other,
                     }
@@ -204,6 +216,8 @@ api_registry! {
     DescribeAcls => describe_acls::DescribeAclsRequest, 1..=3;
     CreateAcls => create_acls::CreateAclsRequest, 1..=3;
     DeleteAcls => delete_acls::DeleteAclsRequest, 1..=3;
+    DescribeClientQuotas => describe_client_quotas::DescribeClientQuotasRequest, 0..=1;
+    AlterClientQuotas => alter_client_quotas::AlterClientQuotasRequest, 0..=1;
 }
 
 /// The version range this broker accepts for `key`, if any.
@@ -265,7 +279,7 @@ pub async fn handle_frame(
         principal: session.principal.clone(),
     };
     let started = std::time::Instant::now();
-    let outcome = dispatch(broker, &ctx, key, &mut frame).await;
+    let outcome = dispatch(broker, &ctx, key, &mut frame, &mut session.quota).await;
     broker.metrics.observe_request(key, started.elapsed());
     outcome
 }
