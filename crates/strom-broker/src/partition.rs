@@ -12,7 +12,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use strom_protocol::batch::{BatchIter, Compression};
 use strom_protocol::records::{decode_records, encode_batch_with, BatchOptions};
 use strom_protocol::{LeaderEpoch, Offset};
@@ -104,6 +104,37 @@ pub struct Partition {
     changed: Notify,
 }
 
+/// Appends the producer batches of one request: every partition's write
+/// first, then each one's flush policy (so with fsync-before-ack the
+/// fsyncs come after all the writes) and high-watermark move. Returns one
+/// result per append, in order. Blocks: blocking pool only.
+pub fn append_all(
+    appends: &[(Arc<Partition>, Bytes)],
+    now_ms: i64,
+) -> Vec<Result<LogAppendInfo, LogError>> {
+    let mut results: Vec<Result<LogAppendInfo, LogError>> = appends
+        .iter()
+        .map(|(p, records)| p.write_append(records, now_ms))
+        .collect();
+    for ((p, _), r) in appends.iter().zip(results.iter_mut()) {
+        if let Ok(info) = r {
+            if let Err(e) = p.complete_append(info) {
+                *r = Err(e);
+            }
+        }
+    }
+    results
+}
+
+/// Runs [`append_all`] on the blocking pool: one task per produce request,
+/// however many partitions it carries.
+pub fn start_appends(
+    appends: Vec<(Arc<Partition>, Bytes)>,
+    now_ms: i64,
+) -> JoinHandle<Vec<Result<LogAppendInfo, LogError>>> {
+    tokio::task::spawn_blocking(move || append_all(&appends, now_ms))
+}
+
 impl Partition {
     pub fn new(
         topic_partition: TopicPartition,
@@ -128,19 +159,14 @@ impl Partition {
     /// policy and the high watermark covers them.
     pub fn start_append(
         self: &Arc<Self>,
-        records: BytesMut,
+        records: impl Into<Bytes>,
         now_ms: i64,
     ) -> JoinHandle<Result<LogAppendInfo, LogError>> {
-        self.spawn_append(records, now_ms, |log, records, epoch, now| {
-            // `compression.type` other than `producer`: batches of another
-            // codec are recompressed (the only produce-path decompression).
-            match log.config().compression {
-                Some(target) => match recompress(records, target)? {
-                    Some(mut converted) => log.append_as_leader(&mut converted, epoch, now),
-                    None => log.append_as_leader(records, epoch, now),
-                },
-                None => log.append_as_leader(records, epoch, now),
-            }
+        let appends = vec![(self.clone(), records.into())];
+        tokio::task::spawn_blocking(move || {
+            append_all(&appends, now_ms)
+                .pop()
+                .expect("one result per append")
         })
     }
 
@@ -148,24 +174,43 @@ impl Partition {
     /// resolves like [`Partition::start_append`].
     pub fn start_append_control(
         self: &Arc<Self>,
-        records: BytesMut,
+        records: impl Into<Bytes>,
         now_ms: i64,
     ) -> JoinHandle<Result<LogAppendInfo, LogError>> {
-        self.spawn_append(records, now_ms, Log::append_control)
-    }
-
-    fn spawn_append(
-        self: &Arc<Self>,
-        mut records: BytesMut,
-        now_ms: i64,
-        append: fn(&Log, &mut [u8], LeaderEpoch, i64) -> Result<LogAppendInfo, LogError>,
-    ) -> JoinHandle<Result<LogAppendInfo, LogError>> {
-        let this = self.clone();
+        let (this, records) = (self.clone(), records.into());
         tokio::task::spawn_blocking(move || {
-            let info = append(&this.log, &mut records, this.leader_epoch, now_ms)?;
+            let info = this
+                .log
+                .append_control(&records, this.leader_epoch, now_ms)?;
             this.advance_high_watermark(info.last_offset.plus(1));
             Ok(info)
         })
+    }
+
+    /// Writes producer batches as leader, without the flush policy's fsync
+    /// (see [`Partition::complete_append`]). Blocks: blocking pool only.
+    fn write_append(&self, records: &[u8], now_ms: i64) -> Result<LogAppendInfo, LogError> {
+        let log = &self.log;
+        // `compression.type` other than `producer`: batches of another
+        // codec are recompressed (the only produce-path decompression).
+        match log.config().compression {
+            Some(target) => match recompress(records, target)? {
+                Some(converted) => {
+                    log.append_as_leader_unflushed(&converted, self.leader_epoch, now_ms)
+                }
+                None => log.append_as_leader_unflushed(records, self.leader_epoch, now_ms),
+            },
+            None => log.append_as_leader_unflushed(records, self.leader_epoch, now_ms),
+        }
+    }
+
+    /// Makes a written append durable per the flush policy, then moves the
+    /// high watermark over it (so consumers never see what an fsync-before-ack
+    /// log has not synced). Blocks: blocking pool only.
+    fn complete_append(&self, info: &LogAppendInfo) -> Result<(), LogError> {
+        self.log.flush_appended(info)?;
+        self.advance_high_watermark(info.last_offset.plus(1));
+        Ok(())
     }
 
     fn advance_high_watermark(&self, hw: Offset) {

@@ -14,6 +14,7 @@ mod group;
 mod kafka;
 mod output;
 mod perf;
+mod quota;
 mod raw;
 mod server;
 mod topic;
@@ -64,6 +65,9 @@ enum Command {
     /// Benchmarks on librdkafka, like kafka-producer-perf-test / kafka-consumer-perf-test.
     #[command(subcommand)]
     Perf(perf::PerfCmd),
+    /// Client quotas: alter, describe (like kafka-configs --entity-type users|clients).
+    #[command(subcommand)]
+    Quota(quota::QuotaCmd),
 }
 
 /// What a client command gets: where the cluster is and how to print.
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
         Command::Cluster(cmd) => cluster::run(&ctx, cmd),
         Command::Group(cmd) => group::run(&ctx, cmd),
         Command::Perf(cmd) => perf::run(&ctx, cmd),
+        Command::Quota(cmd) => quota::run(&ctx, cmd),
     };
     match result {
         Ok(code) => code,

@@ -21,13 +21,14 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::ops::Bound;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
-use strom_protocol::batch::{batch_size, BatchIter, BatchMut, BatchView, LOG_OVERHEAD};
+use strom_protocol::batch::{
+    batch_size, BatchIter, BatchMut, BatchView, HEADER_SIZE, LOG_OVERHEAD,
+};
 use strom_protocol::records::decode_records;
 use strom_protocol::{LeaderEpoch, Offset, ProducerId, TimestampType};
 use tracing::{info, warn};
@@ -584,8 +585,13 @@ impl Log {
     }
 
     /// Checks every batch of a produce request without touching the log.
-    /// Returns `(position, size)` of each batch.
-    fn validate(&self, cfg: &LogConfig, records: &[u8]) -> Result<Vec<(usize, usize)>, LogError> {
+    /// Returns `(position, size, CRC-32C of the records part)` of each batch:
+    /// the one CRC pass over the data also serves a `LogAppendTime` stamp.
+    fn validate(
+        &self,
+        cfg: &LogConfig,
+        records: &[u8],
+    ) -> Result<Vec<(usize, usize, u32)>, LogError> {
         if records.is_empty() {
             return Err(LogError::CorruptRecord("empty record set".into()));
         }
@@ -610,7 +616,7 @@ impl Log {
                     max: cfg.max_message_bytes,
                 });
             }
-            b.verify_crc()?;
+            let records_crc = b.verify_crc_records()?;
             if b.record_count() == 0 {
                 return Err(LogError::InvalidRecord(
                     "record batch has no records".into(),
@@ -644,7 +650,7 @@ impl Log {
                     )));
                 }
             }
-            out.push((pos, b.size()));
+            out.push((pos, b.size(), records_crc));
             pos += b.size();
         }
         if records.len() as u64 > cfg.segment_bytes {
@@ -659,7 +665,8 @@ impl Log {
     /// Appends the batches of a produce request as leader: validates all of
     /// them (nothing is written on error), assigns offsets from the log end,
     /// stamps the leader epoch (and `LogAppendTime`), writes them with one
-    /// write, and fsyncs per the flush mode.
+    /// write, and fsyncs per the flush mode. `records` is not modified: the
+    /// patched headers are written from copies, the records verbatim.
     ///
     /// Batches with a producer id are checked against the producer state
     /// first (per batch, from the header): a retry of a batch still in the
@@ -669,27 +676,65 @@ impl Log {
     /// [`Log::append_control`] writes transaction markers.
     pub fn append_as_leader(
         &self,
-        records: &mut [u8],
+        records: &[u8],
+        leader_epoch: LeaderEpoch,
+        now_ms: i64,
+    ) -> Result<LogAppendInfo, LogError> {
+        let info = self.append_inner(records, leader_epoch, now_ms, false)?;
+        self.flush_appended(&info)?;
+        Ok(info)
+    }
+
+    /// [`Log::append_as_leader`] without the flush: the batches are written
+    /// and visible to [`Log::log_end_offset`], but not durable under
+    /// `strom.flush.mode=always` until [`Log::flush_appended`] returns. Lets a
+    /// caller write the next appends while an fsync runs (group commit).
+    pub fn append_as_leader_unflushed(
+        &self,
+        records: &[u8],
         leader_epoch: LeaderEpoch,
         now_ms: i64,
     ) -> Result<LogAppendInfo, LogError> {
         self.append_inner(records, leader_epoch, now_ms, false)
     }
 
+    /// Applies the flush policy to an append made with
+    /// [`Log::append_as_leader_unflushed`]: with `strom.flush.mode=always`,
+    /// returns once everything up to the append's last offset is fsynced
+    /// (one fsync covers every append written before it started; a
+    /// duplicate waits for its original); with `flush.messages`, fsyncs when
+    /// that many messages are unflushed.
+    pub fn flush_appended(&self, info: &LogAppendInfo) -> Result<(), LogError> {
+        let next = info.last_offset.plus(1);
+        match self.config().flush_mode {
+            FlushMode::Always => self.flush_to(next, true, false),
+            FlushMode::Policy => match self.config().flush_messages {
+                Some(n) if next.0 - self.flushed_to.load(Ordering::Acquire) >= n as i64 => {
+                    self.flush_to(next, true, false)
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
     /// Appends coordinator-written batches, COMMIT/ABORT markers included
     /// (Kafka's `AppendOrigin.COORDINATOR`).
     pub fn append_control(
         &self,
-        records: &mut [u8],
+        records: &[u8],
         leader_epoch: LeaderEpoch,
         now_ms: i64,
     ) -> Result<LogAppendInfo, LogError> {
-        self.append_inner(records, leader_epoch, now_ms, true)
+        let info = self.append_inner(records, leader_epoch, now_ms, true)?;
+        self.flush_appended(&info)?;
+        Ok(info)
     }
 
+    /// Validates, assigns offsets and writes; no flush (see
+    /// [`Log::flush_appended`]).
     fn append_inner(
         &self,
-        records: &mut [u8],
+        records: &[u8],
         leader_epoch: LeaderEpoch,
         now_ms: i64,
         allow_control: bool,
@@ -721,19 +766,28 @@ impl Log {
         let mut max_ts = i64::MIN;
         let mut record_count = 0i64;
         let mut metas = Vec::with_capacity(batches.len());
-        for &(pos, size) in &batches {
-            let bytes = &mut records[pos..pos + size];
-            let mut m = BatchMut::new(bytes);
+        // The request's buffer stays read-only (no copy of the data): each
+        // batch's header is patched in a copy and written in its place.
+        let mut headers: Vec<[u8; HEADER_SIZE]> = Vec::with_capacity(batches.len());
+        for &(pos, size, records_crc) in &batches {
+            let bytes = &records[pos..pos + size];
+            let v = BatchView::parse(bytes)?;
+            let mut header: [u8; HEADER_SIZE] = bytes[..HEADER_SIZE].try_into().unwrap();
+            let mut m = BatchMut::new(&mut header);
             m.set_base_offset(next);
             m.set_partition_leader_epoch(leader_epoch);
-            if append_time {
-                m.set_log_append_time(now_ms);
-            }
-            let v = BatchView::parse(bytes)?;
-            metas.push((pos as u64, v.last_offset(), v.max_timestamp(), size as u64));
-            max_ts = max_ts.max(v.max_timestamp());
+            let batch_max_ts = if append_time {
+                m.set_log_append_time_body_crc(now_ms, records_crc, size - HEADER_SIZE);
+                now_ms
+            } else {
+                v.max_timestamp()
+            };
+            headers.push(header);
+            let batch_last = next.plus(v.last_offset_delta() as i64);
+            metas.push((pos as u64, batch_last, batch_max_ts, size as u64));
+            max_ts = max_ts.max(batch_max_ts);
             record_count += v.record_count() as i64;
-            next = v.next_offset();
+            next = batch_last.plus(1);
         }
         let last = next.plus(-1);
 
@@ -751,7 +805,7 @@ impl Log {
                 seg.base,
             )
         };
-        if let Err(e) = file.write_all_at(records, pos) {
+        if let Err(e) = write_batches_at(&file, pos, records, &batches, &headers) {
             let _ = file.set_len(pos);
             return Err(e.into());
         }
@@ -796,17 +850,6 @@ impl Log {
         }
         drop(guard);
 
-        match cfg.flush_mode {
-            FlushMode::Always => self.flush_to(next, true, false)?,
-            FlushMode::Policy => {
-                if let Some(n) = cfg.flush_messages {
-                    let unflushed = next.0 - self.flushed_to.load(Ordering::Acquire);
-                    if unflushed >= n as i64 {
-                        self.flush_to(next, true, false)?;
-                    }
-                }
-            }
-        }
         Ok(LogAppendInfo {
             first_offset: first,
             last_offset: last,
@@ -825,14 +868,14 @@ impl Log {
     fn check_producers(
         &self,
         records: &[u8],
-        batches: &[(usize, usize)],
+        batches: &[(usize, usize, u32)],
         first: Offset,
         allow_control: bool,
     ) -> Result<Result<Option<StagedAppend>, producer_state::BatchMetadata>, LogError> {
         let mut staged: Option<StagedAppend> = None;
         let mut next = first;
         let ps = lock(&self.producers);
-        for &(pos, size) in batches {
+        for &(pos, size, _) in batches {
             let info = BatchProducerInfo::from_header(&records[pos..pos + size]);
             if info.control && !allow_control {
                 return Err(LogError::InvalidRecord(
@@ -1350,9 +1393,7 @@ impl Log {
             let avail = snap.size.saturating_sub(pos);
             let budget = max_bytes.saturating_sub(out.len()) as u64;
             let want = avail.min(budget) as usize;
-            let mut buf = vec![0u8; want];
-            let n = pread_full(&snap.file, &mut buf, pos)?;
-            buf.truncate(n);
+            let mut buf = pread_vec(&snap.file, want, pos)?;
             let mut p = 0usize;
             let mut done = false;
             while p + LOG_OVERHEAD <= buf.len() {
@@ -1371,10 +1412,7 @@ impl Log {
                 // the first batch alone exceeds max_bytes: return it whole
                 if let Some(h) = read_header(&snap.file, pos, snap.size).map_err(corrupt_io)? {
                     if h.last < max_offset && pos + h.size <= snap.size {
-                        let mut b = vec![0u8; h.size as usize];
-                        let n = pread_full(&snap.file, &mut b, pos)?;
-                        b.truncate(n);
-                        out = b;
+                        out = pread_vec(&snap.file, h.size as usize, pos)?;
                     }
                 }
                 break;
@@ -1907,6 +1945,91 @@ impl Log {
             &checkpoint::render(&lines),
         )
     }
+}
+
+/// Writes the batches of `records` at `pos` with one `pwritev` (more only
+/// past `IOV_MAX` pieces or on a short write): each batch's first
+/// [`HEADER_SIZE`] bytes come from `headers`, the rest from `records`.
+fn write_batches_at(
+    file: &File,
+    mut pos: u64,
+    records: &[u8],
+    batches: &[(usize, usize, u32)],
+    headers: &[[u8; HEADER_SIZE]],
+) -> io::Result<()> {
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+    let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(2 * batches.len());
+    for (&(bpos, size, _), header) in batches.iter().zip(headers) {
+        iov.push(IoSlice::new(header));
+        if size > HEADER_SIZE {
+            iov.push(IoSlice::new(&records[bpos + HEADER_SIZE..bpos + size]));
+        }
+    }
+    // Linux's IOV_MAX.
+    const IOV_MAX: usize = 1024;
+    let mut rest: &mut [IoSlice<'_>] = &mut iov;
+    while !rest.is_empty() {
+        let n = rest.len().min(IOV_MAX);
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, and the
+        // slices borrow live buffers for the duration of the call.
+        let written = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                rest.as_ptr() as *const libc::iovec,
+                n as libc::c_int,
+                pos as libc::off_t,
+            )
+        };
+        if written < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        pos += written as u64;
+        IoSlice::advance_slices(&mut rest, written as usize);
+    }
+    Ok(())
+}
+
+/// Reads up to `len` bytes at `pos` (fewer only at the end of the file)
+/// into a new buffer without zeroing it first: the fetch path reads
+/// megabytes per request, and the memset cost as much as the copy.
+fn pread_vec(file: &File, len: usize, pos: u64) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    while buf.len() < len {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: the kernel writes at most `spare.len()` bytes into the
+        // spare capacity; only the bytes it reports written become part of
+        // the vector.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr() as *mut libc::c_void,
+                spare.len(),
+                (pos + buf.len() as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        // SAFETY: `n` bytes were just initialized by pread.
+        unsafe { buf.set_len(buf.len() + n as usize) };
+    }
+    Ok(buf)
 }
 
 fn read_batch(file: &File, pos: u64, size: u64) -> Result<Vec<u8>, LogError> {

@@ -924,10 +924,20 @@ mod model {
             for op in ops {
                 match op {
                     Op::Append { batches } => {
-                        let mut req: Vec<u8> = batches.iter().map(|(n, v)| batch(*n, 5, *v)).collect::<Vec<_>>().concat();
-                        let info = log.append_as_leader(&mut req, LeaderEpoch(0), 0).unwrap();
+                        let req: Vec<u8> = batches.iter().map(|(n, v)| batch(*n, 5, *v)).collect::<Vec<_>>().concat();
+                        let info = log.append_as_leader(&req, LeaderEpoch(0), 0).unwrap();
                         prop_assert_eq!(info.first_offset.0, end(&model));
-                        for b in BatchIter::new(&req) { model.push(b.unwrap().bytes().to_vec()); }
+                        // the log stores the batches with offsets and epoch assigned
+                        // (the request buffer itself is left as sent)
+                        let mut next = info.first_offset;
+                        for b in BatchIter::new(&req) {
+                            let mut stored = b.unwrap().bytes().to_vec();
+                            let mut m = strom_protocol::batch::BatchMut::new(&mut stored);
+                            m.set_base_offset(next);
+                            m.set_partition_leader_epoch(LeaderEpoch(0));
+                            next = BatchView::parse(&stored).unwrap().next_offset();
+                            model.push(stored);
+                        }
                         prop_assert_eq!(log.log_end_offset().0, end(&model));
                     }
                     Op::Read { at, max_bytes, min_one } => {

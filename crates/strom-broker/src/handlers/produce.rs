@@ -1,18 +1,18 @@
 //! Produce (key 0): append producer batches to partition logs.
 //!
 //! Batches stay opaque: the log checks framing and CRC, assigns offsets and
-//! writes them verbatim. Partitions of one request are appended concurrently
-//! and each gets its own error code; one bad partition never fails another.
+//! writes them verbatim, straight from the request frame (no copy). All
+//! partitions of one request are appended by one blocking-pool task; each
+//! gets its own error code, and one bad partition never fails another.
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use strom_storage::{LogAppendInfo, LogError};
-use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::{ProduceReply, RequestContext};
@@ -21,9 +21,11 @@ use crate::errors::log_error_code;
 use crate::handlers::metadata::is_internal;
 use crate::metrics::TopicMetrics;
 use crate::security::acl::{AclOperation, ResourceType};
+use crate::partition::{start_appends, Partition};
 
 enum Pending {
-    Appending(JoinHandle<Result<LogAppendInfo, LogError>>),
+    /// Index into the request's appends.
+    Appending(usize),
     Failed(ResponseError, Option<String>),
 }
 
@@ -36,8 +38,9 @@ pub async fn handle(
     let acks_valid = (-1..=1).contains(&acks);
     let now = now_ms();
 
-    // Start every partition's append first, then collect: they run in parallel.
+    // Check every partition first, then append the valid ones in one task.
     let mut pending: Vec<(usize, i32, Pending)> = Vec::new();
+    let mut appends: Vec<(Arc<Partition>, Bytes)> = Vec::new();
     let txn_authorized = req.transactional_id.as_ref().is_none_or(|id| {
         ctx.authorize(broker, AclOperation::Write, ResourceType::TransactionalId, id)
     });
@@ -69,9 +72,11 @@ pub async fn handle(
                         Some(records) => {
                             match verify_transaction(broker, records, &partition).await {
                                 Err(code) => Pending::Failed(code, None),
-                                Ok(()) => Pending::Appending(
-                                    partition.start_append(BytesMut::from(&records[..]), now),
-                                ),
+                                Ok(()) => {
+                                    // a reference to the frame, not a copy
+                                    appends.push((partition, records.clone()));
+                                    Pending::Appending(appends.len() - 1)
+                                }
                             }
                         }
                     },
@@ -80,6 +85,19 @@ pub async fn handle(
             pending.push((ti, p.index, state));
         }
     }
+
+    let mut results: Vec<Option<Result<LogAppendInfo, LogError>>> = if appends.is_empty() {
+        Vec::new()
+    } else {
+        match start_appends(appends, now).await {
+            Ok(results) => results.into_iter().map(Some).collect(),
+            Err(join) => {
+                // a panic in the append task: every append of it is unknown
+                warn!(error = %join, "append task failed");
+                Vec::new()
+            }
+        }
+    };
 
     let mut responses: Vec<TopicProduceResponse> = req
         .topic_data
@@ -101,8 +119,8 @@ pub async fn handle(
                 pr.base_offset = -1;
                 pr.error_message = msg.map(StrBytes::from_string);
             }
-            Pending::Appending(task) => match task.await {
-                Ok(Ok(info)) => {
+            Pending::Appending(i) => match results.get_mut(i).and_then(Option::take) {
+                Some(Ok(info)) => {
                     topic_metrics[ti]
                         .get_or_insert_with(|| broker.metrics.topic(responses[ti].name.as_str()))
                         .record_append(info.record_count, info.bytes);
@@ -110,15 +128,14 @@ pub async fn handle(
                     pr.log_append_time_ms = info.log_append_time;
                     pr.log_start_offset = info.log_start_offset.0;
                 }
-                Ok(Err(e)) => {
+                Some(Err(e)) => {
                     pr.error_code = log_error_code(&e).code();
                     pr.base_offset = -1;
                     pr.error_message = Some(StrBytes::from_string(e.to_string()));
                 }
-                Err(join) => {
+                None => {
                     pr.error_code = ResponseError::UnknownServerError.code();
                     pr.base_offset = -1;
-                    warn!(error = %join, "append task failed");
                 }
             },
         }
