@@ -1,0 +1,562 @@
+//! Strom's cluster metadata log (KRaft's idea, ARCHITECTURE §4): topics,
+//! partitions, brokers, configs, ACLs, SCRAM users, quotas and producer-id
+//! blocks are [`MetadataRecord`]s in a log replicated by a Raft quorum of
+//! controller voters; every node replays the committed log into a
+//! [`MetadataImage`].
+//!
+//! # Why openraft
+//! It is a maintained, async (tokio) Raft with the pieces a metadata quorum
+//! needs — leader election, log
+//! replication with conflict truncation, snapshots with chunked
+//! InstallSnapshot, and log purging after a snapshot — while leaving the log
+//! store, state machine and transport to us. So the log is ours (CRC'd
+//! segment files, fsync before acknowledging, torn-tail recovery like the
+//! partition log) and the transport is a plain TCP listener. Pinned to
+//! `=0.9.25` because 0.10 is alpha.
+//!
+//! # Files
+//! All under `<metadata.log.dir>/__cluster_metadata-0/`:
+//! `<20-digit index>.log` segments, `quorum-state` (the vote),
+//! `log-start-offset` (last purged log id), `committed` (a hint), and the
+//! newest snapshot `<20-digit end index>-<10-digit term>.checkpoint`
+//! (see [`storage`] and [`state_machine`]).
+//!
+//! # How brokers follow it
+//! [`MetadataQuorum::image`] returns the current image and
+//! [`MetadataQuorum::subscribe`] a `watch::Receiver` that changes after every
+//! applied batch, so a broker swaps in the new `Arc<MetadataImage>` and diffs
+//! it against the old one (topics created/removed, leaders moved). Writes go
+//! through [`MetadataQuorum::propose`] on the active controller (the Raft
+//! leader); elsewhere it answers [`ProposeError::NotLeader`] with the leader's
+//! id and address, and the caller forwards.
+//!
+//! # What remains for issue 7
+//! - Wiring into the broker: replace the JSON `MetadataStore` with this
+//!   crate (`process.roles`, `controller.quorum.voters`, the controller
+//!   listener, `metadata.log.dir`), Metadata and DescribeQuorum answered from
+//!   the image and [`MetadataQuorum::describe`].
+//! - Brokers that are not voters following the log (as openraft learners or
+//!   by fetching committed entries), broker registration and heartbeats,
+//!   fencing on missed heartbeats, controlled shutdown.
+//! - Controller logic: replica placement (rack-aware), leader election from
+//!   the ISR, AlterPartition handling, reassignment, producer-id blocks —
+//!   each an operation that validates against the image and proposes records.
+
+pub mod image;
+pub mod network;
+pub mod records;
+pub mod state_machine;
+pub mod storage;
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use image::MetadataImage;
+pub use records::MetadataRecord;
+
+use network::{NetworkFactory, PeerStats};
+use state_machine::StateMachine;
+use storage::{LogStore, Nid};
+
+/// A batch of records: the application data of one Raft entry, applied
+/// atomically.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetadataBatch(pub Vec<MetadataRecord>);
+
+/// What applying one entry did: `Some(reason)` when its batch was rejected
+/// (and so applied nothing).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApplyResult(pub Option<String>);
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for the metadata log.
+    pub TypeConfig:
+        D = MetadataBatch,
+        R = ApplyResult,
+        NodeId = u64,
+        Node = BasicNode,
+);
+
+/// Kafka's `node.id`.
+pub type NodeId = i32;
+
+/// The image as of a log index, as published to followers of the log.
+#[derive(Clone, Debug)]
+pub struct PublishedImage {
+    /// Index of the last applied entry (`None`: nothing applied yet).
+    pub last_applied_index: Option<u64>,
+    pub image: Arc<MetadataImage>,
+}
+
+/// Tunables of the quorum. Defaults follow Kafka's KRaft timing
+/// (`controller.quorum.election.timeout.ms` = 1000).
+#[derive(Clone, Debug)]
+pub struct QuorumConfig {
+    /// A follower that hears no leader for a random time in
+    /// `[election_timeout_min, election_timeout_max)` starts an election.
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Leader heartbeat period (must be well below the election timeout).
+    pub heartbeat_interval: Duration,
+    /// Build a snapshot after this many entries since the last one
+    /// (like `metadata.log.max.snapshot.interval`, counted in entries).
+    pub snapshot_interval_entries: u64,
+    /// Entries kept in the log behind the snapshot, so a briefly lagging
+    /// voter catches up from the log rather than a snapshot.
+    pub log_entries_kept_after_snapshot: u64,
+    /// Metadata log segment size (`metadata.log.segment.bytes`).
+    pub segment_bytes: u64,
+    /// TCP connect timeout to another voter.
+    pub connect_timeout: Duration,
+    /// Snapshot chunk size for InstallSnapshot.
+    pub snapshot_chunk_bytes: u64,
+}
+
+impl Default for QuorumConfig {
+    fn default() -> Self {
+        Self {
+            election_timeout_min: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_millis(2000),
+            heartbeat_interval: Duration::from_millis(250),
+            snapshot_interval_entries: 20_000,
+            log_entries_kept_after_snapshot: 1_000,
+            segment_bytes: 8 << 20,
+            connect_timeout: Duration::from_millis(1000),
+            snapshot_chunk_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Errors starting the quorum or parsing its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumError {
+    #[error("invalid controller.quorum.voters {value:?}: {reason}")]
+    InvalidVoters { value: String, reason: String },
+    #[error("node.id {0} is not one of controller.quorum.voters")]
+    NotAVoter(NodeId),
+    #[error("metadata log in {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid quorum config: {0}")]
+    Config(String),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Why a proposal was not committed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProposeError {
+    /// This node is not the active controller; forward to the leader, if one
+    /// is known (Kafka's NOT_CONTROLLER).
+    #[error("not the active controller (leader: {leader_id:?} at {leader_addr:?})")]
+    NotLeader {
+        leader_id: Option<NodeId>,
+        leader_addr: Option<String>,
+    },
+    /// The batch was committed at `index` but rejected by replay, so nothing
+    /// of it applied (the controller should have validated it).
+    #[error("metadata batch at index {index} rejected: {reason}")]
+    Rejected { index: u64, reason: String },
+    /// The quorum is shutting down or hit a fatal storage error.
+    #[error("metadata quorum unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One voter's state as DescribeQuorum reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaState {
+    pub replica_id: NodeId,
+    /// Next offset of its log as the leader knows it (-1: unknown).
+    pub log_end_offset: i64,
+    /// Wall-clock ms of its last accepted replication request (-1: unknown).
+    pub last_fetch_timestamp: i64,
+    /// Wall-clock ms it was last caught up to the leader's log end (-1: unknown).
+    pub last_caught_up_timestamp: i64,
+}
+
+/// What DescribeQuorum needs, seen from this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuorumInfo {
+    /// The leader this node knows of (-1: none).
+    pub leader_id: NodeId,
+    /// The Raft term (KRaft's leader epoch).
+    pub leader_epoch: i32,
+    /// Next offset after the last applied entry — on the leader that is the
+    /// committed end of the log.
+    pub high_watermark: i64,
+    /// Every voter; log end offsets and timestamps are filled on the leader.
+    pub voters: Vec<ReplicaState>,
+    /// Non-voting members (none until brokers follow as learners).
+    pub observers: Vec<ReplicaState>,
+}
+
+/// Parses Kafka's `controller.quorum.voters`: `1@host:port,2@[::1]:port`.
+pub fn parse_quorum_voters(value: &str) -> Result<BTreeMap<NodeId, String>, QuorumError> {
+    let bad = |reason: String| QuorumError::InvalidVoters {
+        value: value.to_string(),
+        reason,
+    };
+    let mut voters = BTreeMap::new();
+    for part in value.split(',').map(str::trim) {
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| bad(format!("{part:?} is not id@host:port")))?;
+        let id: NodeId = id
+            .parse()
+            .ok()
+            .filter(|i| *i >= 0)
+            .ok_or_else(|| bad(format!("{id:?} is not a node id")))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| bad(format!("{addr:?} has no port")))?;
+        if host.is_empty() || host == "[]" {
+            return Err(bad(format!("{addr:?} has no host")));
+        }
+        port.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad(format!("{port:?} is not a port")))?;
+        if voters.insert(id, addr.to_string()).is_some() {
+            return Err(bad(format!("node id {id} appears twice")));
+        }
+    }
+    Ok(voters)
+}
+
+/// A running member of the metadata quorum: its Raft node, the controller
+/// listener serving the other voters, and the published image.
+///
+/// Owner: the broker/controller process, one per node. Cheap handles
+/// (`image`, `subscribe`) may be used from any task; `propose` may be called
+/// concurrently. `shutdown` stops Raft and closes the listener.
+pub struct MetadataQuorum {
+    node_id: NodeId,
+    raft: Raft<TypeConfig>,
+    voters: BTreeMap<NodeId, String>,
+    image: watch::Receiver<PublishedImage>,
+    stats: Arc<PeerStats>,
+    local_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn raft_config(c: &QuorumConfig) -> Result<openraft::Config, QuorumError> {
+    let config = openraft::Config {
+        cluster_name: "strom-metadata".into(),
+        election_timeout_min: c.election_timeout_min.as_millis() as u64,
+        election_timeout_max: c.election_timeout_max.as_millis() as u64,
+        heartbeat_interval: c.heartbeat_interval.as_millis() as u64,
+        install_snapshot_timeout: (c.election_timeout_max.as_millis() as u64).max(1000),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_interval_entries),
+        max_in_snapshot_log_to_keep: c.log_entries_kept_after_snapshot,
+        snapshot_max_chunk_size: c.snapshot_chunk_bytes,
+        purge_batch_size: 1,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map_err(|e| QuorumError::Config(e.to_string()))
+}
+
+impl MetadataQuorum {
+    /// Starts this node's voter: opens (or recovers) the log and snapshot in
+    /// `<log_dir>/__cluster_metadata-0/`, binds the controller listener at
+    /// `voters[node_id]`, and joins the quorum. A fresh quorum forms from the
+    /// static voter set (every voter proposes the same initial membership,
+    /// which Raft makes safe); a single voter elects itself.
+    pub async fn start(
+        node_id: NodeId,
+        voters: BTreeMap<NodeId, String>,
+        log_dir: &Path,
+        config: QuorumConfig,
+    ) -> Result<Self, QuorumError> {
+        let addr = voters
+            .get(&node_id)
+            .ok_or(QuorumError::NotAVoter(node_id))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| QuorumError::Io {
+                path: PathBuf::from(addr),
+                source,
+            })?;
+        Self::start_with_listener(node_id, voters, log_dir, config, listener).await
+    }
+
+    /// [`Self::start`] on an already bound controller listener (tests bind
+    /// ephemeral ports first, then tell every voter the addresses).
+    pub async fn start_with_listener(
+        node_id: NodeId,
+        voters: BTreeMap<NodeId, String>,
+        log_dir: &Path,
+        config: QuorumConfig,
+        listener: TcpListener,
+    ) -> Result<Self, QuorumError> {
+        if !voters.contains_key(&node_id) {
+            return Err(QuorumError::NotAVoter(node_id));
+        }
+        if voters.keys().any(|id| *id < 0) {
+            return Err(QuorumError::Config("node ids must not be negative".into()));
+        }
+        let dir = log_dir.join("__cluster_metadata-0");
+        let io = |source| QuorumError::Io {
+            path: dir.clone(),
+            source,
+        };
+        let raft_config = Arc::new(raft_config(&config)?);
+        let log = LogStore::open(&dir, config.segment_bytes).map_err(io)?;
+        let (sm, image) = StateMachine::open(&dir).map_err(io)?;
+        let stats = Arc::new(PeerStats::new());
+        let network = NetworkFactory {
+            stats: stats.clone(),
+            connect_timeout: config.connect_timeout,
+        };
+        let raft = Raft::new(node_id as Nid, raft_config, network, log, sm)
+            .await
+            .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let local_addr = listener.local_addr().map_err(io)?;
+        let mut tasks = vec![tokio::spawn(network::serve(listener, raft.clone()))];
+
+        let members: BTreeMap<Nid, BasicNode> = voters
+            .iter()
+            .map(|(id, addr)| (*id as Nid, BasicNode { addr: addr.clone() }))
+            .collect();
+        match raft.initialize(members).await {
+            Ok(()) => tracing::info!(
+                node_id,
+                "metadata quorum formed from controller.quorum.voters"
+            ),
+            // Already part of a formed quorum (a restart): nothing to do.
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(e) => {
+                for t in &tasks {
+                    t.abort();
+                }
+                let _ = raft.shutdown().await;
+                return Err(QuorumError::Raft(e.to_string()));
+            }
+        }
+        tasks.push(tokio::spawn(track_log_end(raft.clone(), stats.clone())));
+        Ok(Self {
+            node_id,
+            raft,
+            voters,
+            image,
+            stats,
+            local_addr,
+            tasks,
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The address the controller listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Appends `records` as one batch and waits until it is committed and
+    /// applied here; returns its log index. Only the leader accepts proposals.
+    pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, ProposeError> {
+        match self.raft.client_write(MetadataBatch(records)).await {
+            Ok(resp) => match resp.data.0 {
+                None => Ok(resp.log_id.index),
+                Some(reason) => Err(ProposeError::Rejected {
+                    index: resp.log_id.index,
+                    reason,
+                }),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader_id: f.leader_id.map(|i| i as NodeId),
+                    leader_addr: f.leader_node.map(|n| n.addr),
+                })
+            }
+            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The current image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.borrow().image.clone()
+    }
+
+    /// Follows the image: the receiver changes after every applied batch.
+    pub fn subscribe(&self) -> watch::Receiver<PublishedImage> {
+        self.image.clone()
+    }
+
+    /// The leader (active controller) this node knows of, with its address.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let id = self.raft.metrics().borrow().current_leader?;
+        let id = id as NodeId;
+        Some((id, self.voters.get(&id)?.clone()))
+    }
+
+    /// True while this node is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Waits until some leader is known, up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<(NodeId, String)> {
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if rx.borrow().current_leader.is_some() {
+                return self.leader();
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+
+    /// Index of the newest snapshot this node holds (`None`: none yet).
+    pub fn snapshot_index(&self) -> Option<u64> {
+        self.raft.metrics().borrow().snapshot.map(|l| l.index)
+    }
+
+    /// Index of the last purged entry: the log starts after it.
+    pub fn purged_index(&self) -> Option<u64> {
+        self.raft.metrics().borrow().purged.map(|l| l.index)
+    }
+
+    /// Quorum state for DescribeQuorum.
+    pub fn describe(&self) -> QuorumInfo {
+        let m = self.raft.metrics().borrow().clone();
+        let next = |i: Option<u64>| i.map_or(0, |i| i as i64 + 1);
+        let leader = m.state == ServerState::Leader;
+        let voters = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .map(|id| {
+                let nid = id as NodeId;
+                if id == m.id {
+                    return ReplicaState {
+                        replica_id: nid,
+                        log_end_offset: next(m.last_log_index),
+                        last_fetch_timestamp: if leader { now_ms() } else { -1 },
+                        last_caught_up_timestamp: if leader { now_ms() } else { -1 },
+                    };
+                }
+                let matched = m.replication.as_ref().and_then(|r| r.get(&id));
+                let times = self.stats.get(id).filter(|_| leader);
+                ReplicaState {
+                    replica_id: nid,
+                    log_end_offset: matched.map_or(-1, |l| next(l.map(|l| l.index))),
+                    last_fetch_timestamp: times.map_or(-1, |t| t.last_fetch_ms),
+                    last_caught_up_timestamp: times.map_or(-1, |t| t.last_caught_up_ms),
+                }
+            })
+            .collect();
+        QuorumInfo {
+            leader_id: m.current_leader.map_or(-1, |l| l as NodeId),
+            leader_epoch: m.current_term as i32,
+            // The published image, not the metrics: it is current the moment
+            // `propose` returns, metrics follow a little later.
+            high_watermark: next(self.image.borrow().last_applied_index),
+            voters,
+            observers: Vec::new(),
+        }
+    }
+
+    /// Asks Raft to build a snapshot now (tests and admin tooling).
+    pub async fn trigger_snapshot(&self) -> Result<(), ProposeError> {
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ProposeError::Unavailable(e.to_string()))
+    }
+
+    /// Stops this voter: Raft, the controller listener and its connections.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "metadata quorum shutdown");
+        }
+    }
+}
+
+impl Drop for MetadataQuorum {
+    fn drop(&mut self) {
+        // The listener and connections must not outlive the handle.
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Keeps the network's view of the local log end current, so a follower's
+/// accepted AppendEntries can be judged "caught up".
+async fn track_log_end(raft: Raft<TypeConfig>, stats: Arc<PeerStats>) {
+    let mut rx = raft.metrics();
+    loop {
+        let last = rx.borrow().last_log_index.unwrap_or(u64::MAX);
+        stats.leader_last_index.store(last, Ordering::Relaxed);
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_controller_quorum_voters() {
+        let v = parse_quorum_voters("1@localhost:9093, 2@10.0.0.2:9093,3@[::1]:19093").unwrap();
+        assert_eq!(v[&1], "localhost:9093");
+        assert_eq!(v[&2], "10.0.0.2:9093");
+        assert_eq!(v[&3], "[::1]:19093");
+        for bad in [
+            "",
+            "1@",
+            "x@h:1",
+            "-1@h:1",
+            "1@h",
+            "1@:9093",
+            "1@h:0",
+            "1@h:99999",
+            "1@h:1,1@g:2",
+            "1h:1",
+        ] {
+            assert!(
+                matches!(
+                    parse_quorum_voters(bad),
+                    Err(QuorumError::InvalidVoters { .. })
+                ),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+}

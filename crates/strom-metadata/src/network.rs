@@ -1,0 +1,326 @@
+//! Raft RPCs between controller voters over TCP (the controller listener).
+//!
+//! Frames are `[u32 BE length][JSON]`; JSON because `serde_json` is already
+//! in the build and metadata traffic is small. A request is one of
+//! AppendEntries, Vote, InstallSnapshot (a chunk); the reply carries
+//! openraft's result for it. A connection carries one request at a time:
+//! openraft opens one client per target and stream, so this is its natural
+//! unit.
+//!
+//! Owner: openraft creates one [`PeerClient`] per target through
+//! [`NetworkFactory`]. A client connects lazily, and on any I/O error or
+//! timeout drops its connection and reports `Unreachable`, so the next call
+//! reconnects (openraft backs off between tries). The server side,
+//! [`serve`], runs one task per accepted connection until the peer closes it
+//! or the quorum shuts down.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::storage::Nid;
+use crate::TypeConfig;
+
+/// Bigger frames are refused (a snapshot chunk or an entries batch is far smaller).
+const MAX_FRAME: usize = 64 << 20;
+
+#[derive(Serialize, Deserialize)]
+enum Request {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<Nid>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+#[derive(Serialize, Deserialize)]
+enum Reply {
+    AppendEntries(Result<AppendEntriesResponse<Nid>, RaftError<Nid>>),
+    Vote(Result<VoteResponse<Nid>, RaftError<Nid>>),
+    InstallSnapshot(Result<InstallSnapshotResponse<Nid>, RaftError<Nid, InstallSnapshotError>>),
+}
+
+async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, payload: &[u8]) -> std::io::Result<()> {
+    w.write_all(&(payload.len() as u32).to_be_bytes()).await?;
+    w.write_all(payload).await?;
+    w.flush().await
+}
+
+async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
+    let len = r.read_u32().await? as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds {MAX_FRAME}"),
+        ));
+    }
+    let mut buf = vec![0; len];
+    r.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What the leader saw of each voter's replication, for DescribeQuorum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerTimes {
+    /// Wall-clock ms of the last AppendEntries the voter accepted (-1: never).
+    pub last_fetch_ms: i64,
+    /// Wall-clock ms of the last accepted AppendEntries that reached the
+    /// leader's log end as it was then (-1: never).
+    pub last_caught_up_ms: i64,
+}
+
+/// Replication timestamps shared by the clients and the quorum handle.
+#[derive(Debug)]
+pub(crate) struct PeerStats {
+    times: Mutex<BTreeMap<Nid, PeerTimes>>,
+    /// The local log's last index (`u64::MAX`: empty), kept current by the
+    /// quorum's metrics task, to judge "caught up".
+    pub(crate) leader_last_index: AtomicU64,
+}
+
+impl PeerStats {
+    pub(crate) fn new() -> Self {
+        Self {
+            times: Mutex::new(BTreeMap::new()),
+            leader_last_index: AtomicU64::new(u64::MAX),
+        }
+    }
+    pub(crate) fn get(&self, id: Nid) -> Option<PeerTimes> {
+        self.times.lock().unwrap().get(&id).copied()
+    }
+    fn accepted(&self, id: Nid, end_index: Option<u64>) {
+        let now = now_ms();
+        let last = self.leader_last_index.load(Ordering::Relaxed);
+        let mut times = self.times.lock().unwrap();
+        let t = times.entry(id).or_insert(PeerTimes {
+            last_fetch_ms: -1,
+            last_caught_up_ms: -1,
+        });
+        t.last_fetch_ms = now;
+        let caught_up = match end_index {
+            Some(e) => last == u64::MAX || e >= last,
+            None => last == u64::MAX,
+        };
+        if caught_up {
+            t.last_caught_up_ms = now;
+        }
+    }
+}
+
+/// Creates a [`PeerClient`] per target.
+pub struct NetworkFactory {
+    pub(crate) stats: Arc<PeerStats>,
+    pub(crate) connect_timeout: Duration,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: Nid, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            conn: None,
+            stats: self.stats.clone(),
+            connect_timeout: self.connect_timeout,
+        }
+    }
+}
+
+type Conn = (
+    BufReader<tokio::net::tcp::OwnedReadHalf>,
+    BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+);
+
+/// One voter's client connection.
+pub struct PeerClient {
+    target: Nid,
+    addr: String,
+    conn: Option<Conn>,
+    stats: Arc<PeerStats>,
+    connect_timeout: Duration,
+}
+
+impl PeerClient {
+    async fn call(&mut self, req: &Request, ttl: Duration) -> std::io::Result<Reply> {
+        let payload = serde_json::to_vec(req).map_err(std::io::Error::other)?;
+        let res = tokio::time::timeout(ttl, async {
+            if self.conn.is_none() {
+                let stream =
+                    tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
+                        .await
+                        .map_err(|_| {
+                            std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                        })??;
+                stream.set_nodelay(true)?;
+                let (r, w) = stream.into_split();
+                self.conn = Some((BufReader::new(r), BufWriter::new(w)));
+            }
+            let (r, w) = self.conn.as_mut().unwrap();
+            write_frame(w, &payload).await?;
+            let bytes = read_frame(r).await?;
+            serde_json::from_slice::<Reply>(&bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "RPC timed out",
+            ))
+        });
+        if res.is_err() {
+            // The stream may hold a late reply: never reuse it.
+            self.conn = None;
+        }
+        res
+    }
+
+    fn unreachable<E: std::error::Error>(&self, e: std::io::Error) -> RPCError<Nid, BasicNode, E> {
+        tracing::debug!(target_node = self.target, addr = %self.addr, error = %e, "metadata RPC failed");
+        RPCError::Unreachable(Unreachable::new(&e))
+    }
+
+    fn unexpected<E: std::error::Error>(&mut self) -> RPCError<Nid, BasicNode, E> {
+        self.conn = None;
+        let e = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "reply does not match the request",
+        );
+        RPCError::Unreachable(Unreachable::new(&e))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<Nid>, RPCError<Nid, BasicNode, RaftError<Nid>>> {
+        let end = rpc
+            .entries
+            .last()
+            .map(|e| e.log_id.index)
+            .or(rpc.prev_log_id.map(|l| l.index));
+        match self
+            .call(&Request::AppendEntries(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(Reply::AppendEntries(Ok(resp))) => {
+                if matches!(resp, AppendEntriesResponse::Success) {
+                    self.stats.accepted(self.target, end);
+                } else if let AppendEntriesResponse::PartialSuccess(m) = &resp {
+                    self.stats.accepted(self.target, m.map(|l| l.index));
+                }
+                Ok(resp)
+            }
+            Ok(Reply::AppendEntries(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.unexpected()),
+            Err(e) => Err(self.unreachable(e)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<Nid>,
+        RPCError<Nid, BasicNode, RaftError<Nid, InstallSnapshotError>>,
+    > {
+        match self
+            .call(&Request::InstallSnapshot(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(Reply::InstallSnapshot(Ok(r))) => Ok(r),
+            Ok(Reply::InstallSnapshot(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.unexpected()),
+            Err(e) => Err(self.unreachable(e)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<Nid>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<Nid>, RPCError<Nid, BasicNode, RaftError<Nid>>> {
+        match self.call(&Request::Vote(rpc), option.hard_ttl()).await {
+            Ok(Reply::Vote(Ok(r))) => Ok(r),
+            Ok(Reply::Vote(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(_) => Err(self.unexpected()),
+            Err(e) => Err(self.unreachable(e)),
+        }
+    }
+}
+
+/// Accepts voter connections on the controller listener and hands their
+/// requests to `raft`. Runs until the task is aborted; aborting it also
+/// closes every connection it accepted (they live in its `JoinSet`).
+pub(crate) async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let raft = raft.clone();
+                    conns.spawn(async move {
+                        if let Err(e) = serve_connection(stream, raft).await {
+                            tracing::debug!(%peer, error = %e, "controller connection closed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "controller listener accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, raft: Raft<TypeConfig>) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (r, w) = stream.into_split();
+    let (mut r, mut w) = (BufReader::new(r), BufWriter::new(w));
+    loop {
+        let bytes = match read_frame(&mut r).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let req: Request = serde_json::from_slice(&bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let reply = match req {
+            Request::AppendEntries(rpc) => Reply::AppendEntries(raft.append_entries(rpc).await),
+            Request::Vote(rpc) => Reply::Vote(raft.vote(rpc).await),
+            Request::InstallSnapshot(rpc) => {
+                Reply::InstallSnapshot(raft.install_snapshot(rpc).await)
+            }
+        };
+        let payload = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
+        write_frame(&mut w, &payload).await?;
+    }
+}
