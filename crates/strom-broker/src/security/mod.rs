@@ -7,8 +7,6 @@
 
 use std::fmt;
 
-pub mod tls;
-
 pub mod acl;
 pub mod authorizer;
 pub mod check;
