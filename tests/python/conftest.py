@@ -75,8 +75,13 @@ class StromBroker:
     Iterating gives `(bootstrap, data_dir, self)` so tests can unpack the fixture.
     """
 
-    def __init__(self, workdir, overrides=None):
+    def __init__(self, workdir, overrides=None, extra_listeners=None, env=None):
         self.workdir = Path(workdir)
+        # Listeners beside PLAINTEXT (which the readiness probe uses): name -> security
+        # protocol, each on its own free loopback port, advertised as bound.
+        self.extra_listeners = dict(extra_listeners or {})
+        self.extra_ports = {}
+        self.env = dict(env or {})
         self.data_dir = self.workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.overrides = dict(overrides or {})
@@ -101,6 +106,10 @@ class StromBroker:
     def __iter__(self):
         return iter((self.bootstrap, self.data_dir, self))
 
+    def listener_bootstrap(self, name):
+        """`host:port` of the extra listener `name`."""
+        return f"{self.host}:{self.extra_ports[name]}"
+
     # -- lifecycle --------------------------------------------------------------
     def _write_config(self):
         if self.admin_port is None:
@@ -114,6 +123,14 @@ class StromBroker:
             "num.partitions": "1",
             "auto.create.topics.enable": "true",
         }
+        if self.extra_listeners:
+            for name in self.extra_listeners:
+                self.extra_ports.setdefault(name, free_port())
+            listeners = ",".join([props["listeners"]] + [
+                f"{n}://{self.host}:{self.extra_ports[n]}" for n in self.extra_listeners])
+            props["listeners"] = props["advertised.listeners"] = listeners
+            props["listener.security.protocol.map"] = ",".join(
+                ["PLAINTEXT:PLAINTEXT"] + [f"{n}:{p}" for n, p in self.extra_listeners.items()])
         props.update({k: str(v) for k, v in self.overrides.items()})
         path = self.workdir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
@@ -127,6 +144,7 @@ class StromBroker:
         # on the first start only, retry with a fresh port if the bind was refused.
         for attempt in range(3):
             self.port = free_port()
+            self.extra_ports = {}
             self._spawn()
             try:
                 self.wait_ready()
@@ -143,6 +161,7 @@ class StromBroker:
         self.stderr_path = self.workdir / f"server-{self.starts}.stderr"
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.env)
         self._stderr_file = open(self.stderr_path, "wb")
         self._expected_exit = False
         self.proc = subprocess.Popen(
@@ -297,6 +316,27 @@ def strom(request, tmp_path):
         yield broker
     finally:
         _finish(broker, request)
+
+
+@pytest.fixture
+def strom_factory(request, tmp_path):
+    """Starts brokers with extra listeners, overrides or environment:
+    `broker = strom_factory(overrides={...}, listeners={"SSL": "SSL"})`, then
+    `broker.listener_bootstrap("SSL")`. Each is stopped and checked like `strom`'s."""
+    brokers = []
+
+    def make(overrides=None, listeners=None, env=None):
+        broker = StromBroker(tmp_path / f"strom-{len(brokers)}", overrides,
+                             extra_listeners=listeners, env=env)
+        brokers.append(broker)
+        request.node._strom_brokers = getattr(request.node, "_strom_brokers", []) + [broker]
+        return broker.start()
+
+    try:
+        yield make
+    finally:
+        for broker in brokers:
+            _finish(broker, request)
 
 
 @pytest.fixture(scope="module")

@@ -100,6 +100,9 @@ const KNOWN_KEYS: &[&str] = &[
     "listeners",
     "advertised.listeners",
     "listener.security.protocol.map",
+    // validated to name a listener; nothing routes by them yet (one node)
+    "inter.broker.listener.name",
+    "controller.listener.names",
     "log.dirs",
     "log.dir",
     "num.partitions",
@@ -216,6 +219,7 @@ impl BrokerConfig {
                 })?,
             };
         }
+        check_listener_names(&raw, &listeners, &advertised_listeners, &protocol_map)?;
         let log_dirs: Vec<PathBuf> = get("log.dirs")
             .or(get("log.dir"))
             .unwrap_or("./strom-data")
@@ -360,6 +364,7 @@ impl BrokerConfig {
         let ignored = raw
             .keys()
             .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+            .filter(|k| !crate::security::tls::is_tls_key(k))
             .cloned()
             .collect();
         Ok(BrokerConfig {
@@ -534,6 +539,50 @@ fn group_config(raw: &BTreeMap<String, String>) -> Result<crate::group::GroupCon
     Ok(c)
 }
 
+/// `inter.broker.listener.name` must be an advertised listener (as Kafka
+/// requires); each of `controller.listener.names` a listener or an entry of
+/// the protocol map.
+fn check_listener_names(
+    raw: &BTreeMap<String, String>,
+    listeners: &[Listener],
+    advertised: &[Listener],
+    protocol_map: &BTreeMap<String, SecurityProtocol>,
+) -> Result<(), ConfigError> {
+    if let Some(v) = raw.get("inter.broker.listener.name") {
+        if !advertised.iter().any(|l| l.name == v.trim()) {
+            return Err(invalid(
+                "inter.broker.listener.name",
+                v,
+                "must be the name of a listener in advertised.listeners",
+            ));
+        }
+    }
+    if let Some(v) = raw.get("controller.listener.names") {
+        let names: Vec<&str> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if names.is_empty() {
+            return Err(invalid(
+                "controller.listener.names",
+                v,
+                "no listener name given",
+            ));
+        }
+        for n in names {
+            if !listeners.iter().any(|l| l.name == n) && !protocol_map.contains_key(n) {
+                return Err(invalid(
+                    "controller.listener.names",
+                    v,
+                    &format!("{n} is neither in listeners nor in listener.security.protocol.map"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Parses `listener.security.protocol.map` (`NAME:PROTOCOL,…`).
 fn parse_protocol_map(v: Option<&str>) -> Result<BTreeMap<String, SecurityProtocol>, ConfigError> {
     const KEY: &str = "listener.security.protocol.map";
@@ -649,6 +698,54 @@ mod tests {
             ("listener.security.protocol.map", "A:KERBEROS")
         ])
         .is_err());
+    }
+
+    #[test]
+    fn inter_broker_and_controller_listener_names_must_name_listeners() {
+        let m = |pairs: &[(&str, &str)]| {
+            BrokerConfig::from_map(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        let listeners = ("listeners", "PLAINTEXT://:1,CONTROLLER://:2");
+        let map = (
+            "listener.security.protocol.map",
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        );
+        let c = m(&[
+            listeners,
+            map,
+            ("inter.broker.listener.name", "PLAINTEXT"),
+            ("controller.listener.names", "CONTROLLER"),
+        ])
+        .unwrap();
+        assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+        assert!(m(&[listeners, map, ("inter.broker.listener.name", "INTERNAL")]).is_err());
+        assert!(m(&[listeners, map, ("controller.listener.names", "CTRL")]).is_err());
+        assert!(m(&[listeners, map, ("controller.listener.names", " ")]).is_err());
+    }
+
+    #[test]
+    fn ssl_keys_and_their_listener_prefix_are_known() {
+        let c = BrokerConfig::from_map(BTreeMap::from([
+            ("ssl.keystore.location".to_string(), "/x".to_string()),
+            (
+                "listener.name.ssl.ssl.client.auth".to_string(),
+                "required".to_string(),
+            ),
+            (
+                "listener.name.ssl.ssl.keystore.locaton".to_string(),
+                "typo".to_string(),
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.ignored,
+            vec!["listener.name.ssl.ssl.keystore.locaton".to_string()]
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("storage: {0}")]
     Storage(#[from] strom_storage::LogError),
+    #[error(transparent)]
+    Tls(#[from] security::tls::TlsConfigError),
 }
 
 /// Runs a broker until `shutdown` resolves: start-up (recovery included),
@@ -51,6 +53,9 @@ pub async fn run(
     for key in &config.ignored {
         warn!(key = %key, "config key not used by Strom; ignored");
     }
+    // Certificates are loaded once, before recovery: a bad TLS setting stops
+    // the start at once.
+    let tls = security::tls::load_listeners(&config)?;
     let started = std::time::Instant::now();
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await
@@ -81,7 +86,8 @@ pub async fn run(
         tasks.push(tokio::spawn(network::serve(
             broker.clone(),
             l,
-            name,
+            name.clone(),
+            tls.get(&name).cloned(),
             stop_rx.clone(),
         )));
     }

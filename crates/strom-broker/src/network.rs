@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::handlers::{handle_frame, Outcome};
+use crate::security::tls::TlsListener;
 use crate::security::{KafkaPrincipal, SecurityProtocol};
 
 /// What one connection knows about its peer; requests are handled against
@@ -34,11 +35,13 @@ pub struct Session {
     pub quota: crate::quota::SessionQuota,
 }
 
-/// Accepts connections until `shutdown` flips to true.
+/// Accepts connections until `shutdown` flips to true; `tls` is the
+/// listener's TLS state when its security protocol is SSL or SASL_SSL.
 pub async fn serve(
     broker: Arc<Broker>,
     listener: TcpListener,
     name: String,
+    tls: Option<Arc<TlsListener>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -48,8 +51,9 @@ pub async fn serve(
                     let broker = broker.clone();
                     let name = name.clone();
                     let shutdown = shutdown.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = connection(broker, stream, peer, name, shutdown).await {
+                        if let Err(e) = connection(broker, stream, peer, name, tls, shutdown).await {
                             debug!(%peer, error = %e, "connection ended with an I/O error");
                         }
                     });
@@ -69,7 +73,8 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     listener: String,
-    shutdown: watch::Receiver<bool>,
+    tls: Option<Arc<TlsListener>>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let security_protocol = broker
@@ -78,13 +83,48 @@ async fn connection(
         .iter()
         .find(|l| l.name == listener)
         .map_or(SecurityProtocol::Plaintext, |l| l.security_protocol);
-    let session = Session {
+    let mut session = Session {
         listener,
         peer,
         security_protocol,
         principal: Arc::new(KafkaPrincipal::anonymous()),
         quota: Default::default(),
     };
+    let Some(tls) = tls else {
+        return serve_stream(broker, stream, session, shutdown).await;
+    };
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream));
+    let stream = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                if let Some(suppressed) = TLS_FAILED.allow() {
+                    warn!(%peer, listener = %session.listener, error = %e, suppressed, "closing connection: TLS handshake failed");
+                }
+                return Ok(());
+            }
+            Err(_) => {
+                if let Some(suppressed) = TLS_FAILED.allow() {
+                    warn!(%peer, listener = %session.listener, timeout_ms = TLS_HANDSHAKE_TIMEOUT.as_millis() as u64, suppressed, "closing connection: TLS handshake timed out");
+                }
+                return Ok(());
+            }
+        },
+        _ = shutdown.changed() => return Ok(()),
+    };
+    // On SASL_SSL the principal is SASL's; on SSL it is the certificate's.
+    if session.security_protocol == SecurityProtocol::Ssl {
+        match tls.principal(stream.get_ref().1.peer_certificates()) {
+            Ok(p) => session.principal = Arc::new(p),
+            Err(reason) => {
+                if let Some(suppressed) = TLS_FAILED.allow() {
+                    warn!(%peer, listener = %session.listener, %reason, suppressed, "closing connection: SSL authentication failed");
+                }
+                return Ok(());
+            }
+        }
+        debug!(%peer, principal = %session.principal, "SSL client authenticated");
+    }
     serve_stream(broker, stream, session, shutdown).await
 }
 
@@ -229,6 +269,13 @@ impl Default for WarnLimiter {
 static OVERSIZED: WarnLimiter = WarnLimiter::new();
 static TRUNCATED: WarnLimiter = WarnLimiter::new();
 static REJECTED: WarnLimiter = WarnLimiter::new();
+/// Failed or timed-out TLS handshakes (garbage, plaintext on a TLS port,
+/// untrusted client certificates).
+static TLS_FAILED: WarnLimiter = WarnLimiter::new();
+
+/// How long a client may take to complete the TLS handshake; a peer that
+/// connects and stays silent must not hold a task and socket forever.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Produce partitions rejected with an error code.
 pub static PRODUCE_REJECTED: WarnLimiter = WarnLimiter::new();
 

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+pub mod tls;
+
 pub mod acl;
 pub mod authorizer;
 pub mod check;
