@@ -1055,6 +1055,64 @@ impl<T> ViaNoQuotaResponse for &mut QuotaSlot<'_, T> {
     }
 }
 
+/// What a request exposes to quota enforcement before it is handled.
+pub trait QuotaRequest {
+    /// Lowers the response size the request asks for (Fetch `max_bytes`).
+    fn cap_response_bytes(&mut self, max: i32);
+}
+
+impl QuotaRequest for kafka_protocol::messages::FetchRequest {
+    fn cap_response_bytes(&mut self, max: i32) {
+        self.max_bytes = self.max_bytes.min(max);
+    }
+}
+
+/// The specific case of [`QuotaSlot`] for requests.
+pub trait ViaQuotaRequest {
+    fn quota_request(&mut self) -> Option<&mut dyn QuotaRequest>;
+}
+
+impl<T: QuotaRequest> ViaQuotaRequest for QuotaSlot<'_, T> {
+    fn quota_request(&mut self) -> Option<&mut dyn QuotaRequest> {
+        Some(self.0)
+    }
+}
+
+/// The fallback case of [`QuotaSlot`] for requests.
+pub trait ViaNoQuotaRequest {
+    fn quota_request(&mut self) -> Option<&'static mut dyn QuotaRequest>;
+}
+
+impl<T> ViaNoQuotaRequest for &mut QuotaSlot<'_, T> {
+    fn quota_request(&mut self) -> Option<&'static mut dyn QuotaRequest> {
+        None
+    }
+}
+
+/// Before a request is handled: a Fetch under a consumer byte rate asks
+/// for at most what the quota allows over its window (Kafka's
+/// `getMaxValueInQuotaWindow`), so one response can never exceed what the
+/// sensor can ever accept — it would be throttled, answered empty, for ever.
+pub fn prepare(
+    broker: &crate::Broker,
+    ctx: &RequestContext,
+    session: &mut SessionQuota,
+    request: Option<&mut dyn QuotaRequest>,
+) {
+    let q = &broker.quotas;
+    let Some(request) = request else { return };
+    if !q.enabled(QuotaType::Fetch) {
+        return;
+    }
+    let client_id = ctx.header.client_id.as_deref().unwrap_or("");
+    if let Some((_, bound)) = q.cached(session, QuotaType::Fetch, &ctx.principal, client_id) {
+        let c = &q.config;
+        let window_s = (c.window_num.max(2) - 1) as f64 * c.window_size_ms as f64 / 1000.0;
+        let cap = (bound * window_s).clamp(1.0, i32::MAX as f64) as i32;
+        request.cap_response_bytes(cap);
+    }
+}
+
 /// APIs the request quota never throttles (Kafka exempts those needed to
 /// connect and authenticate).
 fn request_quota_exempt(key: kafka_protocol::messages::ApiKey) -> bool {

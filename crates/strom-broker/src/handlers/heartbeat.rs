@@ -7,11 +7,10 @@ use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::RequestContext;
 use crate::broker::Broker;
-use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    ctx: &RequestContext,
+    _ctx: &RequestContext,
     req: HeartbeatRequest,
 ) -> HeartbeatResponse {
     let group_id = req.group_id.0.to_string();
@@ -21,11 +20,6 @@ pub async fn handle(
     if group_id.is_empty() {
         return HeartbeatResponse::default()
             .with_error_code(kafka_protocol::error::ResponseError::InvalidGroupId.code());
-    }
-    if !ctx.authorize(broker, AclOperation::Read, ResourceType::Group, &group_id) {
-        return HeartbeatResponse::default().with_error_code(
-            kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code(),
-        );
     }
     let code = match broker.groups.shard_for(broker, &group_id).await {
         Ok(shard) => shard

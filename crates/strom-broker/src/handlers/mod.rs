@@ -152,10 +152,17 @@ macro_rules! api_registry {
             let frame_len = body.len();
             match key {
                 $( ApiKey::$key => {
-                    let req = match kafka_protocol::messages::$req::decode(body, version) {
+                    #[allow(unused_mut)]
+                    let mut req = match kafka_protocol::messages::$req::decode(body, version) {
                         Ok(r) => r,
                         Err(e) => return Outcome::Close(format!("cannot decode {key:?} v{version}: {e}")),
                     };
+                    {
+                        #[allow(unused_imports)] // each arm uses one of the two
+                        use crate::quota::{ViaNoQuotaRequest as _, ViaQuotaRequest as _};
+                        let mut slot = crate::quota::QuotaSlot(&mut req);
+                        crate::quota::prepare(broker, ctx, quota, (&mut slot).quota_request());
+                    }
                     let measure = broker.quotas.enabled(crate::quota::QuotaType::Request);
                     let (mut reply, nanos) = crate::quota::timed(measure, $module::handle(broker, ctx, req)).await;
                     {
