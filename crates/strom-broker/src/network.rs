@@ -167,6 +167,12 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
         };
         match handle_frame(&broker, &mut session, frame.freeze()).await {
             Outcome::Respond(bytes) => writer.write_all(&bytes).await?,
+            Outcome::RespondParts(parts) => {
+                // large parts bypass the buffer: no copy in user space
+                for part in &parts {
+                    writer.write_all(part).await?;
+                }
+            }
             Outcome::NoResponse => {}
             Outcome::Close(why) => {
                 writer.flush().await?;

@@ -13,20 +13,22 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::buf::UninitSlice;
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseHeader, TopicName};
+use kafka_protocol::protocol::buf::ByteBufMut;
+use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 use strom_protocol::Offset;
 use strom_storage::LogError;
 use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::RequestContext;
+use super::{Outcome, RequestContext};
 use crate::broker::Broker;
 use crate::errors::log_error_code;
 use crate::fetch_session::{
@@ -399,4 +401,156 @@ fn aborted(p: &Partition, from: Offset, records: &Bytes) -> Vec<AbortedTransacti
                 .with_first_offset(first.0)
         })
         .collect()
+}
+
+/// Record sets smaller than this are copied into the frame: a separate
+/// write buffer costs more than copying a few KiB.
+const MIN_ZERO_COPY: usize = 16 * 1024;
+
+/// Encodes a Fetch response frame as a list of buffers: the fields go into
+/// small buffers, and each partition's records are the very `Bytes` the log
+/// read (no copy into the frame); the connection writes the parts in order.
+pub fn encode_response_parts(correlation_id: i32, version: i16, resp: &FetchResponse) -> Outcome {
+    let header_version = FetchResponse::header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let size = match (
+        header.compute_size(header_version),
+        resp.compute_size(version),
+    ) {
+        (Ok(h), Ok(b)) => h + b,
+        (Err(e), _) | (_, Err(e)) => return Outcome::Close(format!("cannot size response: {e}")),
+    };
+    let records: Vec<Bytes> = resp
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.clone())
+        .filter(|r| r.len() >= MIN_ZERO_COPY)
+        .collect();
+    let copied: usize = records.iter().map(Bytes::len).sum();
+    let mut buf = PartsBuf {
+        parts: Vec::with_capacity(2 * records.len() + 1),
+        cur: BytesMut::with_capacity(4 + size - copied),
+        before_cur: 0,
+        records: records.into_iter(),
+        next: None,
+    };
+    buf.next = buf.records.next();
+    buf.put_i32(size as i32);
+    if let Err(e) = header
+        .encode(&mut buf, header_version)
+        .and_then(|_| resp.encode(&mut buf, version))
+    {
+        return Outcome::Close(format!("cannot encode response: {e}"));
+    }
+    let mut parts = buf.parts;
+    if !buf.cur.is_empty() {
+        parts.push(buf.cur.freeze());
+    }
+    Outcome::RespondParts(parts)
+}
+
+/// An encode target that references known `Bytes` instead of copying them:
+/// when the encoder puts a slice that *is* the next expected record set
+/// (same address and length), the bytes so far and that `Bytes` become
+/// parts of their own. Anything else is copied as usual.
+struct PartsBuf {
+    parts: Vec<Bytes>,
+    cur: BytesMut,
+    /// Bytes in `parts` (so offsets stay those of the whole frame).
+    before_cur: usize,
+    records: std::vec::IntoIter<Bytes>,
+    next: Option<Bytes>,
+}
+
+// SAFETY: every method delegates to the inner `BytesMut`, whose contract
+// this upholds; `put_slice` only adds whole parts around it.
+unsafe impl BufMut for PartsBuf {
+    fn remaining_mut(&self) -> usize {
+        self.cur.remaining_mut()
+    }
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        self.cur.advance_mut(cnt)
+    }
+    fn chunk_mut(&mut self) -> &mut UninitSlice {
+        self.cur.chunk_mut()
+    }
+    fn put_slice(&mut self, src: &[u8]) {
+        if let Some(next) = &self.next {
+            if next.as_ptr() == src.as_ptr() && next.len() == src.len() {
+                let before = self.cur.split().freeze();
+                self.before_cur += before.len() + src.len();
+                if !before.is_empty() {
+                    self.parts.push(before);
+                }
+                self.parts.push(self.next.take().unwrap());
+                self.next = self.records.next();
+                return;
+            }
+        }
+        self.cur.extend_from_slice(src);
+    }
+}
+
+impl ByteBufMut for PartsBuf {
+    fn offset(&self) -> usize {
+        self.before_cur + self.cur.len()
+    }
+    // Gaps (back-patched lengths) only ever lie in the current buffer: the
+    // Fetch schema has none, and a referenced part is never revisited.
+    fn seek(&mut self, offset: usize) {
+        self.cur.resize(offset.saturating_sub(self.before_cur), 0);
+    }
+    fn range(&mut self, r: std::ops::Range<usize>) -> &mut [u8] {
+        &mut self.cur[r.start - self.before_cur..r.end - self.before_cur]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handlers::encode_response;
+
+    fn response(records: &[Bytes]) -> FetchResponse {
+        let partitions = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                PartitionData::default()
+                    .with_partition_index(i as i32)
+                    .with_high_watermark(1_000 + i as i64)
+                    .with_records(Some(r.clone()))
+            })
+            .collect();
+        FetchResponse::default()
+            .with_session_id(7)
+            .with_responses(vec![FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("t")))
+                .with_topic_id(Uuid::from_u128(5))
+                .with_partitions(partitions)])
+    }
+
+    #[test]
+    fn parts_are_the_copied_frame_and_reference_large_record_sets() {
+        let big = Bytes::from((0..100_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        let big2 = Bytes::from(vec![9u8; MIN_ZERO_COPY]);
+        let small = Bytes::from_static(b"tiny records");
+        let records = [big.clone(), small, Bytes::new(), big2.clone()];
+        for version in [7, 11, 12, 13, 16, 17] {
+            let resp = response(&records);
+            let copied = match encode_response(42, version, &resp) {
+                Outcome::Respond(frame) => frame,
+                Outcome::Close(why) => panic!("v{version}: {why}"),
+                _ => panic!("v{version}: no frame"),
+            };
+            let Outcome::RespondParts(parts) = encode_response_parts(42, version, &resp) else {
+                panic!("v{version}: no parts");
+            };
+            assert_eq!(parts.concat(), copied.to_vec(), "v{version}");
+            // the large record sets are the log's buffers themselves
+            let referenced: Vec<_> = parts.iter().map(|p| p.as_ptr()).collect();
+            assert!(referenced.contains(&big.as_ptr()), "v{version}");
+            assert!(referenced.contains(&big2.as_ptr()), "v{version}");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{ApiKey, FetchResponse, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use crate::broker::Broker;
@@ -79,6 +79,9 @@ impl RequestContext {
 pub enum Outcome {
     /// Send this frame (length prefix included).
     Respond(BytesMut),
+    /// Send this frame as consecutive parts (length prefix in the first):
+    /// large record sets are referenced, not copied (Fetch).
+    RespondParts(Vec<Bytes>),
     /// Send nothing (Produce with acks=0).
     NoResponse,
     /// Close the connection, logging why (Kafka's answer to requests it cannot
@@ -91,8 +94,14 @@ pub trait IntoOutcome {
     fn into_outcome(self, ctx: &RequestContext) -> Outcome;
 }
 
-impl<T: Encodable + HeaderVersion> IntoOutcome for T {
+impl<T: Encodable + HeaderVersion + 'static> IntoOutcome for T {
     fn into_outcome(self, ctx: &RequestContext) -> Outcome {
+        // Fetch responses reference the records they carry instead of
+        // copying them into the frame (the copy was a third of the CPU a
+        // consumer costs the broker).
+        if let Some(fetch) = (&self as &dyn std::any::Any).downcast_ref::<FetchResponse>() {
+            return fetch::encode_response_parts(ctx.header.correlation_id, ctx.version(), fetch);
+        }
         encode_response(ctx.header.correlation_id, ctx.version(), &self)
     }
 }
@@ -104,7 +113,7 @@ pub enum ProduceReply<T> {
     Close(String),
 }
 
-impl<T: Encodable + HeaderVersion> IntoOutcome for ProduceReply<T> {
+impl<T: Encodable + HeaderVersion + 'static> IntoOutcome for ProduceReply<T> {
     fn into_outcome(self, ctx: &RequestContext) -> Outcome {
         match self {
             ProduceReply::Response(r) => r.into_outcome(ctx),
