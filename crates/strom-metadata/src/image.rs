@@ -841,4 +841,99 @@ mod tests {
         assert!(a.topic("y").is_none() && b.topic("y").is_some());
         assert!(Arc::ptr_eq(&a.brokers, &b.brokers));
     }
+
+    mod prop {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Records over a small universe of names and ids, so that batches
+        /// often collide (duplicate topics, unknown ids, stale epochs).
+        fn record() -> impl Strategy<Value = MetadataRecord> {
+            let id = (0u128..3).prop_map(Uuid::from_u128);
+            let name = (0u8..3).prop_map(|n| format!("t{n}"));
+            prop_oneof![
+                (name.clone(), id.clone()).prop_map(|(name, topic_id)| MetadataRecord::Topic(
+                    TopicRecord { name, topic_id }
+                )),
+                (id.clone(), 0i32..3, 1i32..4).prop_map(|(topic_id, partition_id, leader)| {
+                    MetadataRecord::Partition(PartitionRecord {
+                        partition_id,
+                        topic_id,
+                        replicas: vec![1, 2, 3],
+                        isr: vec![leader],
+                        removing_replicas: vec![],
+                        adding_replicas: vec![],
+                        leader,
+                        leader_epoch: 0,
+                        partition_epoch: 0,
+                    })
+                }),
+                (
+                    id.clone(),
+                    0i32..3,
+                    -2i32..4,
+                    proptest::option::of(Just(vec![1, 2]))
+                )
+                    .prop_map(|(topic_id, partition_id, leader, isr)| {
+                        MetadataRecord::PartitionChange(PartitionChangeRecord {
+                            partition_id,
+                            topic_id,
+                            isr,
+                            leader,
+                            ..Default::default()
+                        })
+                    }),
+                id.clone()
+                    .prop_map(|topic_id| MetadataRecord::RemoveTopic(RemoveTopicRecord {
+                        topic_id
+                    })),
+                (1i32..4, 0i64..3).prop_map(|(id, epoch)| super::register(id, epoch)),
+                (1i32..4, 0i64..3).prop_map(|(id, epoch)| MetadataRecord::UnfenceBroker(
+                    UnfenceBrokerRecord { id, epoch }
+                )),
+                (name, proptest::option::of("[a-z]{1,3}")).prop_map(|(resource_name, value)| {
+                    MetadataRecord::Config(ConfigRecord {
+                        resource_type: resource_type::TOPIC,
+                        resource_name,
+                        name: "retention.ms".into(),
+                        value,
+                    })
+                }),
+                (0i64..2000).prop_map(|next_producer_id| MetadataRecord::ProducerIds(
+                    ProducerIdsRecord {
+                        broker_id: 1,
+                        broker_epoch: 1,
+                        next_producer_id,
+                    }
+                )),
+            ]
+        }
+
+        proptest! {
+            /// A failed batch changes nothing; a snapshot taken anywhere and
+            /// replayed onward ends equal to the image that never snapshotted
+            /// (what a node restarting from a snapshot, or installing one, relies on).
+            #[test]
+            fn snapshots_are_transparent_and_batches_atomic(
+                batches in proptest::collection::vec(proptest::collection::vec(record(), 1..4), 1..40),
+                cut in 0usize..40,
+            ) {
+                let mut direct = MetadataImage::default();
+                let mut via_snapshot = MetadataImage::default();
+                for (i, b) in batches.iter().enumerate() {
+                    let before = direct.clone();
+                    if direct.replay_batch(b).is_err() {
+                        prop_assert_eq!(&direct, &before);
+                    }
+                    let _ = via_snapshot.replay_batch(b);
+                    if i == cut {
+                        let json = serde_json::to_vec(&via_snapshot.to_snapshot()).unwrap();
+                        via_snapshot = MetadataImage::from_snapshot(serde_json::from_slice(&json).unwrap());
+                    }
+                    prop_assert_eq!(&direct, &via_snapshot);
+                }
+            }
+        }
+    }
 }

@@ -95,6 +95,26 @@ fn decode_image(data: &[u8]) -> Option<MetadataImage> {
         .map(MetadataImage::from_snapshot)
 }
 
+/// Makes `s` the current snapshot unless a newer one already is (a slow
+/// build can finish after a newer snapshot was installed from the leader):
+/// writes its file, deletes older ones. Returns whether `s` became current.
+fn persist_if_newer(
+    dir: &Path,
+    current: &Mutex<Option<StoredSnapshot>>,
+    s: &StoredSnapshot,
+) -> std::io::Result<bool> {
+    let mut current = current.lock().unwrap();
+    if current
+        .as_ref()
+        .is_some_and(|c| c.meta.last_log_id > s.meta.last_log_id)
+    {
+        return Ok(false);
+    }
+    persist(dir, s)?;
+    *current = Some(s.clone());
+    Ok(true)
+}
+
 /// Writes the snapshot file and deletes older ones.
 fn persist(dir: &Path, s: &StoredSnapshot) -> std::io::Result<()> {
     let name = snapshot_file_name(s.meta.last_log_id);
@@ -181,15 +201,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta: meta.clone(),
             data: Arc::new(data),
         };
-        let dir = self.dir.clone();
-        let s = stored.clone();
-        tokio::task::spawn_blocking(move || persist(&dir, &s))
+        let (dir, current, s) = (self.dir.clone(), self.current.clone(), stored.clone());
+        let written = tokio::task::spawn_blocking(move || persist_if_newer(&dir, &current, &s))
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let data = (*stored.data).clone();
-        *self.current.lock().unwrap() = Some(stored);
-        tracing::info!(snapshot = %meta.snapshot_id, "metadata snapshot written");
+        if written {
+            tracing::info!(snapshot = %meta.snapshot_id, "metadata snapshot written");
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -276,9 +296,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data: Arc::new(data),
         };
-        let dir = self.dir.clone();
-        let s = stored.clone();
-        tokio::task::spawn_blocking(move || persist(&dir, &s))
+        let (dir, current, s) = (self.dir.clone(), self.current.clone(), stored.clone());
+        tokio::task::spawn_blocking(move || persist_if_newer(&dir, &current, &s))
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
@@ -286,7 +305,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.image = Arc::new(image);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        *self.current.lock().unwrap() = Some(stored);
         self.publish();
         Ok(())
     }

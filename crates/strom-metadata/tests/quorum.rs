@@ -438,3 +438,63 @@ async fn torn_tail_of_the_log_file_is_cut_on_restart() {
     assert!(idx > 0 && c.node(1).image().topic("next").is_some());
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_controller_listener_closes_that_connection_only() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = Cluster::start(3, test_config()).await;
+    let leader = c.leader().await;
+    let addr = c.node(leader).local_addr();
+    for junk in [
+        vec![0xff, 0xff, 0xff, 0xff],                   // a 4 GiB frame
+        vec![0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'], // not a request
+    ] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&junk).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the server closes the connection")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "no reply to garbage");
+    }
+    let idx = c.propose(topic("still-fine", 1)).await;
+    c.wait_applied(idx).await;
+    assert!(c.images().iter().all(|i| i.topic("still-fine").is_some()));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_voter_recovers_from_its_own_snapshot_and_log() {
+    let mut config = test_config();
+    config.snapshot_interval_entries = 15;
+    let mut c = Cluster::start(1, config).await;
+    let mut last = 0;
+    for i in 0..40 {
+        last = c.propose(topic(&format!("t{i}"), 1)).await;
+    }
+    wait_until("a snapshot", Duration::from_secs(10), || {
+        c.node(1).snapshot_index().is_some()
+    })
+    .await;
+    let snapshot = c.node(1).snapshot_index().unwrap();
+    assert!(
+        snapshot < last,
+        "entries after the snapshot live only in the log"
+    );
+    let expected = c.node(1).image();
+    c.stop(1).await;
+    // With one voter nobody else holds the state: it must come from the dir.
+    c.restart(1).await;
+    assert!(c.node(1).snapshot_index().is_some_and(|s| s >= snapshot));
+    wait_until("replayed to the old end", Duration::from_secs(10), || {
+        c.node(1)
+            .subscribe()
+            .borrow()
+            .last_applied_index
+            .is_some_and(|i| i >= last)
+    })
+    .await;
+    assert_eq!(*c.node(1).image(), *expected);
+    c.shutdown().await;
+}
