@@ -113,7 +113,8 @@ pub fn load_listeners(
             listener: &l.name,
             prefix: format!("listener.name.{}.", l.name.to_ascii_lowercase()),
         };
-        out.insert(l.name.clone(), Arc::new(build(&props)?));
+        let sasl = l.security_protocol == super::SecurityProtocol::SaslSsl;
+        out.insert(l.name.clone(), Arc::new(build(&props, sasl)?));
     }
     Ok(out)
 }
@@ -134,6 +135,16 @@ struct Value<'a> {
 impl<'a> Props<'a> {
     /// The prefixed key if set, else the plain key; an empty value counts
     /// as unset (as Kafka treats an empty location or password).
+    /// Only the `listener.name.<name>.` form of `key`.
+    fn get_prefixed(&self, key: &str) -> Option<Value<'a>> {
+        let k = format!("{}{key}", self.prefix);
+        let v = self.raw.get(&k)?;
+        (!v.trim().is_empty()).then(|| Value {
+            key: k,
+            value: v.as_str(),
+        })
+    }
+
     fn get(&self, key: &str) -> Option<Value<'a>> {
         let prefixed = format!("{}{key}", self.prefix);
         [prefixed, key.to_string()].into_iter().find_map(|k| {
@@ -154,7 +165,7 @@ impl<'a> Props<'a> {
     }
 }
 
-fn build(p: &Props) -> Result<TlsListener, TlsConfigError> {
+fn build(p: &Props, sasl_ssl: bool) -> Result<TlsListener, TlsConfigError> {
     let versions = enabled_protocols(p)?;
     if let Some(v) = p.get("ssl.protocol") {
         if !matches!(v.value.trim(), "TLS" | "TLSv1.2" | "TLSv1.3") {
@@ -164,7 +175,14 @@ fn build(p: &Props) -> Result<TlsListener, TlsConfigError> {
             ));
         }
     }
-    let client_auth = match p.get("ssl.client.auth") {
+    // KIP-684: on SASL_SSL only the listener-prefixed ssl.client.auth
+    // applies (SASL authenticates the client there).
+    let client_auth_value = if sasl_ssl {
+        p.get_prefixed("ssl.client.auth")
+    } else {
+        p.get("ssl.client.auth")
+    };
+    let client_auth = match client_auth_value {
         None => ClientAuth::None,
         Some(v) => match v.value.trim().to_ascii_lowercase().as_str() {
             "none" => ClientAuth::None,
@@ -926,6 +944,27 @@ mod tests {
         ]);
         let e = load_listeners(&c).err().unwrap();
         assert_eq!(e.key, "listener.name.ssl.ssl.client.auth");
+    }
+
+    #[test]
+    fn sasl_ssl_reads_only_the_prefixed_client_auth() {
+        let sasl = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![
+                ("listeners", "SASL_SSL://127.0.0.1:0"),
+                ("ssl.keystore.location", "/nonexistent/ks.pem"),
+            ];
+            pairs.extend_from_slice(extra);
+            error_key(&pairs)
+        };
+        // The plain key is not read on SASL_SSL (KIP-684): the keystore fails first.
+        assert_eq!(
+            sasl(&[("ssl.client.auth", "bogus")]),
+            "ssl.keystore.location"
+        );
+        assert_eq!(
+            sasl(&[("listener.name.sasl_ssl.ssl.client.auth", "bogus")]),
+            "listener.name.sasl_ssl.ssl.client.auth"
+        );
     }
 
     #[test]
