@@ -126,7 +126,7 @@ def produce_flat_out(bootstrap, topic, client_id, seconds, value_size=10_000):
 
 
 def test_producer_byte_rate_holds_a_producer_at_the_quota(strom):
-    bootstrap, _, _ = strom
+    bootstrap, _, broker = strom
     topic = f"quota-produce-{uuid.uuid4().hex[:8]}"
     ck_create_topic(bootstrap, topic, 1)
     strom_quota(bootstrap, "quota", "alter", "--entity-type", "clients", "--entity-name",
@@ -141,6 +141,14 @@ def test_producer_byte_rate_holds_a_producer_at_the_quota(strom):
     print(f"unthrottled client: {free_rate / MIB:.2f} MiB/s")
     assert free_throttle == 0
     assert free_rate > 3 * rate, (free_rate, rate)
+
+    # the broker's /metrics shows the sensor and the throttle it answered
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics",
+                                  timeout=10).read().decode()
+    series = [l for l in text.splitlines() if l.startswith("strom_quota_throttle_time_ms_total{")
+              and 'quota_type="Produce"' in l and 'client_id="throttled"' in l]
+    assert len(series) == 1 and float(series[0].split()[-1]) > 0, series
 
 
 @pytest.mark.strom_config(**{"quota.window.num": "3"})
@@ -203,6 +211,37 @@ def test_consumer_byte_rate_holds_a_consumer_at_the_quota(strom):
     free_rate, _ = consume_all("fast-consumer")
     print(f"unthrottled consumer: {free_rate / MIB:.1f} MiB/s")
     assert free_rate > 3 * rate, (free_rate, rate)
+
+
+def test_request_percentage_throttles_every_api(strom):
+    """request_percentage: a client-id allowed 0.001% of a core is throttled after a
+    few requests, in Metadata (and any API with throttle_time_ms); others are not."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import NodeNotReadyError
+    from kafka.protocol.metadata import MetadataRequest
+    bootstrap, _, _ = strom
+    strom_quota(bootstrap, "quota", "alter", "--client", "busy",
+                "--add-config", "request_percentage=0.001")
+    busy = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="busy")
+    calm = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="calm")
+    try:
+        throttles = []
+
+        def throttled():
+            try:
+                r = kp_send(busy, MetadataRequest(topics=None))
+            except NodeNotReadyError:  # kafka-python pausing after a throttle
+                return False
+            throttles.append(r.throttle_time_ms)
+            return r.throttle_time_ms > 0
+        wait_until(throttled, 20, "a throttled Metadata response", interval=0.01)
+        # capped at one quota window, as Kafka caps request throttles
+        assert 0 < max(throttles) <= 1000, throttles
+        for _ in range(20):
+            assert kp_send(calm, MetadataRequest(topics=None)).throttle_time_ms == 0
+    finally:
+        busy.close()
+        calm.close()
 
 
 @pytest.mark.strom_config(**{"controller.quota.window.num": "2"})

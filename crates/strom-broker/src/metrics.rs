@@ -341,6 +341,7 @@ impl Collector for BrokerCollector {
                 &current,
             )?;
         }
+        crate::quota::encode_metrics(&broker, &mut encoder)?;
         Ok(())
     }
 }

@@ -846,13 +846,23 @@ impl QuotaManager {
         })
     }
 
-    /// Total throttle time answered, per sensor (for `/metrics`).
-    pub fn throttle_totals(&self) -> Vec<(SensorKey, u64)> {
-        self.sensors
+    /// Per sensor: the measured rate now and the total throttle time
+    /// answered (ms), for `/metrics`.
+    pub fn metric_series(&self) -> Vec<(SensorKey, f64, u64)> {
+        let now = self.now_ms();
+        let sensors: Vec<(SensorKey, Arc<Sensor>)> = self
+            .sensors
             .lock()
             .unwrap()
             .iter()
-            .map(|(k, s)| (k.clone(), s.throttled_ms.load(Ordering::Relaxed)))
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        sensors
+            .into_iter()
+            .map(|(k, s)| {
+                let rate = s.rate.lock().unwrap().measure(now);
+                (k, rate, s.throttled_ms.load(Ordering::Relaxed))
+            })
             .collect()
     }
 }
@@ -1230,6 +1240,53 @@ pub fn settle(
         *field = throttle as i32;
     }
     session.mute_for(throttle);
+}
+
+/// Writes the quota sensors to `/metrics`: `strom_quota_rate` (the
+/// measured rate: bytes/s, % of a core, partitions/s) and
+/// `strom_quota_throttle_time_ms_total`, labelled like Kafka's quota
+/// metrics (`user`, `client_id`, empty when the quota is not per that
+/// component). Nothing is written while no quota was ever enforced.
+pub fn encode_metrics(
+    broker: &crate::Broker,
+    encoder: &mut prometheus_client::encoding::DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::encoding::EncodeMetric;
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+    use prometheus_client::metrics::MetricType;
+    let series = broker.quotas.metric_series();
+    if series.is_empty() {
+        return Ok(());
+    }
+    let labels = |k: &SensorKey| -> Vec<(&'static str, String)> {
+        vec![
+            ("quota_type", format!("{:?}", k.quota_type)),
+            ("user", k.user.clone()),
+            ("client_id", k.client_id.clone()),
+        ]
+    };
+    {
+        let mut e = encoder.encode_descriptor(
+            "strom_quota_rate",
+            "Measured rate of a quota sensor over its window",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (k, rate, _) in &series {
+            ConstGauge::new(*rate).encode(e.encode_family(&labels(k))?)?;
+        }
+    }
+    let mut e = encoder.encode_descriptor(
+        "strom_quota_throttle_time_ms",
+        "Throttle time answered to clients of a quota sensor",
+        None,
+        MetricType::Counter,
+    )?;
+    for (k, _, throttled) in &series {
+        ConstCounter::new(*throttled).encode(e.encode_family(&labels(k))?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
