@@ -122,6 +122,9 @@ pub struct QuorumConfig {
     pub connect_timeout: Duration,
     /// Snapshot chunk size for InstallSnapshot.
     pub snapshot_chunk_bytes: u64,
+    /// How long [`MetadataQuorum::propose`] waits for the commit (a leader
+    /// cut off from the majority keeps waiting otherwise).
+    pub propose_timeout: Duration,
 }
 
 impl Default for QuorumConfig {
@@ -135,6 +138,8 @@ impl Default for QuorumConfig {
             segment_bytes: 8 << 20,
             connect_timeout: Duration::from_millis(1000),
             snapshot_chunk_bytes: 1 << 20,
+            // Kafka's request.timeout.ms.
+            propose_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -171,6 +176,10 @@ pub enum ProposeError {
     /// of it applied (the controller should have validated it).
     #[error("metadata batch at index {index} rejected: {reason}")]
     Rejected { index: u64, reason: String },
+    /// Not committed within `propose_timeout` (no majority reachable). The
+    /// batch may still commit later, as after Kafka's REQUEST_TIMED_OUT.
+    #[error("metadata proposal not committed within {0:?}")]
+    Timeout(Duration),
     /// The quorum is shutting down or hit a fatal storage error.
     #[error("metadata quorum unavailable: {0}")]
     Unavailable(String),
@@ -250,6 +259,7 @@ pub struct MetadataQuorum {
     image: watch::Receiver<PublishedImage>,
     stats: Arc<PeerStats>,
     local_addr: SocketAddr,
+    propose_timeout: Duration,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -356,6 +366,7 @@ impl MetadataQuorum {
             image,
             stats,
             local_addr,
+            propose_timeout: config.propose_timeout,
             tasks,
         })
     }
@@ -373,7 +384,11 @@ impl MetadataQuorum {
     /// Appends `records` as one batch and waits until it is committed and
     /// applied here; returns its log index. Only the leader accepts proposals.
     pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, ProposeError> {
-        match self.raft.client_write(MetadataBatch(records)).await {
+        let write = self.raft.client_write(MetadataBatch(records));
+        let Ok(result) = tokio::time::timeout(self.propose_timeout, write).await else {
+            return Err(ProposeError::Timeout(self.propose_timeout));
+        };
+        match result {
             Ok(resp) => match resp.data.0 {
                 None => Ok(resp.log_id.index),
                 Some(reason) => Err(ProposeError::Rejected {

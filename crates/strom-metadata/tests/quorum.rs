@@ -21,6 +21,7 @@ fn test_config() -> QuorumConfig {
         segment_bytes: 4 << 10,
         connect_timeout: Duration::from_millis(300),
         snapshot_chunk_bytes: 1 << 10,
+        propose_timeout: Duration::from_secs(10),
     }
 }
 
@@ -496,5 +497,38 @@ async fn single_voter_recovers_from_its_own_snapshot_and_log() {
     })
     .await;
     assert_eq!(*c.node(1).image(), *expected);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_majority_proposals_time_out_and_resume_when_it_returns() {
+    let mut config = test_config();
+    config.propose_timeout = Duration::from_millis(800);
+    let mut c = Cluster::start(3, config).await;
+    let leader = c.leader().await;
+    let idx = c.propose(topic("before", 1)).await;
+    c.wait_applied(idx).await;
+    let followers: Vec<_> = c
+        .voters
+        .keys()
+        .copied()
+        .filter(|id| *id != leader)
+        .collect();
+    for id in &followers {
+        c.stop(*id).await;
+    }
+    // Alone, the leader cannot commit: the proposal times out, nothing applied.
+    match c.node(leader).propose(topic("lonely", 1)).await {
+        Err(ProposeError::Timeout(_)) | Err(ProposeError::NotLeader { .. }) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(c.node(leader).image().topic("lonely").is_none());
+    // One follower back: a majority again, proposals commit.
+    c.restart(followers[0]).await;
+    let idx = c.propose(topic("after", 1)).await;
+    c.wait_applied(idx).await;
+    for img in c.images() {
+        assert!(img.topic("before").is_some() && img.topic("after").is_some());
+    }
     c.shutdown().await;
 }
