@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod acl;
 mod cluster;
 mod group;
 mod kafka;
@@ -65,6 +66,9 @@ enum Command {
     /// Benchmarks on librdkafka, like kafka-producer-perf-test / kafka-consumer-perf-test.
     #[command(subcommand)]
     Perf(perf::PerfCmd),
+    /// ACLs: add, list, remove (like kafka-acls).
+    #[command(subcommand)]
+    Acl(acl::AclCmd),
     /// Client quotas: alter, describe (like kafka-configs --entity-type users|clients).
     #[command(subcommand)]
     Quota(quota::QuotaCmd),
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
         Command::Group(cmd) => group::run(&ctx, cmd),
         Command::Perf(cmd) => perf::run(&ctx, cmd),
         Command::Quota(cmd) => quota::run(&ctx, cmd),
+        Command::Acl(cmd) => acl::run(&ctx, cmd),
     };
     match result {
         Ok(code) => code,

@@ -8,12 +8,33 @@ use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::group::{partition_for, CONSUMER_OFFSETS};
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: AddOffsetsToTxnRequest,
 ) -> AddOffsetsToTxnResponse {
+    if !ctx.authorize(
+        broker,
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        &req.transactional_id,
+    ) {
+        return AddOffsetsToTxnResponse::default().with_error_code(
+            kafka_protocol::error::ResponseError::TransactionalIdAuthorizationFailed.code(),
+        );
+    }
+    if !ctx.authorize(
+        broker,
+        AclOperation::Read,
+        ResourceType::Group,
+        &req.group_id,
+    ) {
+        return AddOffsetsToTxnResponse::default().with_error_code(
+            kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code(),
+        );
+    }
     if let Err(e) = broker.groups.ensure_started(broker).await {
         return AddOffsetsToTxnResponse::default().with_error_code(e.code().code());
     }

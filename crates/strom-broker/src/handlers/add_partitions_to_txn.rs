@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
@@ -12,6 +13,7 @@ use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResp
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -21,6 +23,7 @@ pub async fn handle(
     if ctx.version() <= 3 {
         let results = one(
             broker,
+            ctx,
             req.v3_and_below_transactional_id.as_str(),
             req.v3_and_below_producer_id.0,
             req.v3_and_below_producer_epoch,
@@ -30,10 +33,16 @@ pub async fn handle(
         .await;
         return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
     }
+    // v4+ comes from brokers verifying a transaction (KIP-890).
+    if !ctx.authorize_cluster(broker, AclOperation::ClusterAction) {
+        return AddPartitionsToTxnResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
     let mut out = Vec::with_capacity(req.transactions.len());
     for t in &req.transactions {
         let results = one(
             broker,
+            ctx,
             t.transactional_id.as_str(),
             t.producer_id.0,
             t.producer_epoch,
@@ -52,6 +61,7 @@ pub async fn handle(
 
 async fn one(
     broker: &Broker,
+    ctx: &RequestContext,
     tid: &str,
     pid: i64,
     epoch: i16,
@@ -62,13 +72,40 @@ async fn one(
         .iter()
         .flat_map(|t| t.partitions.iter().map(|p| (t.name.to_string(), *p)))
         .collect();
-    let codes = match broker
-        .transactions
-        .add_partitions(broker, tid, pid, epoch, &parts, verify_only)
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => vec![e.code(); parts.len()],
+    // Kafka: Write on the transactional id, then on every topic; if one
+    // topic is denied, nothing is added (the others: OPERATION_NOT_ATTEMPTED).
+    let denied: Vec<&str> = topics
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|t| !ctx.authorize(broker, AclOperation::Write, ResourceType::Topic, t))
+        .collect();
+    let codes = if !ctx.authorize(
+        broker,
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        tid,
+    ) {
+        vec![ResponseError::TransactionalIdAuthorizationFailed.code(); parts.len()]
+    } else if !denied.is_empty() {
+        parts
+            .iter()
+            .map(|(t, _)| {
+                if denied.contains(&t.as_str()) {
+                    ResponseError::TopicAuthorizationFailed.code()
+                } else {
+                    ResponseError::OperationNotAttempted.code()
+                }
+            })
+            .collect()
+    } else {
+        match broker
+            .transactions
+            .add_partitions(broker, tid, pid, epoch, &parts, verify_only)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => vec![e.code(); parts.len()],
+        }
     };
     let mut i = 0;
     topics

@@ -13,13 +13,14 @@ use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::RequestContext;
 use crate::broker::{Broker, TopicError};
 use crate::errors::topic_error_code;
+use crate::security::acl::AclOperation;
 
 /// What Strom answers to a change of broker configs.
 pub const BROKER_READ_ONLY: &str = "Strom does not support dynamic broker configs yet: broker configs are read-only at run time (set them in server.properties)";
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
@@ -27,6 +28,15 @@ pub async fn handle(
         let resp = AlterConfigsResourceResponse::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
+        if let Some(e) = ctx.authorize_config_resource(
+            broker,
+            AclOperation::AlterConfigs,
+            res.resource_type,
+            res.resource_name.as_str(),
+        ) {
+            responses.push(resp.with_error_code(e.code()));
+            continue;
+        }
         let result = match res.resource_type {
             RESOURCE_TOPIC => {
                 let mut seen = HashSet::new();

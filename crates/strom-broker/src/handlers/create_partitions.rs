@@ -12,6 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::errors::topic_error_code;
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -39,6 +40,13 @@ pub async fn handle(
             results.push(fail(
                 ResponseError::InvalidRequest,
                 format!("Duplicate topic in request: {}", t.name.as_str()),
+            ));
+            continue;
+        }
+        if !ctx.authorize(broker, AclOperation::Alter, ResourceType::Topic, &t.name) {
+            results.push(fail(
+                ResponseError::TopicAuthorizationFailed,
+                "Authorization failed.".into(),
             ));
             continue;
         }

@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use crate::broker::{Broker, NewTopic};
 use crate::errors::topic_error_code;
+use crate::security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 
 /// Kafka's ConfigSource.DYNAMIC_TOPIC_CONFIG.
 const DYNAMIC_TOPIC_CONFIG: i8 = 1;
@@ -32,6 +33,14 @@ pub async fn handle(
 
     let mut mutation = broker.quotas.controller_mutation(ctx);
     let mut results = Vec::with_capacity(req.topics.len());
+    // Kafka: Create on the cluster covers every topic; otherwise Create on
+    // each topic.
+    let cluster_create = ctx.may(
+        broker,
+        AclOperation::Create,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    );
     for t in req.topics {
         let failed = |code: ResponseError, msg: String| {
             CreatableTopicResult::default()
@@ -48,6 +57,15 @@ pub async fn handle(
                     "Create topics request from client contains a duplicate topic {}",
                     t.name.as_str()
                 ),
+            ));
+            continue;
+        }
+        if !cluster_create
+            && !ctx.authorize(broker, AclOperation::Create, ResourceType::Topic, &t.name)
+        {
+            results.push(failed(
+                ResponseError::TopicAuthorizationFailed,
+                "Authorization failed.".into(),
             ));
             continue;
         }
@@ -101,6 +119,30 @@ pub async fn handle(
             configs,
         };
         match broker.create_topic(new, req.validate_only).await {
+            // The configs are shown only to who may DescribeConfigs the topic.
+            Ok(meta)
+                if !ctx.may(
+                    broker,
+                    AclOperation::DescribeConfigs,
+                    ResourceType::Topic,
+                    &t.name,
+                ) =>
+            {
+                results.push(
+                    CreatableTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_topic_id(if req.validate_only {
+                            Default::default()
+                        } else {
+                            meta.id
+                        })
+                        .with_num_partitions(meta.partitions)
+                        .with_replication_factor(meta.replication_factor)
+                        .with_topic_config_error_code(
+                            ResponseError::TopicAuthorizationFailed.code(),
+                        ),
+                );
+            }
             Ok(meta) => {
                 let configs = meta
                     .configs

@@ -9,23 +9,28 @@ use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DeleteGroupsRequest,
 ) -> DeleteGroupsResponse {
     let mut resp = DeleteGroupsResponse::default();
     for gid in req.groups_names {
         let id = gid.0.to_string();
-        let code = match broker.groups.existing_shard_for(broker, &id).await {
-            Ok(Some(shard)) => shard
-                .write(move |st, _, fx| st.delete_group(&id, fx))
-                .await
-                .unwrap_or_else(|e| e.code().code()),
-            Ok(None) if id.is_empty() => ResponseError::InvalidGroupId.code(),
-            Ok(None) => ResponseError::GroupIdNotFound.code(),
-            Err(e) => e.code().code(),
+        let code = if !ctx.authorize(broker, AclOperation::Delete, ResourceType::Group, &id) {
+            ResponseError::GroupAuthorizationFailed.code()
+        } else {
+            match broker.groups.existing_shard_for(broker, &id).await {
+                Ok(Some(shard)) => shard
+                    .write(move |st, _, fx| st.delete_group(&id, fx))
+                    .await
+                    .unwrap_or_else(|e| e.code().code()),
+                Ok(None) if id.is_empty() => ResponseError::InvalidGroupId.code(),
+                Ok(None) => ResponseError::GroupIdNotFound.code(),
+                Err(e) => e.code().code(),
+            }
         };
         resp.results.push(
             DeletableGroupResult::default()

@@ -15,15 +15,17 @@ use super::RequestContext;
 use crate::broker::Broker;
 use crate::errors::log_error_code;
 use crate::handlers::metadata::is_internal;
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
+        let authorized = ctx.authorize(broker, AclOperation::Delete, ResourceType::Topic, &t.name);
         for p in &t.partitions {
             let result = DeleteRecordsPartitionResult::default()
                 .with_partition_index(p.partition_index)
@@ -32,6 +34,9 @@ pub async fn handle(
                 .replicas
                 .partition(t.name.as_str(), p.partition_index);
             partitions.push(match part {
+                _ if !authorized => {
+                    result.with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                }
                 None => result.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                 Some(_) if is_internal(t.name.as_str()) => {
                     result.with_error_code(ResponseError::TopicAuthorizationFailed.code())

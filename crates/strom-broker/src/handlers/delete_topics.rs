@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::errors::topic_error_code;
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -66,6 +67,10 @@ pub async fn handle(
             responses.push(fail(code, None));
             continue;
         };
+        if !ctx.authorize(broker, AclOperation::Delete, ResourceType::Topic, &topic) {
+            responses.push(fail(ResponseError::TopicAuthorizationFailed, None));
+            continue;
+        }
         if let Some(mq) = mutation.as_mut() {
             let partitions = broker
                 .metadata

@@ -14,6 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::acl::AclOperation;
 use crate::topic::{self, TOPIC_CONFIGS};
 
 /// Kafka's `ConfigResource.Type`.
@@ -82,6 +83,14 @@ pub async fn handle(
                 .map(|k| k.iter().map(|s| s.to_string()).collect());
             let wanted = |name: &str| keys.as_ref().is_none_or(|k| k.iter().any(|x| x == name));
             let name = res.resource_name.as_str();
+            if let Some(e) = ctx.authorize_config_resource(
+                broker,
+                AclOperation::DescribeConfigs,
+                res.resource_type,
+                name,
+            ) {
+                return base.with_error_code(e.code());
+            }
             match res.resource_type {
                 RESOURCE_TOPIC => match broker.metadata.image().topic(name) {
                     Some(t) => base.with_configs(

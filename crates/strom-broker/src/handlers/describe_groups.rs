@@ -11,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::metadata::OPERATIONS_NOT_REQUESTED;
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::acl::{AclOperation, ResourceType};
 
 /// READ, DELETE and DESCRIBE (Kafka's AclOperation codes) on a group.
 const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
@@ -31,6 +32,19 @@ pub async fn handle(
             } else {
                 OPERATIONS_NOT_REQUESTED
             };
+        }
+        if !ctx.authorize(broker, AclOperation::Describe, ResourceType::Group, &id) {
+            out.error_code = ResponseError::GroupAuthorizationFailed.code();
+            resp.groups.push(out);
+            continue;
+        }
+        if version >= 3 && req.include_authorized_operations && broker.authorizer.enabled() {
+            out.authorized_operations = ctx.authorized_operations(
+                broker,
+                ResourceType::Group,
+                &id,
+                crate::security::check::GROUP_OPERATIONS,
+            );
         }
         let described = match broker.groups.existing_shard_for(broker, &id).await {
             Ok(Some(shard)) => {

@@ -11,22 +11,28 @@ use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersRespon
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeProducersRequest,
 ) -> DescribeProducersResponse {
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
+            let authorized =
+                ctx.authorize(broker, AclOperation::Read, ResourceType::Topic, &t.name);
             let partitions = t
                 .partition_indexes
                 .iter()
                 .map(|&p| {
                     let r = PartitionResponse::default().with_partition_index(p);
                     match broker.replicas.partition(t.name.as_str(), p) {
+                        _ if !authorized => {
+                            r.with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                        }
                         None => r.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                         Some(part) => {
                             let mut producers: Vec<ProducerState> = part

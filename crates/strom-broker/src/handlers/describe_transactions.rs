@@ -12,10 +12,11 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeTransactionsRequest,
 ) -> DescribeTransactionsResponse {
     let all: BTreeMap<String, _> = broker
@@ -29,6 +30,18 @@ pub async fn handle(
         .into_iter()
         .map(|tid| {
             let base = TransactionState::default().with_transactional_id(tid.clone());
+            if !ctx.authorize(
+                broker,
+                AclOperation::Describe,
+                ResourceType::TransactionalId,
+                &tid,
+            ) {
+                return base
+                    .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1)
+                    .with_transaction_start_time_ms(-1);
+            }
             match all.get(tid.as_str()) {
                 None => base
                     .with_error_code(ResponseError::TransactionalIdNotFound.code())
@@ -37,7 +50,10 @@ pub async fn handle(
                     .with_transaction_start_time_ms(-1),
                 Some(m) => {
                     let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-                    for (t, p) in &m.partitions {
+                    // Kafka leaves out the topics the caller may not Describe.
+                    for (t, p) in m.partitions.iter().filter(|(t, _)| {
+                        ctx.may(broker, AclOperation::Describe, ResourceType::Topic, t)
+                    }) {
                         by_topic.entry(t.as_str()).or_default().push(*p);
                     }
                     base.with_transaction_state(StrBytes::from_static_str(m.state.name()))

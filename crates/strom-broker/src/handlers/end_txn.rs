@@ -6,12 +6,23 @@ use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: EndTxnRequest,
 ) -> EndTxnResponse {
+    if !ctx.authorize(
+        broker,
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        &req.transactional_id,
+    ) {
+        return EndTxnResponse::default().with_error_code(
+            kafka_protocol::error::ResponseError::TransactionalIdAuthorizationFailed.code(),
+        );
+    }
     let code = match broker
         .transactions
         .end_txn(

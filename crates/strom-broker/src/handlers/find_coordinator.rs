@@ -11,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::txn::TRANSACTION_STATE;
 
 pub async fn handle(
@@ -45,7 +46,29 @@ pub async fn handle(
     };
     let coordinators: Vec<Coordinator> = keys
         .into_iter()
-        .map(|key| match &error {
+        .map(|key| {
+            // Kafka: Describe on the group or transactional id.
+            let denied = match req.key_type {
+                0 if !ctx.authorize(broker, AclOperation::Describe, ResourceType::Group, &key) => {
+                    Some(ResponseError::GroupAuthorizationFailed)
+                }
+                1 if !ctx.authorize(
+                    broker,
+                    AclOperation::Describe,
+                    ResourceType::TransactionalId,
+                    &key,
+                ) =>
+                {
+                    Some(ResponseError::TransactionalIdAuthorizationFailed)
+                }
+                _ => None,
+            };
+            (
+                key,
+                denied.map(|e| (e, e.to_string())).or_else(|| error.clone()),
+            )
+        })
+        .map(|(key, error)| match &error {
             None => Coordinator::default()
                 .with_key(key)
                 .with_node_id(BrokerId(broker.node_id()))

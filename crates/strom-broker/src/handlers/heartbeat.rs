@@ -7,10 +7,11 @@ use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: HeartbeatRequest,
 ) -> HeartbeatResponse {
     let group_id = req.group_id.0.to_string();
@@ -20,6 +21,11 @@ pub async fn handle(
     if group_id.is_empty() {
         return HeartbeatResponse::default()
             .with_error_code(kafka_protocol::error::ResponseError::InvalidGroupId.code());
+    }
+    if !ctx.authorize(broker, AclOperation::Read, ResourceType::Group, &group_id) {
+        return HeartbeatResponse::default().with_error_code(
+            kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code(),
+        );
     }
     let code = match broker.groups.shard_for(broker, &group_id).await {
         Ok(shard) => shard

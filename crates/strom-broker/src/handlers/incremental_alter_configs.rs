@@ -14,6 +14,7 @@ use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::RequestContext;
 use crate::broker::{Broker, TopicError};
 use crate::errors::topic_error_code;
+use crate::security::acl::AclOperation;
 use crate::topic;
 
 const SET: i8 = 0;
@@ -23,7 +24,7 @@ const SUBTRACT: i8 = 3;
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
@@ -42,6 +43,15 @@ pub async fn handle(
                 )
             })
             .collect();
+        if let Some(e) = ctx.authorize_config_resource(
+            broker,
+            AclOperation::AlterConfigs,
+            res.resource_type,
+            res.resource_name.as_str(),
+        ) {
+            responses.push(resp.with_error_code(e.code()));
+            continue;
+        }
         let result = match res.resource_type {
             RESOURCE_TOPIC => match check_ops(&ops) {
                 Err(e) => Err(e),

@@ -10,16 +10,42 @@ use tracing::warn;
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    match req.transactional_id.as_ref().filter(|t| !t.is_empty()) {
+    let tid = req.transactional_id.as_ref().filter(|t| !t.is_empty());
+    // Kafka: Write on the transactional id; an idempotent producer needs
+    // IdempotentWrite on the cluster or Write on some topic.
+    match tid {
+        Some(t)
+            if !ctx.authorize(
+                broker,
+                AclOperation::Write,
+                ResourceType::TransactionalId,
+                t,
+            ) =>
+        {
+            return resp.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+        }
+        None if !ctx.may(
+            broker,
+            AclOperation::IdempotentWrite,
+            ResourceType::Cluster,
+            crate::security::acl::CLUSTER_NAME,
+        ) && !ctx.authorize_any(broker, AclOperation::Write, ResourceType::Topic) =>
+        {
+            return resp.with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+        }
+        _ => {}
+    }
+    match tid {
         // Kafka hands an idempotent producer a fresh id every time, even
         // when it passes its old id and epoch (KIP-360): nothing to fence.
         None => match broker.producer_ids.generate() {

@@ -11,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::group::state::{JoinRequest, JoinResponse, Reply};
+use crate::security::acl::{AclOperation, ResourceType};
 
 fn s(v: String) -> StrBytes {
     StrBytes::from_string(v)
@@ -48,13 +49,25 @@ pub async fn handle(
             .collect(),
     };
     let member_id = join.member_id.clone();
-    let reply = match broker.groups.shard_for(broker, &join.group_id).await {
-        Ok(shard) => {
-            shard
-                .deferred(move |st, now, token, fx| st.join_group(now, token, join, fx))
-                .await
+    let reply = if !ctx.authorize(
+        broker,
+        AclOperation::Read,
+        ResourceType::Group,
+        &join.group_id,
+    ) {
+        Ok(Reply::Join(error(
+            &member_id,
+            kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code(),
+        )))
+    } else {
+        match broker.groups.shard_for(broker, &join.group_id).await {
+            Ok(shard) => {
+                shard
+                    .deferred(move |st, now, token, fx| st.join_group(now, token, join, fx))
+                    .await
+            }
+            Err(e) => Err(e),
         }
-        Err(e) => Err(e),
     };
     let r = match reply {
         Ok(Reply::Join(r)) => r,

@@ -9,6 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -33,6 +34,8 @@ pub async fn handle(
     let members = leaving.clone();
     let result = if group_id.is_empty() {
         Err(kafka_protocol::error::ResponseError::InvalidGroupId.code())
+    } else if !ctx.authorize(broker, AclOperation::Read, ResourceType::Group, &group_id) {
+        Err(kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code())
     } else {
         match broker.groups.shard_for(broker, &group_id).await {
             Ok(shard) => shard

@@ -9,6 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -27,6 +28,14 @@ pub async fn handle(
         .map(|s| s.to_ascii_lowercase())
         .collect();
     let mut resp = ListGroupsResponse::default();
+    // Describe on the cluster lists every group; otherwise only the groups
+    // the principal may Describe.
+    let all_groups = ctx.may(
+        broker,
+        AclOperation::Describe,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    );
     let shards = match broker.groups.all_shards(broker).await {
         Ok(s) => s,
         Err(e) => return resp.with_error_code(e.code().code()),
@@ -62,6 +71,9 @@ pub async fn handle(
             Err(e) => return resp.with_error_code(e.code().code()),
         };
         for (id, protocol_type, state, group_type) in listed {
+            if !all_groups && !ctx.may(broker, AclOperation::Describe, ResourceType::Group, &id) {
+                continue;
+            }
             if !states.is_empty() && !states.contains(&state.to_ascii_lowercase()) {
                 continue;
             }

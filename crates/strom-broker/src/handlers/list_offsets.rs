@@ -14,6 +14,7 @@ use super::RequestContext;
 use crate::broker::Broker;
 use crate::errors::log_error_code;
 use crate::partition::{IsolationLevel, Partition};
+use crate::security::acl::{AclOperation, ResourceType};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -32,6 +33,8 @@ pub async fn handle(
         .topics
         .into_iter()
         .map(|t| {
+            let authorized =
+                ctx.authorize(broker, AclOperation::Describe, ResourceType::Topic, &t.name);
             let partitions = t
                 .partitions
                 .iter()
@@ -40,6 +43,10 @@ pub async fn handle(
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
+                    if !authorized {
+                        return base
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     match broker
                         .replicas
                         .partition(t.name.as_str(), p.partition_index)

@@ -11,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::broker::{now_ms, Broker};
+use crate::security::acl::{AclOperation, ResourceType};
 
 const STATES: &[&str] = &[
     "Empty",
@@ -25,7 +26,7 @@ const STATES: &[&str] = &[
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: ListTransactionsRequest,
 ) -> ListTransactionsResponse {
     let unknown: Vec<StrBytes> = req
@@ -40,6 +41,15 @@ pub async fn handle(
         .snapshot(broker)
         .await
         .into_iter()
+        // Kafka lists only the transactional ids the caller may Describe.
+        .filter(|(tid, _)| {
+            ctx.may(
+                broker,
+                AclOperation::Describe,
+                ResourceType::TransactionalId,
+                tid,
+            )
+        })
         .filter(|(_, m)| {
             (req.state_filters.is_empty()
                 || req

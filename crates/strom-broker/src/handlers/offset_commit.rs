@@ -13,6 +13,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::group::state::{CommitPartition, CommitRequest};
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -25,12 +26,24 @@ pub async fn handle(
     let mut sent = Vec::new();
     let mut partitions = Vec::new();
     let mut topics: Vec<OffsetCommitResponseTopic> = Vec::with_capacity(req.topics.len());
+    let group_ok = ctx.authorize(
+        broker,
+        AclOperation::Read,
+        ResourceType::Group,
+        &req.group_id,
+    );
     for (ti, t) in req.topics.iter().enumerate() {
+        let topic_ok =
+            group_ok && ctx.authorize(broker, AclOperation::Read, ResourceType::Topic, &t.name);
         let meta = image.topic(t.name.as_str());
         let mut rt = OffsetCommitResponseTopic::default().with_name(t.name.clone());
         for (pi, p) in t.partitions.iter().enumerate() {
             let known = meta.is_some_and(|m| (0..m.partitions).contains(&p.partition_index));
-            let code = if known {
+            let code = if !group_ok {
+                ResponseError::GroupAuthorizationFailed.code()
+            } else if !topic_ok {
+                ResponseError::TopicAuthorizationFailed.code()
+            } else if known {
                 sent.push((ti, pi));
                 partitions.push(CommitPartition {
                     topic: t.name.to_string(),

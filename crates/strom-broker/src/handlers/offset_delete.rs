@@ -12,13 +12,18 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: OffsetDeleteRequest,
 ) -> OffsetDeleteResponse {
     let group = req.group_id.0.to_string();
+    if !ctx.authorize(broker, AclOperation::Delete, ResourceType::Group, &group) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     let image = broker.metadata.image();
     let mut unknown: Vec<(String, i32)> = Vec::new();
     let mut topics: Vec<(String, Vec<i32>)> = Vec::new();

@@ -15,6 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::group::state::OffsetAndMetadata;
+use crate::security::acl::{AclOperation, ResourceType};
 
 type Fetched = Vec<(String, Vec<(i32, Option<OffsetAndMetadata>)>)>;
 
@@ -37,6 +38,21 @@ async fn unstable(broker: &Arc<Broker>, group: &str, require_stable: bool) -> Ve
 }
 
 async fn fetch(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    group: String,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Fetched, i16> {
+    if !ctx.authorize(broker, AclOperation::Describe, ResourceType::Group, &group) {
+        return Err(kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code());
+    }
+    let mut fetched = fetch_authorized_group(broker, group, topics).await?;
+    // Kafka leaves out the topics the principal may not Describe.
+    fetched.retain(|(t, _)| ctx.may(broker, AclOperation::Describe, ResourceType::Topic, t));
+    Ok(fetched)
+}
+
+async fn fetch_authorized_group(
     broker: &Arc<Broker>,
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
@@ -81,7 +97,7 @@ pub async fn handle(
             });
             let mut out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
             let pending = unstable(broker, g.group_id.as_str(), req.require_stable).await;
-            match fetch(broker, g.group_id.0.to_string(), topics).await {
+            match fetch(broker, ctx, g.group_id.0.to_string(), topics).await {
                 Ok(fetched) => {
                     out.topics = fetched
                         .into_iter()
@@ -138,7 +154,7 @@ pub async fn handle(
         }
         r
     };
-    let fetched = match fetch(broker, group.0.to_string(), topics).await {
+    let fetched = match fetch(broker, ctx, group.0.to_string(), topics).await {
         Ok(f) => f,
         Err(code) => {
             if version >= 2 {

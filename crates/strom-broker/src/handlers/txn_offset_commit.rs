@@ -12,10 +12,11 @@ use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use super::RequestContext;
 use crate::broker::{now_ms, Broker};
 use crate::group::records::OffsetCommitValue;
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: TxnOffsetCommitRequest,
 ) -> TxnOffsetCommitResponse {
     let image = broker.metadata.image();
@@ -23,8 +24,31 @@ pub async fn handle(
     let max_meta = broker.groups.config().offset_metadata_max_bytes;
     let mut codes: Vec<Vec<i16>> = Vec::new();
     let mut offsets = Vec::new();
+    // Kafka: Write on the transactional id, Read on the group, then Read
+    // on each topic.
+    let denied = if !ctx.authorize(
+        broker,
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        &req.transactional_id,
+    ) {
+        Some(ResponseError::TransactionalIdAuthorizationFailed)
+    } else if !ctx.authorize(
+        broker,
+        AclOperation::Read,
+        ResourceType::Group,
+        &req.group_id,
+    ) {
+        Some(ResponseError::GroupAuthorizationFailed)
+    } else {
+        None
+    };
     for t in &req.topics {
         let meta = image.topic(t.name.as_str());
+        let denied = denied.or_else(|| {
+            (!ctx.authorize(broker, AclOperation::Read, ResourceType::Topic, &t.name))
+                .then_some(ResponseError::TopicAuthorizationFailed)
+        });
         let mut tc = Vec::new();
         for p in &t.partitions {
             let metadata = p
@@ -32,7 +56,9 @@ pub async fn handle(
                 .as_ref()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            let code = if !meta.is_some_and(|m| (0..m.partitions).contains(&p.partition_index)) {
+            let code = if let Some(e) = denied {
+                e.code()
+            } else if !meta.is_some_and(|m| (0..m.partitions).contains(&p.partition_index)) {
                 ResponseError::UnknownTopicOrPartition.code()
             } else if metadata.len() > max_meta {
                 ResponseError::OffsetMetadataTooLarge.code()

@@ -121,3 +121,36 @@ impl RequestContext {
             .fold(0, |bits, op| bits | (1 << op.code()))
     }
 }
+
+impl RequestContext {
+    /// The describe/alter-configs check: `op` on the topic, or on the
+    /// cluster for broker (and broker-logger) resources. `Some(error)` if
+    /// denied.
+    pub fn authorize_config_resource(
+        &self,
+        broker: &Broker,
+        op: AclOperation,
+        config_resource_type: i8,
+        name: &str,
+    ) -> Option<kafka_protocol::error::ResponseError> {
+        use kafka_protocol::error::ResponseError;
+        // Kafka's ConfigResource.Type codes.
+        const TOPIC: i8 = 2;
+        const GROUP: i8 = 32;
+        let (ok, error) = match config_resource_type {
+            TOPIC => (
+                self.authorize(broker, op, ResourceType::Topic, name),
+                ResponseError::TopicAuthorizationFailed,
+            ),
+            GROUP => (
+                self.authorize(broker, op, ResourceType::Group, name),
+                ResponseError::GroupAuthorizationFailed,
+            ),
+            _ => (
+                self.authorize_cluster(broker, op),
+                ResponseError::ClusterAuthorizationFailed,
+            ),
+        };
+        (!ok).then_some(error)
+    }
+}
