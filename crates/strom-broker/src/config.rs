@@ -82,6 +82,8 @@ pub struct BrokerConfig {
     pub admin_listener_explicit: bool,
     /// `authorizer.class.name`, `super.users`, `allow.everyone.if.no.acl.found`.
     pub authorizer: crate::security::authorizer::AuthorizerConfig,
+    /// SASL mechanisms and credentials per SASL listener, `connections.max.reauth.ms`.
+    pub sasl: crate::security::sasl::SaslConfig,
     /// Every key given, after overrides (for the start-up line).
     pub raw: BTreeMap<String, String>,
     /// Keys given that Strom does not use.
@@ -361,9 +363,11 @@ impl BrokerConfig {
             .map_err(|(key, value, reason)| invalid(&key, &value, &reason))?;
         let quota = crate::quota::QuotaConfig::from_raw(&raw)
             .map_err(|(key, value, reason)| invalid(&key, &value, &reason))?;
+        let sasl = crate::security::sasl::SaslConfig::from_raw(&raw, &listeners)?;
         let ignored = raw
             .keys()
             .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+            .filter(|k| !crate::security::sasl::is_sasl_key(k))
             .filter(|k| !crate::security::tls::is_tls_key(k))
             .cloned()
             .collect();
@@ -387,6 +391,7 @@ impl BrokerConfig {
             admin_listener,
             admin_listener_explicit,
             authorizer,
+            sasl,
             raw,
             ignored,
         })

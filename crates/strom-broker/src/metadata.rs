@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::security::acl::AclBinding;
 use crate::security::authorizer::AclIndex;
+use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
 
 /// One topic as every broker sees it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -44,7 +45,13 @@ pub struct MetadataImage {
     by_id: HashMap<Uuid, String>,
     /// ACLs, indexed for the authorizer (rebuilt only when they change).
     acls: Arc<AclIndex>,
+    /// SCRAM credentials per user and mechanism (AlterUserScramCredentials).
+    scram: Arc<ScramCredentials>,
 }
+
+/// SCRAM credentials: user → mechanism → salt, stored key, server key,
+/// iterations (never the password).
+pub type ScramCredentials = BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>;
 
 impl MetadataImage {
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicMetadata>> {
@@ -60,6 +67,18 @@ impl MetadataImage {
     /// Every ACL, indexed for authorization.
     pub fn acls(&self) -> &AclIndex {
         &self.acls
+    }
+    /// Every user's SCRAM credentials, by user name.
+    pub fn scram_credentials(&self) -> &ScramCredentials {
+        &self.scram
+    }
+    /// `user`'s SCRAM credential for `mechanism`.
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Option<&ScramCredential> {
+        self.scram.get(user)?.get(&mechanism)
     }
     fn insert(&mut self, t: TopicMetadata) {
         self.by_id.insert(t.id, t.name.clone());
@@ -81,6 +100,8 @@ struct PersistedImage {
     topics: Vec<TopicMetadata>,
     #[serde(default)]
     acls: Vec<AclBinding>,
+    #[serde(default)]
+    scram_credentials: ScramCredentials,
 }
 
 /// Errors loading or saving metadata.
@@ -140,6 +161,7 @@ impl MetadataStore {
                     image.insert(t);
                 }
                 image.acls = Arc::new(AclIndex::new(p.acls));
+                image.scram = Arc::new(p.scram_credentials);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 image.cluster_id = existing_cluster_id(log_dirs).unwrap_or_else(new_cluster_id);
@@ -208,6 +230,15 @@ impl MetadataStore {
         Ok(out.expect("update ran"))
     }
 
+    /// Replaces the SCRAM credentials with what `f` makes of them, persisted
+    /// before they take effect.
+    pub fn update_scram_credentials(
+        &self,
+        f: impl FnOnce(&mut ScramCredentials),
+    ) -> Result<Arc<MetadataImage>, MetadataError> {
+        self.update(|img| f(Arc::make_mut(&mut img.scram)))
+    }
+
     fn update(
         &self,
         f: impl FnOnce(&mut MetadataImage),
@@ -228,6 +259,7 @@ impl MetadataStore {
             client_quotas: (*img.client_quotas).clone(),
             topics: img.topics().map(|t| (**t).clone()).collect(),
             acls: img.acls.bindings().cloned().collect(),
+            scram_credentials: (*img.scram).clone(),
         };
         let bytes = serde_json::to_vec_pretty(&p).expect("metadata serializes");
         write_atomically(&self.file, &bytes).map_err(io_err(&self.file))

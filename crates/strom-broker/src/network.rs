@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::broker::Broker;
 use crate::handlers::{handle_frame, Outcome};
 use crate::security::tls::TlsListener;
+use crate::security::sasl::{Gate, SaslConnection};
 use crate::security::{KafkaPrincipal, SecurityProtocol};
 
 /// What one connection knows about its peer; requests are handled against
@@ -141,6 +142,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
     let mut reader = BufReader::with_capacity(64 * 1024, rd);
     let mut writer = BufWriter::with_capacity(64 * 1024, wr);
     let max = broker.config.socket_request_max_bytes;
+    let mut sasl = SaslConnection::for_session(&broker, &session);
     loop {
         let size = tokio::select! {
             r = reader.read_i32() => match r {
@@ -165,7 +167,30 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
                 return Ok(());
             }
         };
-        match handle_frame(&broker, &mut session, frame.freeze()).await {
+        let frame = frame.freeze();
+        // On a SASL listener nothing but ApiVersions and the SASL exchange
+        // is processed before authentication, nor after the session expires.
+        if let Some(gate) = sasl.as_mut() {
+            match gate.on_frame(&broker, &mut session, &frame) {
+                Gate::Pass => {}
+                Gate::Respond(bytes) => {
+                    writer.write_all(&bytes).await?;
+                    writer.flush().await?;
+                    continue;
+                }
+                Gate::Close { response, reason } => {
+                    if let Some(bytes) = response {
+                        writer.write_all(&bytes).await?;
+                    }
+                    writer.flush().await?;
+                    if let Some(suppressed) = REJECTED.allow() {
+                        warn!(%peer, %reason, suppressed, "closing connection");
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        match handle_frame(&broker, &mut session, frame).await {
             Outcome::Respond(bytes) => writer.write_all(&bytes).await?,
             Outcome::RespondParts(parts) => {
                 // large parts bypass the buffer: no copy in user space

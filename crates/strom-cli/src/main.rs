@@ -19,6 +19,7 @@ mod quota;
 mod raw;
 mod server;
 mod topic;
+mod user;
 
 use kafka::ConnectOpts;
 use output::Format;
@@ -72,6 +73,9 @@ enum Command {
     /// Client quotas: alter, describe (like kafka-configs --entity-type users|clients).
     #[command(subcommand)]
     Quota(quota::QuotaCmd),
+    /// SCRAM users: create, delete, list (AlterUserScramCredentials).
+    #[command(subcommand)]
+    User(user::UserCmd),
 }
 
 /// What a client command gets: where the cluster is and how to print.
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         Command::Cluster(cmd) => cluster::run(&ctx, cmd),
         Command::Group(cmd) => group::run(&ctx, cmd),
         Command::Perf(cmd) => perf::run(&ctx, cmd),
+        Command::User(cmd) => user::run(&ctx, cmd),
         Command::Quota(cmd) => quota::run(&ctx, cmd),
         Command::Acl(cmd) => acl::run(&ctx, cmd),
     };

@@ -208,3 +208,99 @@ pub fn offset_fetch_all(
     out.sort();
     Ok(out)
 }
+
+/// The SASL settings of a raw connection, from the librdkafka-style `-X`
+/// properties (`security.protocol`, `sasl.mechanism`, `sasl.username`,
+/// `sasl.password`).
+pub struct SaslLogin {
+    pub mechanism: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl SaslLogin {
+    /// `None` for PLAINTEXT; an error for what this client cannot do.
+    pub fn from_props(props: &[String]) -> Result<Option<SaslLogin>> {
+        let get = |key: &str| {
+            props
+                .iter()
+                .filter_map(|p| p.split_once('='))
+                .filter(|(k, _)| k.trim() == key)
+                .map(|(_, v)| v.trim().to_string())
+                .next_back()
+        };
+        match get("security.protocol")
+            .unwrap_or_else(|| "PLAINTEXT".into())
+            .to_ascii_uppercase()
+            .as_str()
+        {
+            "PLAINTEXT" => Ok(None),
+            "SASL_PLAINTEXT" => Ok(Some(SaslLogin {
+                mechanism: get("sasl.mechanism")
+                    .or_else(|| get("sasl.mechanisms"))
+                    .unwrap_or_else(|| "PLAIN".into()),
+                username: get("sasl.username").ok_or_else(|| anyhow!("sasl.username is not set"))?,
+                password: get("sasl.password").ok_or_else(|| anyhow!("sasl.password is not set"))?,
+            })),
+            other => bail!("this command supports security.protocol PLAINTEXT and SASL_PLAINTEXT, not {other}"),
+        }
+    }
+}
+
+impl RawClient {
+    /// Authenticates the connection (SaslHandshake v1, SaslAuthenticate v2)
+    /// with PLAIN or SCRAM-SHA-256/512.
+    pub fn authenticate(&mut self, login: &SaslLogin) -> Result<()> {
+        use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        let mechanism = login.mechanism.to_ascii_uppercase();
+        let hs = self.call(
+            &SaslHandshakeRequest::default()
+                .with_mechanism(StrBytes::from_string(mechanism.clone())),
+            1,
+        )?;
+        if let Some(e) = error_text(hs.error_code) {
+            let enabled: Vec<&str> = hs.mechanisms.iter().map(|m| m.as_str()).collect();
+            bail!("SASL mechanism {mechanism} refused: {e} (enabled: {})", enabled.join(","));
+        }
+        let mut step = |token: Vec<u8>| -> Result<Bytes> {
+            let r = self.call(&SaslAuthenticateRequest::default().with_auth_bytes(token.into()), 2)?;
+            if r.error_code != 0 {
+                bail!(
+                    "authentication failed: {}",
+                    r.error_message
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .or_else(|| error_text(r.error_code))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(r.auth_bytes)
+        };
+        match mechanism.as_str() {
+            "PLAIN" => {
+                step(format!("\0{}\0{}", login.username, login.password).into_bytes())?;
+                Ok(())
+            }
+            "SCRAM-SHA-256" | "SCRAM-SHA-512" => {
+                crate::user::scram_client(&mechanism, &login.username, &login.password, &mut step)
+            }
+            other => bail!("this command cannot authenticate with SASL mechanism {other}"),
+        }
+    }
+}
+
+/// A connection to the first bootstrap address, authenticated if the `-X`
+/// properties ask for SASL.
+pub fn connect(bootstrap: &str, props: &[String], timeout: Duration) -> Result<RawClient> {
+    let first = bootstrap
+        .split(',')
+        .map(str::trim)
+        .find(|s| !s.is_empty())
+        .ok_or_else(|| anyhow!("no bootstrap address"))?;
+    let login = SaslLogin::from_props(props)?;
+    let mut c = RawClient::connect(first, timeout)?;
+    if let Some(login) = login {
+        c.authenticate(&login)?;
+    }
+    Ok(c)
+}

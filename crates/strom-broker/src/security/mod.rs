@@ -12,6 +12,7 @@ pub mod tls;
 pub mod acl;
 pub mod authorizer;
 pub mod check;
+pub mod sasl;
 
 /// Kafka's `KafkaPrincipal`: a type (`User`) and a name. Unauthenticated
 /// connections are `User:ANONYMOUS`, as in Kafka.
