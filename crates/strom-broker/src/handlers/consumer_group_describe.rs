@@ -17,6 +17,7 @@ use super::RequestContext;
 use crate::broker::Broker;
 use crate::group::consumer::{Assignment, ConsumerGroup, DEFAULT_ASSIGNOR};
 use crate::metadata::MetadataImage;
+use crate::security::acl::{AclOperation, ResourceType};
 
 fn wire(a: &Assignment, image: &MetadataImage) -> WireAssignment {
     WireAssignment::default().with_topic_partitions(
@@ -37,7 +38,7 @@ fn wire(a: &Assignment, image: &MetadataImage) -> WireAssignment {
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: ConsumerGroupDescribeRequest,
 ) -> ConsumerGroupDescribeResponse {
     let image = broker.metadata.image();
@@ -47,10 +48,20 @@ pub async fn handle(
         let mut out = DescribedGroup::default()
             .with_group_id(gid)
             .with_authorized_operations(if req.include_authorized_operations {
-                (1 << 3) | (1 << 6) | (1 << 8)
+                ctx.authorized_operations(
+                    broker,
+                    ResourceType::Group,
+                    &id,
+                    crate::security::check::GROUP_OPERATIONS,
+                )
             } else {
                 OPERATIONS_NOT_REQUESTED
             });
+        if !ctx.authorize(broker, AclOperation::Describe, ResourceType::Group, &id) {
+            out.error_code = ResponseError::GroupAuthorizationFailed.code();
+            resp.groups.push(out);
+            continue;
+        }
         let found: Result<Option<(ConsumerGroup, bool)>, _> =
             match broker.groups.existing_shard_for(broker, &id).await {
                 Ok(Some(shard)) => {

@@ -12,6 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::group::consumer::{Assignment, HeartbeatRequest, TopicsImage};
+use crate::security::acl::{AclOperation, ResourceType};
 
 /// Topic name → (id, partitions) of every topic, for the assignors.
 pub fn topics_image(broker: &Broker) -> TopicsImage {
@@ -56,6 +57,16 @@ pub async fn handle(
             .unwrap_or_default(),
         client_host: format!("/{}", ctx.peer.ip()),
     };
+    if !ctx.authorize(
+        broker,
+        AclOperation::Read,
+        ResourceType::Group,
+        &hb.group_id,
+    ) {
+        return ConsumerGroupHeartbeatResponse::default().with_error_code(
+            kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code(),
+        );
+    }
     let topics = topics_image(broker);
     let group_id = hb.group_id.clone();
     let result = match broker.groups.shard_for(broker, &group_id).await {

@@ -9,6 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::metadata::{CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED};
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::acl::{ResourceType, CLUSTER_NAME};
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -29,7 +30,16 @@ pub async fn handle(
         .with_controller_id(BrokerId(broker.node_id()))
         .with_brokers(vec![me])
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
-            CLUSTER_OPERATIONS
+            if broker.authorizer.enabled() {
+                ctx.authorized_operations(
+                    broker,
+                    ResourceType::Cluster,
+                    CLUSTER_NAME,
+                    crate::security::check::CLUSTER_OPERATIONS,
+                )
+            } else {
+                CLUSTER_OPERATIONS
+            }
         } else {
             OPERATIONS_NOT_REQUESTED
         })

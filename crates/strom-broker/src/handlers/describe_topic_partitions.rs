@@ -15,18 +15,25 @@ use kafka_protocol::protocol::StrBytes;
 use super::metadata::{is_internal, TOPIC_OPERATIONS};
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::acl::{AclOperation, ResourceType};
 
 /// Kafka's `max.request.partition.size.limit` default.
 const MAX_PARTITIONS_PER_RESPONSE: i32 = 2000;
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
     let image = broker.metadata.image();
+    // Kafka: all topics means those the principal may Describe; a named
+    // one without Describe gets TOPIC_AUTHORIZATION_FAILED.
     let mut names: Vec<String> = if req.topics.is_empty() {
-        image.topics().map(|t| t.name.clone()).collect()
+        image
+            .topics()
+            .filter(|t| ctx.may(broker, AclOperation::Describe, ResourceType::Topic, &t.name))
+            .map(|t| t.name.clone())
+            .collect()
     } else {
         req.topics.iter().map(|t| t.name.to_string()).collect()
     };
@@ -62,6 +69,14 @@ pub async fn handle(
             0
         };
         let tn = TopicName(StrBytes::from_string(name.clone()));
+        if !ctx.authorize(broker, AclOperation::Describe, ResourceType::Topic, &name) {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(tn))
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code()),
+            );
+            continue;
+        }
         let Some(t) = image.topic(&name) else {
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()
@@ -108,7 +123,16 @@ pub async fn handle(
                 .with_topic_id(t.id)
                 .with_is_internal(is_internal(&t.name))
                 .with_partitions(partitions)
-                .with_topic_authorized_operations(TOPIC_OPERATIONS),
+                .with_topic_authorized_operations(if broker.authorizer.enabled() {
+                    ctx.authorized_operations(
+                        broker,
+                        ResourceType::Topic,
+                        &t.name,
+                        crate::security::check::TOPIC_OPERATIONS,
+                    )
+                } else {
+                    TOPIC_OPERATIONS
+                }),
         );
         if next_cursor.is_some() {
             break;
