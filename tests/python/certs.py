@@ -35,6 +35,7 @@ class Pki:
     truststore_p12: Path        # PKCS12 holding the CA, STORE_PASSWORD
     client_cert_pem: Path       # signed by the CA, subject CLIENT_DN
     client_key_pem: Path
+    client_keystore_pem: Path   # client key + certificate, one PEM file
     rogue_cert_pem: Path        # signed by an untrusted CA
     rogue_key_pem: Path
 
@@ -125,6 +126,7 @@ def make_pki(directory):
             b"ca", None, None, [ca], enc)),
         client_cert_pem=write("client.pem", _pem_cert(client)),
         client_key_pem=write("client.key", _pem_key(client_key)),
+        client_keystore_pem=write("client-keystore.pem", _pem_key(client_key) + _pem_cert(client)),
         rogue_cert_pem=write("rogue.pem", _pem_cert(rogue)),
         rogue_key_pem=write("rogue.key", _pem_key(rogue_key)),
     )

@@ -40,9 +40,30 @@ pub struct ConnectOpts {
     /// How long to wait for the cluster before giving up, in seconds.
     #[arg(long, global = true, default_value_t = 5.0)]
     pub timeout: f64,
+    /// A client properties file, as Kafka's tools take it
+    /// (`security.protocol=SSL`, `ssl.truststore.location=…`); `-X` wins.
+    #[arg(long = "command-config", value_name = "FILE", global = true)]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 impl ConnectOpts {
+    /// Puts the `--command-config` file's properties before the `-X` ones
+    /// (later entries win).
+    pub fn load_command_config(&mut self) -> Result<()> {
+        let Some(path) = &self.command_config else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--command-config: cannot read {}", path.display()))?;
+        let mut props: Vec<String> = strom_broker::config::parse_properties(&text)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        props.append(&mut self.props);
+        self.props = props;
+        Ok(())
+    }
+
     pub fn timeout(&self) -> Duration {
         Duration::from_secs_f64(self.timeout.max(0.1))
     }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod acl;
+mod client_tls;
 mod cluster;
 mod group;
 mod kafka;
@@ -84,6 +85,16 @@ pub struct Ctx {
     pub format: Format,
 }
 
+/// Applies `--command-config` and sets up the raw client's TLS (client
+/// commands only).
+fn client_setup(mut connect: ConnectOpts, is_server: bool) -> anyhow::Result<ConnectOpts> {
+    if !is_server {
+        connect.load_command_config()?;
+        client_tls::install(&connect.props)?;
+    }
+    Ok(connect)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_server = matches!(cli.command, Command::Server { .. });
@@ -98,7 +109,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let ctx = Ctx {
-        connect: cli.connect,
+        connect: match client_setup(cli.connect, is_server) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("strom: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
         format: Format::parse(cli.format.as_deref(), cli.json),
     };
     let result = match cli.command {

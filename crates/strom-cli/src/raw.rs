@@ -1,6 +1,7 @@
 //! A thin synchronous Kafka client on `kafka-protocol` for the few APIs
 //! librdkafka's admin API lacks (DescribeLogDirs, OffsetDelete,
-//! FindCoordinator). One connection, one request at a time; plaintext only.
+//! FindCoordinator). One connection, one request at a time; over TLS when
+//! the security protocol asks for it ([`crate::client_tls`]).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -19,7 +20,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 
 /// One broker connection.
 pub struct RawClient {
-    stream: TcpStream,
+    stream: Box<dyn crate::client_tls::Conn>,
     next_id: i32,
 }
 
@@ -35,6 +36,13 @@ impl RawClient {
         stream.set_read_timeout(Some(timeout.max(Duration::from_secs(1))))?;
         stream.set_write_timeout(Some(timeout.max(Duration::from_secs(1))))?;
         stream.set_nodelay(true)?;
+        let stream: Box<dyn crate::client_tls::Conn> = match crate::client_tls::current() {
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                Box::new(crate::client_tls::wrap(tls, stream, host)?)
+            }
+            None => Box::new(stream),
+        };
         Ok(RawClient { stream, next_id: 1 })
     }
 
@@ -234,15 +242,16 @@ impl SaslLogin {
             .to_ascii_uppercase()
             .as_str()
         {
-            "PLAINTEXT" => Ok(None),
-            "SASL_PLAINTEXT" => Ok(Some(SaslLogin {
+            // TLS itself is set up by `client_tls` for every raw connection.
+            "PLAINTEXT" | "SSL" => Ok(None),
+            "SASL_PLAINTEXT" | "SASL_SSL" => Ok(Some(SaslLogin {
                 mechanism: get("sasl.mechanism")
                     .or_else(|| get("sasl.mechanisms"))
                     .unwrap_or_else(|| "PLAIN".into()),
                 username: get("sasl.username").ok_or_else(|| anyhow!("sasl.username is not set"))?,
                 password: get("sasl.password").ok_or_else(|| anyhow!("sasl.password is not set"))?,
             })),
-            other => bail!("this command supports security.protocol PLAINTEXT and SASL_PLAINTEXT, not {other}"),
+            other => bail!("security.protocol {other:?}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
         }
     }
 }
