@@ -532,3 +532,155 @@ async fn without_a_majority_proposals_time_out_and_resume_when_it_returns() {
     }
     c.shutdown().await;
 }
+
+/// Cut links between voters: a proxy in front of each voter's controller
+/// listener reads each request frame, finds the sending node in its vote
+/// (`leader_id.node_id`: the leader or the candidate), and drops the
+/// connection when that link is cut — a network partition at frame level.
+mod partition {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    pub type Cuts = Arc<Mutex<HashSet<(i32, i32)>>>;
+
+    async fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+        let len = s.read_u32().await? as usize;
+        let mut buf = vec![0; len];
+        s.read_exact(&mut buf).await?;
+        Ok(buf)
+    }
+
+    async fn write_frame(s: &mut TcpStream, b: &[u8]) -> std::io::Result<()> {
+        s.write_u32(b.len() as u32).await?;
+        s.write_all(b).await
+    }
+
+    fn sender(frame: &[u8]) -> Option<i32> {
+        let v: serde_json::Value = serde_json::from_slice(frame).ok()?;
+        let (_, req) = v.as_object()?.iter().next()?;
+        req.get("vote")?
+            .get("leader_id")?
+            .get("node_id")?
+            .as_i64()
+            .map(|n| n as i32)
+    }
+
+    /// Starts a proxy for voter `dst` forwarding to `target`; returns its address.
+    pub async fn proxy(dst: i32, target: String, cuts: Cuts) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = l.accept().await else {
+                    return;
+                };
+                let (target, cuts) = (target.clone(), cuts.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    loop {
+                        let Ok(req) = read_frame(&mut client).await else {
+                            return;
+                        };
+                        let src = sender(&req).expect("every request names its sender");
+                        if cuts.lock().unwrap().contains(&(src, dst)) {
+                            return; // both connections dropped
+                        }
+                        if write_frame(&mut server, &req).await.is_err() {
+                            return;
+                        }
+                        let Ok(reply) = read_frame(&mut server).await else {
+                            return;
+                        };
+                        // A reply on a link cut meanwhile is lost too.
+                        if cuts.lock().unwrap().contains(&(dst, src)) {
+                            return;
+                        }
+                        if write_frame(&mut client, &reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_leader_cannot_commit_and_its_divergent_tail_is_truncated_after_healing() {
+    let mut config = test_config();
+    config.propose_timeout = Duration::from_millis(1500);
+    let tmp = tempfile::tempdir().unwrap();
+    let cuts: partition::Cuts = Default::default();
+    let mut listeners = BTreeMap::new();
+    let mut voters = BTreeMap::new();
+    for id in 1..=3 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let real = l.local_addr().unwrap().to_string();
+        voters.insert(id, partition::proxy(id, real, cuts.clone()).await);
+        listeners.insert(id, l);
+    }
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        let dir = tmp.path().join(format!("node-{id}"));
+        let q = MetadataQuorum::start_with_listener(id, voters.clone(), &dir, config.clone(), l)
+            .await
+            .unwrap();
+        nodes.insert(id, q);
+    }
+    let mut c = Cluster {
+        _tmp: tmp,
+        voters: voters.clone(),
+        nodes: nodes.into_iter().map(|(id, q)| (id, Some(q))).collect(),
+        config,
+    };
+    let old = c.leader().await;
+    let idx = c.propose(topic("before", 1)).await;
+    c.wait_applied(idx).await;
+
+    // Cut the leader off in both directions.
+    for other in voters.keys().copied().filter(|id| *id != old) {
+        cuts.lock().unwrap().extend([(old, other), (other, old)]);
+    }
+    let isolated = c.node(old).propose(topic("isolated", 1)).await;
+    assert!(
+        isolated.is_err(),
+        "an isolated leader cannot commit: {isolated:?}"
+    );
+    assert!(c.node(old).image().topic("isolated").is_none());
+
+    // The majority side elects a new leader and goes on.
+    let majority: Vec<_> = voters.keys().copied().filter(|id| *id != old).collect();
+    let mut new = None;
+    wait_until(
+        "a leader on the majority side",
+        Duration::from_secs(10),
+        || {
+            new = majority.iter().copied().find(|id| c.node(*id).is_leader());
+            new.is_some()
+        },
+    )
+    .await;
+    let new = new.unwrap();
+    let idx = c.node(new).propose(topic("majority", 1)).await.unwrap();
+
+    // Heal: the old leader steps down, drops its uncommitted entry, follows.
+    cuts.lock().unwrap().clear();
+    c.wait_applied(idx).await;
+    wait_until("images converge", Duration::from_secs(10), || {
+        let images = c.images();
+        images.iter().all(|i| **i == *images[0])
+    })
+    .await;
+    for img in c.images() {
+        assert!(img.topic("majority").is_some() && img.topic("isolated").is_none());
+    }
+    assert_eq!(c.leader().await, new);
+    assert!(c.node(old).describe().leader_epoch > 1);
+    c.shutdown().await;
+}
