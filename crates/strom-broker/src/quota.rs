@@ -315,7 +315,7 @@ impl ClientQuotas {
             (None, c(), CLIENT_TAG),
             (None, Some(D), CLIENT_TAG),
         ];
-        let found = candidates.into_iter().find_map(|(uu, cc, (tu, tc))| {
+        candidates.into_iter().find_map(|(uu, cc, (tu, tc))| {
             self.value(uu, cc, key).map(|v| {
                 let sensor = SensorKey::new(
                     ty,
@@ -324,8 +324,7 @@ impl ClientQuotas {
                 );
                 (v, sensor)
             })
-        });
-        found
+        })
     }
 }
 
@@ -875,6 +874,11 @@ pub struct MutationQuota<'a> {
     throttle_ms: u64,
 }
 
+/// A mutation refused by a strict controller mutation quota: answer
+/// THROTTLING_QUOTA_EXCEEDED for it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct QuotaExceeded;
+
 /// The KIP-599 error message.
 pub const THROTTLING_QUOTA_EXCEEDED_MESSAGE: &str = "The throttling quota has been exceeded.";
 
@@ -883,11 +887,16 @@ impl MutationQuota<'_> {
     /// CreatePartitions v3+, DeleteTopics v5+) a bucket already exceeded
     /// refuses them (`Err`: answer THROTTLING_QUOTA_EXCEEDED for this topic);
     /// otherwise they are taken even if that exceeds the quota.
-    pub fn record(&mut self, partitions: u32, strict: bool) -> Result<(), ()> {
+    pub fn record(&mut self, partitions: u32, strict: bool) -> Result<(), QuotaExceeded> {
         self.record_at(partitions, strict, self.manager.now_ms())
     }
 
-    fn record_at(&mut self, partitions: u32, strict: bool, now_ms: u64) -> Result<(), ()> {
+    fn record_at(
+        &mut self,
+        partitions: u32,
+        strict: bool,
+        now_ms: u64,
+    ) -> Result<(), QuotaExceeded> {
         let c = &self.manager.config;
         let mut buckets = self.manager.buckets.lock().unwrap();
         let bucket = buckets.entry(self.key.clone()).or_insert_with(|| {
@@ -902,7 +911,7 @@ impl MutationQuota<'_> {
             let t = bucket.throttle(self.rate, now_ms);
             if t > 0 {
                 self.throttle_ms = self.throttle_ms.max(t);
-                return Err(());
+                return Err(QuotaExceeded);
             }
         }
         let t = bucket.record(partitions as f64, self.rate, now_ms);
@@ -1230,6 +1239,13 @@ pub fn settle(
             }
             t
         }
+        ApiKey::Fetch if request > 0 => {
+            // throttled by the request quota alone: answered empty too
+            if let Some(r) = response.as_mut() {
+                r.clear_throttled();
+            }
+            0
+        }
         _ => 0,
     };
     let throttle = request.max(bandwidth).max(handler_set).min(i32::MAX as u64);
@@ -1443,7 +1459,7 @@ mod tests {
         // burst of 11: the first topic of 20 partitions is taken (the
         // bucket was not exceeded), the next is refused
         assert_eq!(mq.record_at(20, true, 0), Ok(()));
-        assert_eq!(mq.record_at(1, true, 0), Err(()));
+        assert_eq!(mq.record_at(1, true, 0), Err(QuotaExceeded));
         assert_eq!(mq.throttle_time_ms(), 9000);
         // permissive mode takes it anyway
         assert_eq!(mq.record_at(1, false, 0), Ok(()));

@@ -198,23 +198,6 @@ impl<'a> BatchView<'a> {
         be_i32(self.bytes, 57)
     }
 
-    /// Like [`BatchView::verify_crc`], in the same single pass, but also
-    /// returns the CRC-32C of the records part alone (after the 61-byte
-    /// header), so a broker that rewrites CRC-covered header fields
-    /// ([`BatchMut::set_log_append_time_body_crc`]) need not read the records
-    /// a second time.
-    pub fn verify_crc_records(&self) -> Result<u32, BatchError> {
-        let header = crc32c::crc32c(&self.bytes[CRC_START..HEADER_SIZE]);
-        let records = crc32c::crc32c(&self.bytes[HEADER_SIZE..]);
-        let computed = crc32c::crc32c_combine(header, records, self.bytes.len() - HEADER_SIZE);
-        let stored = self.crc();
-        if computed == stored {
-            Ok(records)
-        } else {
-            Err(BatchError::CorruptCrc { stored, computed })
-        }
-    }
-
     /// Computes the CRC-32C over `attributes..end` and compares it.
     pub fn verify_crc(&self) -> Result<(), BatchError> {
         let computed = crc32c::crc32c(&self.bytes[CRC_START..]);
@@ -265,20 +248,29 @@ impl<'a> BatchMut<'a> {
         let crc = crc32c::crc32c(&self.bytes[CRC_START..]);
         self.bytes[17..21].copy_from_slice(&crc.to_be_bytes());
     }
-    /// [`BatchMut::set_log_append_time`] on a copy of the 61-byte header
-    /// whose records stay elsewhere: the CRC is combined from the new header
-    /// and the records' CRC ([`BatchView::verify_crc_records`]) and length.
-    pub fn set_log_append_time_body_crc(
-        &mut self,
-        now_ms: i64,
-        records_crc: u32,
-        records_len: usize,
-    ) {
+    /// [`BatchMut::set_log_append_time`] on a copy of the 61-byte header of a
+    /// batch of `batch_size` bytes whose records stay elsewhere, without
+    /// reading them: the header must carry the batch's valid CRC, and CRC-32C
+    /// being affine, the new CRC is the old one plus the CRC of the header's
+    /// change shifted over the records' length.
+    pub fn set_log_append_time_detached(&mut self, now_ms: i64, batch_size: usize) {
+        let old: [u8; HEADER_SIZE - CRC_START] =
+            self.bytes[CRC_START..HEADER_SIZE].try_into().unwrap();
+        let old_crc = u32::from_be_bytes(self.bytes[17..21].try_into().unwrap());
         let attrs = be_i16(self.bytes, 21) | ATTR_TIMESTAMP_TYPE;
         self.bytes[21..23].copy_from_slice(&attrs.to_be_bytes());
         self.bytes[35..43].copy_from_slice(&now_ms.to_be_bytes());
-        let header = crc32c::crc32c(&self.bytes[CRC_START..HEADER_SIZE]);
-        let crc = crc32c::crc32c_combine(header, records_crc, records_len);
+        let mut delta = [0u8; HEADER_SIZE - CRC_START];
+        for (d, (o, n)) in delta
+            .iter_mut()
+            .zip(old.iter().zip(&self.bytes[CRC_START..HEADER_SIZE]))
+        {
+            *d = o ^ n;
+        }
+        // crc(a ^ b) = crc(a) ^ crc(b) ^ crc(0) for equal lengths; the zero
+        // message's CRC cancels the init/final xor of the delta's.
+        let shifted = crc32c::crc32c(&delta) ^ crc32c::crc32c(&[0u8; HEADER_SIZE - CRC_START]);
+        let crc = old_crc ^ crc32c::crc32c_combine(shifted, 0, batch_size - HEADER_SIZE);
         self.bytes[17..21].copy_from_slice(&crc.to_be_bytes());
     }
 }
@@ -380,21 +372,15 @@ pub(crate) mod tests {
 
     #[test]
     fn log_append_time_on_a_header_copy_matches_the_in_place_stamp() {
-        let b = make_batch(3, 700, 5);
-        let records_crc = BatchView::parse(&b).unwrap().verify_crc_records().unwrap();
-        assert_eq!(records_crc, crc32c::crc32c(&b[HEADER_SIZE..]));
-        let mut header: [u8; HEADER_SIZE] = b[..HEADER_SIZE].try_into().unwrap();
-        BatchMut::new(&mut header).set_log_append_time_body_crc(42, records_crc, 700);
-        let mut in_place = b.clone();
-        BatchMut::new(&mut in_place).set_log_append_time(42);
-        assert_eq!(&header[..], &in_place[..HEADER_SIZE]);
-        // a flipped record byte fails the split check as it fails the whole one
-        let mut bad = b.clone();
-        bad[HEADER_SIZE + 9] ^= 1;
-        assert!(matches!(
-            BatchView::parse(&bad).unwrap().verify_crc_records(),
-            Err(BatchError::CorruptCrc { .. })
-        ));
+        for payload in [0, 1, 700, 100_000] {
+            let b = make_batch(3, payload, 5);
+            let mut header: [u8; HEADER_SIZE] = b[..HEADER_SIZE].try_into().unwrap();
+            BatchMut::new(&mut header).set_log_append_time_detached(42, b.len());
+            let mut in_place = b.clone();
+            BatchMut::new(&mut in_place).set_log_append_time(42);
+            assert_eq!(&header[..], &in_place[..HEADER_SIZE], "payload {payload}");
+            BatchView::parse(&in_place).unwrap().verify_crc().unwrap();
+        }
     }
 
     #[test]

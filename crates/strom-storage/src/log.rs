@@ -585,13 +585,8 @@ impl Log {
     }
 
     /// Checks every batch of a produce request without touching the log.
-    /// Returns `(position, size, CRC-32C of the records part)` of each batch:
-    /// the one CRC pass over the data also serves a `LogAppendTime` stamp.
-    fn validate(
-        &self,
-        cfg: &LogConfig,
-        records: &[u8],
-    ) -> Result<Vec<(usize, usize, u32)>, LogError> {
+    /// Returns `(position, size)` of each batch.
+    fn validate(&self, cfg: &LogConfig, records: &[u8]) -> Result<Vec<(usize, usize)>, LogError> {
         if records.is_empty() {
             return Err(LogError::CorruptRecord("empty record set".into()));
         }
@@ -616,7 +611,7 @@ impl Log {
                     max: cfg.max_message_bytes,
                 });
             }
-            let records_crc = b.verify_crc_records()?;
+            b.verify_crc()?;
             if b.record_count() == 0 {
                 return Err(LogError::InvalidRecord(
                     "record batch has no records".into(),
@@ -650,7 +645,7 @@ impl Log {
                     )));
                 }
             }
-            out.push((pos, b.size(), records_crc));
+            out.push((pos, b.size()));
             pos += b.size();
         }
         if records.len() as u64 > cfg.segment_bytes {
@@ -769,7 +764,7 @@ impl Log {
         // The request's buffer stays read-only (no copy of the data): each
         // batch's header is patched in a copy and written in its place.
         let mut headers: Vec<[u8; HEADER_SIZE]> = Vec::with_capacity(batches.len());
-        for &(pos, size, records_crc) in &batches {
+        for &(pos, size) in &batches {
             let bytes = &records[pos..pos + size];
             let v = BatchView::parse(bytes)?;
             let mut header: [u8; HEADER_SIZE] = bytes[..HEADER_SIZE].try_into().unwrap();
@@ -777,7 +772,8 @@ impl Log {
             m.set_base_offset(next);
             m.set_partition_leader_epoch(leader_epoch);
             let batch_max_ts = if append_time {
-                m.set_log_append_time_body_crc(now_ms, records_crc, size - HEADER_SIZE);
+                // the CRC is adjusted, not recomputed: one pass per batch
+                m.set_log_append_time_detached(now_ms, size);
                 now_ms
             } else {
                 v.max_timestamp()
@@ -868,14 +864,14 @@ impl Log {
     fn check_producers(
         &self,
         records: &[u8],
-        batches: &[(usize, usize, u32)],
+        batches: &[(usize, usize)],
         first: Offset,
         allow_control: bool,
     ) -> Result<Result<Option<StagedAppend>, producer_state::BatchMetadata>, LogError> {
         let mut staged: Option<StagedAppend> = None;
         let mut next = first;
         let ps = lock(&self.producers);
-        for &(pos, size, _) in batches {
+        for &(pos, size) in batches {
             let info = BatchProducerInfo::from_header(&records[pos..pos + size]);
             if info.control && !allow_control {
                 return Err(LogError::InvalidRecord(
@@ -1954,13 +1950,13 @@ fn write_batches_at(
     file: &File,
     mut pos: u64,
     records: &[u8],
-    batches: &[(usize, usize, u32)],
+    batches: &[(usize, usize)],
     headers: &[[u8; HEADER_SIZE]],
 ) -> io::Result<()> {
     use std::io::IoSlice;
     use std::os::fd::AsRawFd;
     let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(2 * batches.len());
-    for (&(bpos, size, _), header) in batches.iter().zip(headers) {
+    for (&(bpos, size), header) in batches.iter().zip(headers) {
         iov.push(IoSlice::new(header));
         if size > HEADER_SIZE {
             iov.push(IoSlice::new(&records[bpos + HEADER_SIZE..bpos + size]));
