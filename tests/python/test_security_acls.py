@@ -313,6 +313,19 @@ def test_anonymous_with_read_acls_only(strom_factory):
     assert consume_group(bootstrap, "pre-open", "g", 1) == [b"v"]
     err = consume_error(bootstrap, "pre-secret", "g")
     assert err is not None and err.code() == TOPIC_AUTHORIZATION_FAILED, err
+    # committed offsets: all topics of g lists only what ANONYMOUS may Describe; asking
+    # for topic b gets TOPIC_AUTHORIZATION_FAILED on its partition
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    res = adm.list_consumer_group_offsets([ConsumerGroupTopicPartitions("g")],
+                                          request_timeout=15)["g"].result(timeout=20)
+    assert {tp.topic for tp in res.topic_partitions} == {"a", "pre-open"}, res.topic_partitions
+    res = adm.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions("g", [TopicPartition("b", 0), TopicPartition("a", 0)])],
+        request_timeout=15)["g"].result(timeout=20)
+    by_topic = {tp.topic: tp for tp in res.topic_partitions}
+    assert by_topic["a"].offset == 1 and by_topic["a"].error is None, by_topic
+    assert by_topic["b"].error is not None \
+        and by_topic["b"].error.code() == TOPIC_AUTHORIZATION_FAILED, by_topic
     # Read on group g only: another group is refused
     err = consume_error(bootstrap, "a", "other-group")
     assert err is not None and err.code() == GROUP_AUTHORIZATION_FAILED, err

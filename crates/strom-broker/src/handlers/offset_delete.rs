@@ -26,12 +26,16 @@ pub async fn handle(
     }
     let image = broker.metadata.image();
     let mut unknown: Vec<(String, i32)> = Vec::new();
+    let mut denied: Vec<(String, i32)> = Vec::new();
     let mut topics: Vec<(String, Vec<i32>)> = Vec::new();
     for t in &req.topics {
         let meta = image.topic(t.name.as_str());
         let mut ps = Vec::new();
+        let authorized = ctx.authorize(broker, AclOperation::Read, ResourceType::Topic, &t.name);
         for p in &t.partitions {
-            if meta.is_some_and(|m| (0..m.partitions).contains(&p.partition_index)) {
+            if !authorized {
+                denied.push((t.name.to_string(), p.partition_index));
+            } else if meta.is_some_and(|m| (0..m.partitions).contains(&p.partition_index)) {
                 ps.push(p.partition_index);
             } else {
                 unknown.push((t.name.to_string(), p.partition_index));
@@ -66,6 +70,13 @@ pub async fn handle(
                         OffsetDeleteResponsePartition::default()
                             .with_partition_index(*p)
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                    );
+                }
+                for (_, p) in denied.iter().filter(|(dt, _)| *dt == t) {
+                    rt.partitions.push(
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(*p)
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code()),
                     );
                 }
                 resp.topics.push(rt);

@@ -20,6 +20,7 @@ use crate::security::acl::{AclOperation, ResourceType};
 type Fetched = Vec<(String, Vec<(i32, Option<OffsetAndMetadata>)>)>;
 
 const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 
 /// The partitions of `group` whose offsets are pending in a transaction,
 /// when the request asks for stable offsets.
@@ -42,14 +43,26 @@ async fn fetch(
     ctx: &RequestContext,
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<Fetched, i16> {
+) -> Result<(Fetched, Vec<String>), i16> {
     if !ctx.authorize(broker, AclOperation::Describe, ResourceType::Group, &group) {
         return Err(kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code());
     }
+    let all_topics = topics.is_none();
     let mut fetched = fetch_authorized_group(broker, group, topics).await?;
-    // Kafka leaves out the topics the principal may not Describe.
-    fetched.retain(|(t, _)| ctx.may(broker, AclOperation::Describe, ResourceType::Topic, t));
-    Ok(fetched)
+    if all_topics {
+        // Kafka leaves out the topics the principal may not Describe...
+        fetched.retain(|(t, _)| ctx.may(broker, AclOperation::Describe, ResourceType::Topic, t));
+        return Ok((fetched, Vec::new()));
+    }
+    // ...and answers TOPIC_AUTHORIZATION_FAILED for those it asked for.
+    let mut denied = Vec::new();
+    for (t, ps) in fetched.iter_mut() {
+        if !ctx.authorize(broker, AclOperation::Describe, ResourceType::Topic, t) {
+            ps.iter_mut().for_each(|(_, o)| *o = None);
+            denied.push(t.clone());
+        }
+    }
+    Ok((fetched, denied))
 }
 
 async fn fetch_authorized_group(
@@ -98,7 +111,7 @@ pub async fn handle(
             let mut out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
             let pending = unstable(broker, g.group_id.as_str(), req.require_stable).await;
             match fetch(broker, ctx, g.group_id.0.to_string(), topics).await {
-                Ok(fetched) => {
+                Ok((fetched, denied)) => {
                     out.topics = fetched
                         .into_iter()
                         .map(|(t, ps)| {
@@ -115,7 +128,9 @@ pub async fn handle(
                                                 .with_committed_offset(off)
                                                 .with_committed_leader_epoch(epoch)
                                                 .with_metadata(Some(StrBytes::from_string(meta)))
-                                                .with_error_code(if busy {
+                                                .with_error_code(if denied.contains(&t) {
+                                                    TOPIC_AUTHORIZATION_FAILED
+                                                } else if busy {
                                                     UNSTABLE_OFFSET_COMMIT
                                                 } else {
                                                     0
@@ -174,6 +189,7 @@ pub async fn handle(
             return resp;
         }
     };
+    let (fetched, denied) = fetched;
     resp.topics = fetched
         .into_iter()
         .map(|(t, ps)| {
@@ -182,7 +198,9 @@ pub async fn handle(
                 .with_partitions(
                     ps.iter()
                         .map(|(p, o)| {
-                            if pending.contains(&(t.clone(), *p)) {
+                            if denied.contains(&t) {
+                                part(*p, &None, TOPIC_AUTHORIZATION_FAILED)
+                            } else if pending.contains(&(t.clone(), *p)) {
                                 part(*p, &None, UNSTABLE_OFFSET_COMMIT)
                             } else {
                                 part(*p, o, 0)
