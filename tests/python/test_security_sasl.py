@@ -605,3 +605,44 @@ def test_sasl_ssl_scram(strom_factory, pki):
     auth_fails(sasl_ssl, dict(scram("SCRAM-SHA-512", "tls512", "bad", "SASL_SSL"), **ca))
     assert 'principal=User:tls256 mechanism="SCRAM-SHA-256" listener=SASL_SSL' in \
         log_text(broker)
+
+
+def test_scram_admin_apis_need_cluster_permissions(strom_factory):
+    """With the authorizer on, only a principal allowed ALTER/DESCRIBE on the cluster
+    manages SCRAM users: the super user (PLAIN) bootstraps them over SASL, another
+    authenticated user gets CLUSTER_AUTHORIZATION_FAILED and changes nothing."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
+                                       UserScramCredentialUpsertion)
+    broker = strom_factory(listeners={"SASL_PLAINTEXT": "SASL_PLAINTEXT"},
+                           overrides=sasl_overrides("SASL_PLAINTEXT", extra={
+                               "authorizer.class.name":
+                                   "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                               "super.users": "User:admin"}))
+    sasl = broker.listener_bootstrap("SASL_PLAINTEXT")
+    strom_cli("-b", sasl, "-X", "security.protocol=SASL_PLAINTEXT", "-X",
+              "sasl.mechanism=PLAIN", "-X", "sasl.username=admin", "-X",
+              "sasl.password=admin-secret", "user", "create", "--name", "jo", "--password",
+              "jo-secret", "--mechanism", "SCRAM-SHA-512")
+    jo = scram("SCRAM-SHA-512", "jo", "jo-secret")
+    assert metadata_ok(sasl, jo)
+
+    as_jo = AdminClient({"bootstrap.servers": sasl, **jo})
+    fs = as_jo.alter_user_scram_credentials([UserScramCredentialUpsertion(
+        "kim", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"pw", b"salt")])
+    with pytest.raises(KafkaException) as e:
+        fs["kim"].result(timeout=15)
+    assert e.value.args[0].name() == "CLUSTER_AUTHORIZATION_FAILED"
+    # (Not through confluent-kafka: its DescribeUserScramCredentials crashes the process
+    # on this top-level error, which Kafka returns too.)
+    p = strom_cli("-b", sasl, "-X", "security.protocol=SASL_PLAINTEXT", "-X",
+                  "sasl.mechanism=SCRAM-SHA-512", "-X", "sasl.username=jo", "-X",
+                  "sasl.password=jo-secret", "user", "list", check=False)
+    assert p.returncode != 0 and b"ClusterAuthorizationFailed" in p.stderr
+    # The anonymous PLAINTEXT listener is refused as well.
+    p = strom_cli("-b", broker.bootstrap, "user", "list", check=False)
+    assert p.returncode != 0 and b"ClusterAuthorizationFailed" in p.stderr
+
+    as_admin = AdminClient({"bootstrap.servers": sasl, **plain("admin", "admin-secret")})
+    users = as_admin.describe_user_scram_credentials().result(timeout=15)
+    assert sorted(users) == ["jo"]

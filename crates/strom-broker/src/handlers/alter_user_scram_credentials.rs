@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::security::acl::AclOperation;
 use crate::security::sasl::scram::{
     ScramCredential, ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS,
 };
@@ -52,6 +53,26 @@ pub async fn handle(
     ctx: &RequestContext,
     req: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
+    // Kafka: ALTER on the cluster, else every user's result says so.
+    if !ctx.authorize_cluster(broker, AclOperation::Alter) {
+        let mut users: Vec<&StrBytes> = Vec::new();
+        let names = req.deletions.iter().map(|d| &d.name);
+        for u in names.chain(req.upsertions.iter().map(|u| &u.name)) {
+            if !users.contains(&u) {
+                users.push(u);
+            }
+        }
+        return AlterUserScramCredentialsResponse::default().with_results(
+            users
+                .into_iter()
+                .map(|u| {
+                    AlterUserScramCredentialsResult::default()
+                        .with_user(u.clone())
+                        .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+                })
+                .collect(),
+        );
+    }
     let image = broker.metadata.image();
     // Users in the order they first appear, each with its one operation or
     // the reason it is refused.

@@ -16,6 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::metadata::ScramCredentials;
+use crate::security::acl::AclOperation;
 
 fn described(user: &str, creds: &ScramCredentials) -> Option<DescribeUserScramCredentialsResult> {
     let by_mechanism = creds.get(user).filter(|m| !m.is_empty())?;
@@ -37,9 +38,31 @@ fn described(user: &str, creds: &ScramCredentials) -> Option<DescribeUserScramCr
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    // Kafka: DESCRIBE on the cluster, else the error at the top and for each
+    // user asked about (`getErrorResponse`), with a message: librdkafka 2.x
+    // crashes on this error without one.
+    if !ctx.authorize_cluster(broker, AclOperation::Describe) {
+        let e = ResponseError::ClusterAuthorizationFailed;
+        let message = || Some(StrBytes::from_static_str("Cluster authorization failed."));
+        let results = req
+            .users
+            .iter()
+            .flatten()
+            .map(|u| {
+                DescribeUserScramCredentialsResult::default()
+                    .with_user(u.name.clone())
+                    .with_error_code(e.code())
+                    .with_error_message(message())
+            })
+            .collect();
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(message())
+            .with_results(results);
+    }
     let image = broker.metadata.image();
     let creds = image.scram_credentials();
     let results = match req.users.filter(|u| !u.is_empty()) {
