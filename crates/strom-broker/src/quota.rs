@@ -508,6 +508,7 @@ pub struct Rate {
     current: usize,
     num: usize,
     window_ms: u64,
+    last_record_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -523,11 +524,13 @@ impl Rate {
             current: 0,
             num: num.max(1) as usize,
             window_ms: window_ms.max(1),
+            last_record_ms: 0,
         }
     }
 
     /// Adds `value` at `now_ms`.
     pub fn record(&mut self, value: f64, now_ms: u64) {
+        self.last_record_ms = now_ms;
         if self.samples.is_empty() {
             self.samples.push(Sample {
                 start_ms: now_ms,
@@ -580,6 +583,11 @@ impl Rate {
             elapsed += (min_full - full) * self.window_ms;
         }
         elapsed
+    }
+
+    /// When a value was last recorded (0: never).
+    fn last_used_ms(&self) -> u64 {
+        self.last_record_ms
     }
 
     /// Units per second over the window.
@@ -678,6 +686,9 @@ fn cap(ty: QuotaType, c: &QuotaConfig) -> u64 {
     }
 }
 
+/// Kafka's inactive sensor expiry (`InactiveSensorExpirationTimeSeconds`).
+const SENSOR_EXPIRY_MS: u64 = 3600 * 1000;
+
 /// The broker's quota state: the resolved configuration and the sensors.
 pub struct QuotaManager {
     config: QuotaConfig,
@@ -731,9 +742,19 @@ impl QuotaManager {
     }
 
     fn sensor(&self, key: SensorKey) -> Arc<Sensor> {
-        self.sensors
-            .lock()
-            .unwrap()
+        let now = self.now_ms();
+        let mut sensors = self.sensors.lock().unwrap();
+        if !sensors.contains_key(&key) {
+            // Kafka drops a quota sensor after an hour without use; here on
+            // the (rare) creation of another, so the map tracks live
+            // clients, not every client-id ever seen. A sensor a connection
+            // still caches is kept.
+            sensors.retain(|_, s| {
+                Arc::strong_count(s) > 1
+                    || now.saturating_sub(s.rate.lock().unwrap().last_used_ms()) < SENSOR_EXPIRY_MS
+            });
+        }
+        sensors
             .entry(key)
             .or_insert_with(|| {
                 Arc::new(Sensor {
@@ -1430,6 +1451,35 @@ mod tests {
         }
         let rate = sent / (t as f64 / 1000.0);
         assert!((0.9e6..1.15e6).contains(&rate), "rate {rate}");
+    }
+
+    #[test]
+    fn idle_sensors_nobody_caches_expire_when_another_is_created() {
+        let m = QuotaManager::new(QuotaConfig::default(), &ClientQuotas::default());
+        let held = m.sensor(SensorKey::new(QuotaType::Produce, "", "held"));
+        m.sensor(SensorKey::new(QuotaType::Produce, "", "idle"))
+            .rate
+            .lock()
+            .unwrap()
+            .record(1.0, m.now_ms());
+        // pretend an hour passed for both (records are in the past)
+        for s in m.sensors.lock().unwrap().values() {
+            let mut r = s.rate.lock().unwrap();
+            r.last_record_ms = 0;
+        }
+        let mut m2 = m;
+        m2.epoch -= Duration::from_millis(SENSOR_EXPIRY_MS);
+        m2.sensor(SensorKey::new(QuotaType::Produce, "", "new"));
+        let keys: Vec<String> = m2
+            .sensors
+            .lock()
+            .unwrap()
+            .keys()
+            .map(|k| k.client_id.clone())
+            .collect();
+        assert!(keys.contains(&"held".to_string()) && keys.contains(&"new".to_string()));
+        assert!(!keys.contains(&"idle".to_string()), "{keys:?}");
+        drop(held);
     }
 
     #[test]
