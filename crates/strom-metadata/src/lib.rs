@@ -209,7 +209,7 @@ pub struct QuorumInfo {
     pub high_watermark: i64,
     /// Every voter; log end offsets and timestamps are filled on the leader.
     pub voters: Vec<ReplicaState>,
-    /// Non-voting members (none until brokers follow as learners).
+    /// Non-voting members following the log (see [`MetadataQuorum::start_observer`]).
     pub observers: Vec<ReplicaState>,
 }
 
@@ -317,7 +317,39 @@ impl MetadataQuorum {
         if !voters.contains_key(&node_id) {
             return Err(QuorumError::NotAVoter(node_id));
         }
-        if voters.keys().any(|id| *id < 0) {
+        Self::start_inner(node_id, voters, log_dir, config, listener, true).await
+    }
+
+    /// Starts a node that follows the metadata log without voting (a broker
+    /// that is not a controller; KRaft's observer). It serves the leader's
+    /// replication on `listener` and applies the log like a voter, but never
+    /// counts toward a majority nor stands for election. It receives entries
+    /// once the leader [`Self::add_observer`]s it; after a restart it goes on
+    /// from its own directory.
+    pub async fn start_observer(
+        node_id: NodeId,
+        voters: BTreeMap<NodeId, String>,
+        log_dir: &Path,
+        config: QuorumConfig,
+        listener: TcpListener,
+    ) -> Result<Self, QuorumError> {
+        if voters.contains_key(&node_id) {
+            return Err(QuorumError::Config(format!(
+                "node.id {node_id} is a voter, not an observer"
+            )));
+        }
+        Self::start_inner(node_id, voters, log_dir, config, listener, false).await
+    }
+
+    async fn start_inner(
+        node_id: NodeId,
+        voters: BTreeMap<NodeId, String>,
+        log_dir: &Path,
+        config: QuorumConfig,
+        listener: TcpListener,
+        voter: bool,
+    ) -> Result<Self, QuorumError> {
+        if node_id < 0 || voters.keys().any(|id| *id < 0) {
             return Err(QuorumError::Config("node ids must not be negative".into()));
         }
         let dir = log_dir.join("__cluster_metadata-0");
@@ -343,11 +375,18 @@ impl MetadataQuorum {
             .iter()
             .map(|(id, addr)| (*id as Nid, BasicNode { addr: addr.clone() }))
             .collect();
-        match raft.initialize(members).await {
-            Ok(()) => tracing::info!(
+        // Observers never form a quorum: they wait for the leader to add them.
+        let formed = if voter {
+            raft.initialize(members).await
+        } else {
+            Ok(())
+        };
+        match formed {
+            Ok(()) if voter => tracing::info!(
                 node_id,
                 "metadata quorum formed from controller.quorum.voters"
             ),
+            Ok(()) => {}
             // Already part of a formed quorum (a restart): nothing to do.
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
             Err(e) => {
@@ -396,13 +435,7 @@ impl MetadataQuorum {
                     reason,
                 }),
             },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ProposeError::NotLeader {
-                    leader_id: f.leader_id.map(|i| i as NodeId),
-                    leader_addr: f.leader_node.map(|n| n.addr),
-                })
-            }
-            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+            Err(e) => Err(self.write_error(e)),
         }
     }
 
@@ -421,6 +454,37 @@ impl MetadataQuorum {
         let id = self.raft.metrics().borrow().current_leader?;
         let id = id as NodeId;
         Some((id, self.voters.get(&id)?.clone()))
+    }
+
+    /// On the leader: makes node `id`, listening at `addr`, an observer that
+    /// the leader replicates the log to (a membership change in the log, so
+    /// it survives leader changes). Returns its log index once committed;
+    /// adding a known observer again just updates its address.
+    pub async fn add_observer(&self, id: NodeId, addr: String) -> Result<u64, ProposeError> {
+        if id < 0 || self.voters.contains_key(&id) {
+            return Err(ProposeError::Rejected {
+                index: 0,
+                reason: format!("node {id} cannot be an observer"),
+            });
+        }
+        let add = self.raft.add_learner(id as Nid, BasicNode { addr }, false);
+        let Ok(result) = tokio::time::timeout(self.propose_timeout, add).await else {
+            return Err(ProposeError::Timeout(self.propose_timeout));
+        };
+        match result {
+            Ok(resp) => Ok(resp.log_id.index),
+            Err(e) => Err(self.write_error(e)),
+        }
+    }
+
+    fn write_error(&self, e: RaftError<Nid, ClientWriteError<Nid, BasicNode>>) -> ProposeError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
+                leader_id: f.leader_id.map(|i| i as NodeId),
+                leader_addr: f.leader_node.map(|n| n.addr),
+            },
+            e => ProposeError::Unavailable(e.to_string()),
+        }
     }
 
     /// True while this node is the leader.
@@ -460,38 +524,34 @@ impl MetadataQuorum {
         let m = self.raft.metrics().borrow().clone();
         let next = |i: Option<u64>| i.map_or(0, |i| i as i64 + 1);
         let leader = m.state == ServerState::Leader;
-        let voters = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .map(|id| {
-                let nid = id as NodeId;
-                if id == m.id {
-                    return ReplicaState {
-                        replica_id: nid,
-                        log_end_offset: next(m.last_log_index),
-                        last_fetch_timestamp: if leader { now_ms() } else { -1 },
-                        last_caught_up_timestamp: if leader { now_ms() } else { -1 },
-                    };
-                }
-                let matched = m.replication.as_ref().and_then(|r| r.get(&id));
-                let times = self.stats.get(id).filter(|_| leader);
-                ReplicaState {
+        let replica = |id: Nid| {
+            let nid = id as NodeId;
+            if id == m.id {
+                return ReplicaState {
                     replica_id: nid,
-                    log_end_offset: matched.map_or(-1, |l| next(l.map(|l| l.index))),
-                    last_fetch_timestamp: times.map_or(-1, |t| t.last_fetch_ms),
-                    last_caught_up_timestamp: times.map_or(-1, |t| t.last_caught_up_ms),
-                }
-            })
-            .collect();
+                    log_end_offset: next(m.last_log_index),
+                    last_fetch_timestamp: if leader { now_ms() } else { -1 },
+                    last_caught_up_timestamp: if leader { now_ms() } else { -1 },
+                };
+            }
+            let matched = m.replication.as_ref().and_then(|r| r.get(&id));
+            let times = self.stats.get(id).filter(|_| leader);
+            ReplicaState {
+                replica_id: nid,
+                log_end_offset: matched.map_or(-1, |l| next(l.map(|l| l.index))),
+                last_fetch_timestamp: times.map_or(-1, |t| t.last_fetch_ms),
+                last_caught_up_timestamp: times.map_or(-1, |t| t.last_caught_up_ms),
+            }
+        };
+        let membership = m.membership_config.membership();
         QuorumInfo {
             leader_id: m.current_leader.map_or(-1, |l| l as NodeId),
             leader_epoch: m.current_term as i32,
             // The published image, not the metrics: it is current the moment
             // `propose` returns, metrics follow a little later.
             high_watermark: next(self.image.borrow().last_applied_index),
-            voters,
-            observers: Vec::new(),
+            voters: membership.voter_ids().map(replica).collect(),
+            observers: membership.learner_ids().map(replica).collect(),
         }
     }
 

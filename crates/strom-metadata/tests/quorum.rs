@@ -633,7 +633,7 @@ async fn isolated_leader_cannot_commit_and_its_divergent_tail_is_truncated_after
             .unwrap();
         nodes.insert(id, q);
     }
-    let mut c = Cluster {
+    let c = Cluster {
         _tmp: tmp,
         voters: voters.clone(),
         nodes: nodes.into_iter().map(|(id, q)| (id, Some(q))).collect(),
@@ -682,5 +682,82 @@ async fn isolated_leader_cannot_commit_and_its_divergent_tail_is_truncated_after
     }
     assert_eq!(c.leader().await, new);
     assert!(c.node(old).describe().leader_epoch > 1);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observers_follow_the_log_without_voting() {
+    let mut config = test_config();
+    config.propose_timeout = Duration::from_millis(800);
+    let mut c = Cluster::start(3, config.clone()).await;
+    let before = c.propose(topic("before", 2)).await;
+
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let obs_dir = c._tmp.path().join("observer-4");
+    let observer = MetadataQuorum::start_observer(4, c.voters.clone(), &obs_dir, config.clone(), l)
+        .await
+        .unwrap();
+    // Only the leader adds observers.
+    let leader = c.leader().await;
+    let follower = c.voters.keys().copied().find(|id| *id != leader).unwrap();
+    assert!(matches!(
+        c.node(follower).add_observer(4, addr.clone()).await,
+        Err(ProposeError::NotLeader { leader_id: Some(l), .. }) if l == leader
+    ));
+    assert!(
+        c.node(leader).add_observer(1, addr.clone()).await.is_err(),
+        "a voter is no observer"
+    );
+    c.node(leader).add_observer(4, addr).await.unwrap();
+    let idx = c.propose(topic("after", 1)).await;
+    assert!(idx > before);
+    wait_until("observer applied", Duration::from_secs(10), || {
+        observer
+            .subscribe()
+            .borrow()
+            .last_applied_index
+            .is_some_and(|i| i >= idx)
+    })
+    .await;
+    assert_eq!(*observer.image(), *c.node(leader).image());
+    // It knows the leader but cannot write, and is reported as an observer.
+    match observer.propose(topic("x", 1)).await {
+        Err(ProposeError::NotLeader {
+            leader_id,
+            leader_addr,
+        }) => {
+            assert_eq!(leader_id, Some(leader));
+            assert_eq!(leader_addr.as_deref(), Some(c.voters[&leader].as_str()));
+        }
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    wait_until("observer in DescribeQuorum", Duration::from_secs(5), || {
+        let info = c.node(leader).describe();
+        info.voters.len() == 3
+            && info.observers.len() == 1
+            && info.observers[0].replica_id == 4
+            && info.observers[0].log_end_offset > idx as i64
+    })
+    .await;
+
+    // An observer does not make a majority: with two voters down the leader
+    // (if it still is one) cannot commit.
+    let down: Vec<_> = c
+        .voters
+        .keys()
+        .copied()
+        .filter(|id| *id != leader)
+        .collect();
+    for id in &down {
+        c.stop(*id).await;
+    }
+    assert!(c
+        .node(leader)
+        .propose(topic("no-majority", 1))
+        .await
+        .is_err());
+    assert!(observer.image().topic("no-majority").is_none());
+    observer.shutdown().await;
     c.shutdown().await;
 }
