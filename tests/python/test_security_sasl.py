@@ -646,3 +646,44 @@ def test_scram_admin_apis_need_cluster_permissions(strom_factory):
     as_admin = AdminClient({"bootstrap.servers": sasl, **plain("admin", "admin-secret")})
     users = as_admin.describe_user_scram_credentials().result(timeout=15)
     assert sorted(users) == ["jo"]
+
+
+def test_random_bytes_and_tokens_on_the_sasl_listener(strom_factory):
+    """Garbage in place of frames and of SASL tokens (v0 raw and v1 SaslAuthenticate, for
+    every mechanism): each connection is refused or answered with an error and closed; the
+    broker neither panics nor stops serving (the fixture fails the test on a panic)."""
+    import random
+    broker = strom_factory(listeners={"SASL_PLAINTEXT": "SASL_PLAINTEXT"},
+                           overrides=sasl_overrides("SASL_PLAINTEXT"))
+    create_user(broker, "fuzz", "fuzz-secret", "SCRAM-SHA-256")
+    host, port = "127.0.0.1", broker.extra_ports["SASL_PLAINTEXT"]
+    rnd = random.Random(8)
+    mechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+    for i in range(120):
+        junk = rnd.randbytes(rnd.randint(0, 200))
+        with socket.create_connection((host, port), timeout=10) as s:
+            kind = i % 4
+            if kind == 0:      # bytes where a frame should be
+                s.sendall(junk)
+            elif kind == 1:    # a well-sized frame of junk
+                s.sendall(struct.pack(">i", len(junk)) + junk)
+            elif kind == 2:    # v0 handshake, then a raw junk token
+                assert handshake(s, rnd.choice(mechanisms), version=0)[0] == 0
+                s.sendall(struct.pack(">i", len(junk)) + junk)
+            else:              # v1 handshake, then junk in SaslAuthenticate (twice)
+                assert handshake(s, rnd.choice(mechanisms))[0] == 0
+                err = authenticate_v1(s, junk)[0]
+                if err == 0:   # a challenge (SCRAM, OAUTHBEARER's error status)
+                    err = authenticate_v1(s, junk + b"\x01", corr=3)[0]
+                assert err == 58
+            if kind != 0 or len(junk) >= 4:
+                s.shutdown(socket.SHUT_WR)
+                s.settimeout(10)
+                try:
+                    while s.recv(4096):
+                        pass
+                except ConnectionResetError:
+                    pass
+    assert metadata_ok(broker.listener_bootstrap("SASL_PLAINTEXT"),
+                       scram("SCRAM-SHA-256", "fuzz", "fuzz-secret"))
+    assert metadata_ok(broker.bootstrap, {})

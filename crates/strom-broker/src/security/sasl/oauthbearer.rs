@@ -256,7 +256,7 @@ fn parse_client_first(msg: &[u8]) -> Result<ClientFirst, String> {
         .ok_or("invalid OAUTHBEARER client message")?;
     let gs2_parts: Vec<&str> = gs2.split(',').collect();
     let authzid = match gs2_parts[..] {
-        ["n" | "y", a, ""] if a.is_empty() => None,
+        ["n" | "y", "", ""] => None,
         ["n" | "y", a, ""] => Some(
             a.strip_prefix("a=")
                 .ok_or("invalid OAUTHBEARER GS2 header")?
