@@ -184,6 +184,8 @@ def test_pkcs12_key_and_trust_stores(strom_factory, pki):
         "ssl.truststore.location": pki.truststore_p12,
         "ssl.truststore.password": STORE_PASSWORD,
         "ssl.client.auth": "required",
+        # Kafka's IANA names; the server key is ECDSA P-256.
+        "ssl.cipher.suites": "TLS_AES_256_GCM_SHA384,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
     })
     ssl_bootstrap = broker.listener_bootstrap("SSL")
     conf = ssl_client(pki, pki.client_cert_pem, pki.client_key_pem)
@@ -295,6 +297,8 @@ def _start_expecting_failure(tmp_path, props):
     ({"ssl.keystore.location": "{ks}", "ssl.client.auth": "maybe"}, "ssl.client.auth"),
     ({"ssl.keystore.location": "{ks}", "ssl.principal.mapping.rules": "RULE:x"},
      "ssl.principal.mapping.rules"),
+    ({"ssl.keystore.location": "{ks}", "ssl.cipher.suites": "TLS_RSA_WITH_RC4_128_MD5"},
+     "ssl.cipher.suites"),
     ({"ssl.keystore.location": "{ks}", "inter.broker.listener.name": "NOPE"},
      "inter.broker.listener.name"),
 ])

@@ -40,6 +40,7 @@ pub const SSL_KEYS: &[&str] = &[
     "ssl.truststore.certificates",
     "ssl.client.auth",
     "ssl.enabled.protocols",
+    "ssl.cipher.suites",
     "ssl.protocol",
     "ssl.principal.mapping.rules",
 ];
@@ -139,7 +140,7 @@ impl<'a> Props<'a> {
     fn get_prefixed(&self, key: &str) -> Option<Value<'a>> {
         let k = format!("{}{key}", self.prefix);
         let v = self.raw.get(&k)?;
-        (!v.trim().is_empty()).then(|| Value {
+        (!v.trim().is_empty()).then_some(Value {
             key: k,
             value: v.as_str(),
         })
@@ -149,7 +150,7 @@ impl<'a> Props<'a> {
         let prefixed = format!("{}{key}", self.prefix);
         [prefixed, key.to_string()].into_iter().find_map(|k| {
             let v = self.raw.get(&k)?;
-            (!v.trim().is_empty()).then(|| Value {
+            (!v.trim().is_empty()).then_some(Value {
                 key: k,
                 value: v.as_str(),
             })
@@ -203,10 +204,19 @@ fn build(p: &Props, sasl_ssl: bool) -> Result<TlsListener, TlsConfigError> {
     let (chain, key) = load_keystore(p)?;
     let roots = load_truststore(p)?;
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(suites) = cipher_suites(p, &provider.cipher_suites)? {
+        provider.cipher_suites = suites;
+    }
+    let provider = Arc::new(provider);
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
-        .map_err(|e| p.err("ssl.enabled.protocols", e.to_string()))?;
+        .map_err(|e| {
+            p.err(
+                "ssl.enabled.protocols",
+                format!("{e} (with the ssl.cipher.suites given)"),
+            )
+        })?;
     let builder = match (client_auth, roots) {
         (ClientAuth::None, _) => builder.with_no_client_auth(),
         (_, None) => {
@@ -269,6 +279,40 @@ fn enabled_protocols(
         return Err(p.err(v.key, "no protocol enabled: give TLSv1.2 and/or TLSv1.3"));
     }
     Ok(out)
+}
+
+/// `ssl.cipher.suites` (IANA names, as Java and Kafka take them; TLS 1.3
+/// suites as `TLS_AES_128_GCM_SHA256`): the subset of the provider's suites
+/// to offer, or `None` for all of them. A name the provider lacks is an
+/// error, not silently dropped.
+fn cipher_suites(
+    p: &Props,
+    all: &[rustls::SupportedCipherSuite],
+) -> Result<Option<Vec<rustls::SupportedCipherSuite>>, TlsConfigError> {
+    let Some(v) = p.get("ssl.cipher.suites") else {
+        return Ok(None);
+    };
+    let iana = |s: &rustls::SupportedCipherSuite| {
+        let name = format!("{:?}", s.suite());
+        match name.strip_prefix("TLS13_") {
+            Some(rest) => format!("TLS_{rest}"),
+            None => name,
+        }
+    };
+    let mut out: Vec<rustls::SupportedCipherSuite> = Vec::new();
+    for name in v.value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some(suite) = all.iter().find(|s| iana(s) == name) else {
+            let known: Vec<String> = all.iter().map(iana).collect();
+            return Err(p.err(
+                v.key,
+                format!("{name:?} is not supported; supported: {}", known.join(",")),
+            ));
+        };
+        if !out.contains(suite) {
+            out.push(*suite);
+        }
+    }
+    Ok(Some(out))
 }
 
 /// Store formats: Kafka's names. `JKS` (Kafka's default type) is read as
@@ -575,7 +619,7 @@ fn attr_string(tag: x509_parser::der_parser::asn1_rs::Tag, data: &[u8]) -> Optio
     match tag.0 {
         12 | 19 | 22 | 18 => std::str::from_utf8(data).ok().map(str::to_string),
         20 => Some(data.iter().map(|&b| b as char).collect()),
-        30 if data.len() % 2 == 0 => String::from_utf16(
+        30 if data.len().is_multiple_of(2) => String::from_utf16(
             &data
                 .chunks(2)
                 .map(|c| u16::from_be_bytes([c[0], c[1]]))
@@ -965,6 +1009,40 @@ mod tests {
             sasl(&[("listener.name.sasl_ssl.ssl.client.auth", "bogus")]),
             "listener.name.sasl_ssl.ssl.client.auth"
         );
+    }
+
+    #[test]
+    fn cipher_suites_by_iana_name() {
+        let all = rustls::crypto::ring::default_provider().cipher_suites;
+        let raw = BTreeMap::from([(
+            "ssl.cipher.suites".to_string(),
+            "TLS_AES_256_GCM_SHA384, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_string(),
+        )]);
+        let p = Props {
+            raw: &raw,
+            listener: "SSL",
+            prefix: "listener.name.ssl.".into(),
+        };
+        let got = cipher_suites(&p, &all).unwrap().unwrap();
+        assert_eq!(
+            got.iter().map(|s| s.suite()).collect::<Vec<_>>(),
+            vec![
+                rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+                rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+            ]
+        );
+        let raw = BTreeMap::from([(
+            "ssl.cipher.suites".to_string(),
+            "TLS_RSA_WITH_RC4_128_MD5".to_string(),
+        )]);
+        let p = Props {
+            raw: &raw,
+            listener: "SSL",
+            prefix: "listener.name.ssl.".into(),
+        };
+        let e = cipher_suites(&p, &all).unwrap_err();
+        assert_eq!(e.key, "ssl.cipher.suites");
+        assert!(e.reason.contains("TLS_AES_128_GCM_SHA256"), "{e}");
     }
 
     #[test]
