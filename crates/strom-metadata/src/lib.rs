@@ -32,15 +32,21 @@
 //!
 //! # What remains for issue 7
 //! - Wiring into the broker: replace the JSON `MetadataStore` with this
-//!   crate (`process.roles`, `controller.quorum.voters`, the controller
-//!   listener, `metadata.log.dir`), Metadata and DescribeQuorum answered from
-//!   the image and [`MetadataQuorum::describe`].
-//! - Brokers that are not voters following the log (as openraft learners or
-//!   by fetching committed entries), broker registration and heartbeats,
-//!   fencing on missed heartbeats, controlled shutdown.
+//!   crate (`process.roles`, `controller.quorum.voters` via
+//!   [`parse_quorum_voters`], the controller listener, `metadata.log.dir`),
+//!   Metadata answered from the image on every node, DescribeQuorum (v0–v2)
+//!   from [`MetadataQuorum::describe`], CreateTopics/DeleteTopics/configs/
+//!   ACLs/SCRAM/quotas proposed as records (and forwarded to the leader on
+//!   [`ProposeError::NotLeader`]); moving today's JSON image into the log once.
+//! - Broker-only nodes following the log: [`MetadataQuorum::start_observer`]
+//!   exists; the controller must `add_observer` each registering broker.
+//!   Broker registration and heartbeats, fencing on missed heartbeats,
+//!   controlled shutdown.
 //! - Controller logic: replica placement (rack-aware), leader election from
 //!   the ISR, AlterPartition handling, reassignment, producer-id blocks —
 //!   each an operation that validates against the image and proposes records.
+//! - Process-level fault tests (SIGKILL/SIGSTOP of `strom server`s); the
+//!   in-process tests here cover graceful stop, restart and a partition.
 
 pub mod image;
 pub mod network;
@@ -105,13 +111,14 @@ pub struct PublishedImage {
 #[derive(Clone, Debug)]
 pub struct QuorumConfig {
     /// A follower that hears no leader for a random time in
-    /// `[election_timeout_min, election_timeout_max)` starts an election.
+    /// `[election_timeout_min, election_timeout_max)` starts an election
+    /// (Kafka: `controller.quorum.election.timeout.ms` and up to twice it).
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
     /// Leader heartbeat period (must be well below the election timeout).
     pub heartbeat_interval: Duration,
-    /// Build a snapshot after this many entries since the last one
-    /// (like `metadata.log.max.snapshot.interval`, counted in entries).
+    /// Build a snapshot after this many entries since the last one (Kafka
+    /// counts bytes, `metadata.log.max.record.bytes.between.snapshots`).
     pub snapshot_interval_entries: u64,
     /// Entries kept in the log behind the snapshot, so a briefly lagging
     /// voter catches up from the log rather than a snapshot.

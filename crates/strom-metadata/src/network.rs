@@ -11,7 +11,7 @@
 //! [`NetworkFactory`]. A client connects lazily, and on any I/O error or
 //! timeout drops its connection and reports `Unreachable`, so the next call
 //! reconnects (openraft backs off between tries). The server side,
-//! [`serve`], runs one task per accepted connection until the peer closes it
+//! `serve`, runs one task per accepted connection until the peer closes it
 //! or the quorum shuts down.
 
 use std::collections::BTreeMap;

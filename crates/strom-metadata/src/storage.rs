@@ -216,6 +216,19 @@ impl LogStore {
                 segments.push(seg);
             }
         }
+        // Segments wholly purged (a crash between recording a purge and
+        // deleting its files) go now: the next append must continue a
+        // segment that holds the entry just before it, or start a new one.
+        if let Some(p) = last_purged {
+            while segments.first().is_some_and(|s| {
+                s.positions
+                    .keys()
+                    .next_back()
+                    .is_some_and(|&l| l <= p.index)
+            }) {
+                std::fs::remove_file(&segments.remove(0).path)?;
+            }
+        }
         for e in std::fs::read_dir(dir)? {
             let p = e?.path();
             if p.extension().is_some_and(|x| x == "tmp") {
@@ -628,6 +641,25 @@ mod tests {
                 FRAME_HEADER + u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
         }
         pos
+    }
+
+    #[test]
+    fn a_purge_recorded_past_the_log_end_survives_a_crash_before_the_files_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LogStore::open(dir.path(), 1 << 20).unwrap();
+        s.append_sync((0..5).map(|i| entry(1, i)).collect())
+            .unwrap();
+        drop(s);
+        // An installed snapshot up to 9 was recorded, then the process died
+        // before deleting the old segment.
+        let purged = LogId::new(CommittedLeaderId::new(2, 1), 9);
+        write_atomically(dir.path(), PURGED_FILE, &to_json(&purged), true).unwrap();
+        let s = LogStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.log_state().last_log_id, Some(purged));
+        s.append_sync(vec![entry(2, 10), entry(2, 11)]).unwrap();
+        drop(s);
+        let s = LogStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&s), [10, 11], "no gap is mistaken for corruption");
     }
 
     #[test]
