@@ -175,6 +175,32 @@ def test_mtls_required_maps_the_certificate_to_a_principal(strom_factory, pki):
     assert api_versions_probe(broker.host, broker.port)
 
 
+def test_client_auth_requested_accepts_both_and_default_rule_keeps_the_dn(strom_factory, pki):
+    broker = strom_factory(
+        listeners={"SSL": "SSL"},
+        overrides={
+            "ssl.keystore.location": pki.server_keystore_pem,
+            "ssl.truststore.location": pki.ca_pem,
+            "listener.name.ssl.ssl.client.auth": "requested",
+        },
+        env={"RUST_LOG": "info,strom_broker::network=debug"})
+    ssl_bootstrap = broker.listener_bootstrap("SSL")
+    anonymous = ssl_client(pki)
+    alice = ssl_client(pki, pki.client_cert_pem, pki.client_key_pem)
+    assert advertised_ports(ssl_bootstrap, anonymous) == {broker.extra_ports["SSL"]}
+    wait_until(lambda: "principal=User:ANONYMOUS" in log_text(broker), 10,
+               "an anonymous SSL principal without a client certificate")
+    assert advertised_ports(ssl_bootstrap, alice) == {broker.extra_ports["SSL"]}
+    # DEFAULT: the DN itself, in RFC 2253 form (last RDN first, no spaces).
+    wait_until(lambda: f"principal=User:{CLIENT_DN}" in log_text(broker), 10,
+               "the RFC 2253 DN as the principal")
+    # A certificate from a CA the broker does not name is not offered by the client
+    # (as with Java clients): it is served as ANONYMOUS, never as that certificate's DN.
+    rogue = ssl_client(pki, pki.rogue_cert_pem, pki.rogue_key_pem)
+    assert advertised_ports(ssl_bootstrap, rogue) == {broker.extra_ports["SSL"]}
+    assert "mallory" not in log_text(broker)
+
+
 def test_pkcs12_key_and_trust_stores(strom_factory, pki):
     broker = strom_factory(listeners={"SSL": "SSL"}, overrides={
         "ssl.keystore.type": "PKCS12",
