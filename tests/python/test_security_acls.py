@@ -344,3 +344,83 @@ def test_anonymous_with_read_acls_only(strom_factory):
         return [l for l in text.splitlines() if "strom::audit" in l and "authorization denied" in l]
     wait_until(lambda: any("User:ANONYMOUS" in l and "WRITE" in l and "TOPIC" in l
                            for l in audit()), 10, "an audit line for the denied produce")
+
+
+SASL_JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
+             'user_admin="admin-secret" user_alice="alice-secret";')
+
+
+def sasl(user, password):
+    return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+            "sasl.username": user, "sasl.password": password}
+
+
+def test_sasl_users_alice_and_super_user_admin(strom_factory):
+    """Acceptance 3 with SASL PLAIN principals: alice has Read on topic `a` and group `g`
+    only; admin is a super user; the ACLs survive a restart."""
+    from confluent_kafka.admin import NewTopic
+    broker = strom_factory(overrides={
+        "authorizer.class.name": AUTHORIZER,
+        "super.users": "User:admin",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": SASL_JAAS,
+    }, listeners={"SASL_PLAINTEXT": "SASL_PLAINTEXT"})
+    bootstrap = broker.listener_bootstrap("SASL_PLAINTEXT")
+    su, alice = sasl("admin", "admin-secret"), sasl("alice", "alice-secret")
+
+    # the super user does everything, with no ACL naming it
+    adm = admin(bootstrap, **su)
+    fs = adm.create_topics([NewTopic(t, 1, 1) for t in ["a", "b", "pre-open", "pre-secret",
+                                                         "doomed"]], request_timeout=15)
+    for f in fs.values():
+        f.result(timeout=20)
+    for t in ["a", "b", "pre-open", "pre-secret"]:
+        wait_until(lambda: produce_one(bootstrap, t, **su) is None, 20, f"produce to {t}")
+    adm.delete_topics(["doomed"], request_timeout=15)["doomed"].result(timeout=20)
+    create_acls(adm, [
+        binding("TOPIC", "a", "User:alice", "READ"),
+        binding("GROUP", "g", "User:alice", "READ"),
+        binding("TOPIC", "pre-", "User:alice", "READ", pattern="PREFIXED"),
+        binding("TOPIC", "pre-secret", "User:alice", "READ", perm="DENY"),
+    ])
+    assert consume_group(bootstrap, "b", "admin-group", 1, **su) == [b"v"]
+
+    def alice_is_limited():
+        assert consume_group(bootstrap, "a", "g", 1, **alice) == [b"v"]
+        err = produce_one(bootstrap, "a", **alice)
+        assert err is not None and err.code() == TOPIC_AUTHORIZATION_FAILED, err
+        aa = admin(bootstrap, **alice)
+        visible = set(aa.list_topics(timeout=10).topics)
+        assert visible == {"a", "pre-open", "pre-secret"}, visible
+        fs = aa.create_topics([NewTopic("alice-topic", 1, 1)], request_timeout=15)
+        with pytest.raises(Exception) as e:
+            fs["alice-topic"].result(timeout=20)
+        assert kafka_code(e.value) == TOPIC_AUTHORIZATION_FAILED, e.value
+        assert consume_group(bootstrap, "pre-open", "g", 1, **alice) == [b"v"]
+        err = consume_error(bootstrap, "pre-secret", "g", **alice)
+        assert err is not None and err.code() == TOPIC_AUTHORIZATION_FAILED, err
+        err = consume_error(bootstrap, "a", "not-g", **alice)
+        assert err is not None and err.code() == GROUP_AUTHORIZATION_FAILED, err
+
+    alice_is_limited()
+    broker.terminate()
+    broker.restart()
+    # one new record each where alice's group g has committed everything so far
+    for t in ["a", "pre-open"]:
+        wait_until(lambda: produce_one(bootstrap, t, **su) is None, 20, f"produce to {t}")
+    alice_is_limited()
+    # strom acl over SASL: the super user manages ACLs, alice may not
+    def x(conf):
+        return [a for k, v in conf.items() for a in ("-X", f"{k}={v}")]
+    strom_acl(bootstrap, *x(su), "add", "--allow-principal", "User:alice", "--operation",
+              "Write", "--topic", "a")
+    rows = json.loads(strom_acl(bootstrap, *x(su), "list", "--json", "--principal",
+                                "User:alice").stdout)
+    assert len(rows) == 5, rows
+    p = strom_acl(bootstrap, *x(alice), "list", check=False)
+    assert p.returncode != 0 and "ClusterAuthorizationFailed" in p.stderr, p.stderr
+    # with Write now granted, alice's produce goes through
+    wait_until(lambda: produce_one(bootstrap, "a", **alice) is None, 20, "alice's produce")
+    # the super user still can, and sees every topic
+    assert {"a", "b"} <= set(admin(bootstrap, **su).list_topics(timeout=10).topics)
+    assert produce_one(bootstrap, "a", **su) is None

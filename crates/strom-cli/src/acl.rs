@@ -159,14 +159,13 @@ fn error_text(code: i16, message: Option<&StrBytes>) -> Option<String> {
 }
 
 pub fn run(ctx: &Ctx, cmd: AclCmd) -> Result<ExitCode> {
-    let bootstrap = ctx.connect.bootstrap();
-    let addr = bootstrap
-        .split(',')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    let mut c = RawClient::connect(&addr, ctx.connect.timeout())?;
+    // SASL (and TLS) as the -X properties say: ACLs are usually managed by a
+    // super user over an authenticated listener.
+    let mut c = crate::raw::connect(
+        &ctx.connect.bootstrap(),
+        &ctx.connect.props,
+        ctx.connect.timeout(),
+    )?;
     match cmd {
         AclCmd::Add(a) => add(ctx, &mut c, &a),
         AclCmd::List(a) => list(ctx, &mut c, &a),
