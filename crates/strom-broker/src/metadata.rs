@@ -356,6 +356,36 @@ mod tests {
     }
 
     #[test]
+    fn acls_survive_reopen() {
+        use crate::security::acl::*;
+        let d = tempfile::tempdir().unwrap();
+        let dirs = vec![d.path().to_path_buf()];
+        let s = MetadataStore::open(&dirs, 1).unwrap();
+        let acl = |name: &str| AclBinding {
+            pattern: ResourcePattern {
+                resource_type: ResourceType::Topic,
+                name: name.into(),
+                pattern_type: PatternType::Prefixed,
+            },
+            entry: AccessControlEntry {
+                principal: "User:alice".into(),
+                host: "*".into(),
+                operation: AclOperation::Read,
+                permission: PermissionType::Allow,
+            },
+        };
+        s.update_acls(|a| (a.with_added([acl("x-"), acl("y-")]), ()))
+            .unwrap();
+        let mut y = AclBindingFilter::any();
+        y.name = Some("y-".into());
+        s.update_acls(|a| a.with_removed(&[y])).unwrap();
+        drop(s);
+        let s = MetadataStore::open(&dirs, 1).unwrap();
+        let kept: Vec<_> = s.image().acls().bindings().cloned().collect();
+        assert_eq!(kept, vec![acl("x-")]);
+    }
+
+    #[test]
     fn refuses_another_nodes_dir() {
         let d = tempfile::tempdir().unwrap();
         let dirs = vec![d.path().to_path_buf()];
