@@ -322,6 +322,17 @@ fn listener_sasl(
     if let Some(v) = unsecured.get("unsecuredValidatorRequiredScope") {
         oauth.unsecured_required_scope = v.split_whitespace().map(str::to_string).collect();
     }
+    // Kafka turns on signed-token validation by naming its validator class;
+    // without a JWKS that would silently fall back to unsigned tokens here.
+    if let Some((key, class)) = lookup(raw, listener, ob, "sasl.server.callback.handler.class") {
+        if class.ends_with("OAuthBearerValidatorCallbackHandler") && oauth.jwks.is_none() {
+            return Err(invalid(
+                &key,
+                class,
+                "needs sasl.oauthbearer.jwks.endpoint.url (a file: URL)",
+            ));
+        }
+    }
     if mechanisms.contains(&Mechanism::OAuthBearer) && oauth.jwks.is_none() {
         warn!(
             listener,
@@ -780,6 +791,14 @@ mod tests {
         .is_err());
         assert!(SaslConfig::from_raw(
             &raw(&[(
+                "listener.name.sasl_plaintext.oauthbearer.sasl.server.callback.handler.class",
+                "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler"
+            )]),
+            &l
+        )
+        .is_err());
+        assert!(SaslConfig::from_raw(
+            &raw(&[(
                 "sasl.oauthbearer.jwks.endpoint.url",
                 "file:/nonexistent/jwks.json"
             )]),
@@ -800,6 +819,168 @@ mod tests {
         assert!(is_sasl_key("plain.sasl.jaas.config"));
         assert!(!is_sasl_key("listener.name.x.ssl.keystore.location"));
         assert!(!is_sasl_key("sasl.bogus"));
+    }
+
+    /// A broker with one SASL_PLAINTEXT listener (PLAIN user admin) and a
+    /// session on it.
+    fn gate_fixture(
+        extra: &[(&str, &str)],
+    ) -> (tempfile::TempDir, Arc<Broker>, Session, SaslConnection) {
+        let d = tempfile::tempdir().unwrap();
+        let mut m = raw(&[
+            ("listeners", "SASL_PLAINTEXT://127.0.0.1:0"),
+            ("log.dirs", d.path().to_str().unwrap()),
+            ("strom.admin.listener", ""),
+            (
+                "sasl.jaas.config",
+                r#"org.apache.kafka.common.security.plain.PlainLoginModule required user_admin="pw";"#,
+            ),
+        ]);
+        m.extend(raw(extra));
+        let config = crate::config::BrokerConfig::from_map(m).unwrap();
+        let broker = Broker::open(config).unwrap();
+        let session = Session {
+            listener: "SASL_PLAINTEXT".into(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            security_protocol: SecurityProtocol::SaslPlaintext,
+            principal: Arc::new(KafkaPrincipal::anonymous()),
+            quota: Default::default(),
+        };
+        let gate = SaslConnection::for_session(&broker, &session).unwrap();
+        (d, broker, session, gate)
+    }
+
+    fn request<R: kafka_protocol::protocol::Encodable>(
+        key: ApiKey,
+        version: i16,
+        body: &R,
+    ) -> Bytes {
+        use kafka_protocol::protocol::Encodable;
+        let mut b = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(1)
+            .encode(&mut b, key.request_header_version(version))
+            .unwrap();
+        body.encode(&mut b, version).unwrap();
+        b.freeze()
+    }
+
+    fn plain_auth(token: &[u8]) -> Bytes {
+        request(
+            ApiKey::SaslAuthenticate,
+            2,
+            &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::copy_from_slice(token)),
+        )
+    }
+
+    fn handshake(mechanism: &str, version: i16) -> Bytes {
+        request(
+            ApiKey::SaslHandshake,
+            version,
+            &SaslHandshakeRequest::default().with_mechanism(mechanism.to_string().into()),
+        )
+    }
+
+    fn metadata() -> Bytes {
+        request(
+            ApiKey::Metadata,
+            12,
+            &kafka_protocol::messages::MetadataRequest::default(),
+        )
+    }
+
+    #[test]
+    fn the_gate_lets_nothing_through_before_authentication() {
+        let (_d, broker, mut session, mut gate) = gate_fixture(&[]);
+        let api_versions = request(
+            ApiKey::ApiVersions,
+            3,
+            &kafka_protocol::messages::ApiVersionsRequest::default(),
+        );
+        assert!(matches!(
+            gate.on_frame(&broker, &mut session, &api_versions),
+            Gate::Pass
+        ));
+        assert!(matches!(
+            gate.on_frame(&broker, &mut session, &metadata()),
+            Gate::Close { response: None, .. }
+        ));
+        assert!(matches!(
+            gate.on_frame(&broker, &mut session, &plain_auth(b"\0admin\0pw")),
+            Gate::Close {
+                response: Some(_),
+                ..
+            }
+        ));
+        // Handshake, then a wrong password: an answer (error 58), then close.
+        assert!(matches!(
+            gate.on_frame(&broker, &mut session, &handshake("PLAIN", 1)),
+            Gate::Respond(_)
+        ));
+        assert!(matches!(
+            gate.on_frame(&broker, &mut session, &plain_auth(b"\0admin\0nope")),
+            Gate::Close {
+                response: Some(_),
+                ..
+            }
+        ));
+        assert_eq!(*session.principal, KafkaPrincipal::anonymous());
+    }
+
+    #[test]
+    fn authentication_sets_the_principal_and_sessions_expire() {
+        let (_d, broker, mut session, mut gate) =
+            gate_fixture(&[("connections.max.reauth.ms", "1000")]);
+        assert!(matches!(
+            gate.on_frame(&broker, &mut session, &handshake("PLAIN", 1)),
+            Gate::Respond(_)
+        ));
+        assert!(matches!(
+            gate.on_frame(&broker, &mut session, &plain_auth(b"\0admin\0pw")),
+            Gate::Respond(_)
+        ));
+        assert_eq!(*session.principal, KafkaPrincipal::user("admin"));
+        assert!(matches!(
+            gate.on_frame(&broker, &mut session, &metadata()),
+            Gate::Pass
+        ));
+        // The session ends 1 s after authentication: the next request closes.
+        gate.authenticated.as_mut().unwrap().expires_at_ms = Some(now_ms() - 1);
+        assert!(matches!(
+            gate.on_frame(&broker, &mut session, &metadata()),
+            Gate::Close { .. }
+        ));
+        // A re-authentication (handshake first) is still allowed, and renews it.
+        assert!(matches!(
+            gate.on_frame(&broker, &mut session, &handshake("PLAIN", 1)),
+            Gate::Respond(_)
+        ));
+        assert!(matches!(
+            gate.on_frame(&broker, &mut session, &plain_auth(b"\0admin\0pw")),
+            Gate::Respond(_)
+        ));
+        let expiry = gate.authenticated.as_ref().unwrap().expires_at_ms.unwrap();
+        assert!(expiry > now_ms() + 500);
+        assert!(matches!(
+            gate.on_frame(&broker, &mut session, &metadata()),
+            Gate::Pass
+        ));
+    }
+
+    #[test]
+    fn v0_handshake_takes_raw_tokens() {
+        let (_d, broker, mut session, mut gate) = gate_fixture(&[]);
+        assert!(matches!(
+            gate.on_frame(&broker, &mut session, &handshake("PLAIN", 0)),
+            Gate::Respond(_)
+        ));
+        match gate.on_frame(&broker, &mut session, &Bytes::from_static(b"\0admin\0pw")) {
+            Gate::Respond(b) => assert_eq!(&b[..], &[0, 0, 0, 0]),
+            _ => panic!("expected an empty raw token"),
+        }
+        assert_eq!(*session.principal, KafkaPrincipal::user("admin"));
     }
 
     #[test]
