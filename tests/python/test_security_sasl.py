@@ -506,7 +506,8 @@ def test_scram_users_survive_restart_and_can_be_deleted(strom_factory):
                   "sasl.password=nope", "user", "list", check=False)
     assert p.returncode != 0 and b"authentication failed" in p.stderr
 
-    strom_cli("-b", broker.bootstrap, "user", "delete", "--name", "frank")
+    # Kafka's spelling of the bootstrap flag works too.
+    strom_cli("user", "delete", "--bootstrap-server", broker.bootstrap, "--name", "frank")
     auth_fails(sasl, scram("SCRAM-SHA-512", "frank", "frank-secret"))
     broker.terminate()
     broker.restart()

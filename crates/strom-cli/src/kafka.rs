@@ -19,10 +19,13 @@ use rdkafka::ClientConfig;
 /// Connection options every client command takes.
 #[derive(Args, Clone, Debug)]
 pub struct ConnectOpts {
-    /// Bootstrap brokers, `host:port[,host:port…]`.
+    /// Bootstrap brokers, `host:port[,host:port…]` (also `--bootstrap-server`,
+    /// as Kafka's tools spell it).
     #[arg(
         long,
         short = 'b',
+        visible_alias = "bootstrap-server",
+        alias = "bootstrap",
         global = true,
         env = "STROM_BROKERS",
         default_value = "localhost:9092"
