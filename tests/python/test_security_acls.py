@@ -424,3 +424,37 @@ def test_sasl_users_alice_and_super_user_admin(strom_factory):
     # the super user still can, and sees every topic
     assert {"a", "b"} <= set(admin(bootstrap, **su).list_topics(timeout=10).topics)
     assert produce_one(bootstrap, "a", **su) is None
+
+
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
+
+
+def test_transactions_and_idempotence_under_acls(strom_factory):
+    """Write on the transactional id (and the topic) lets a transactional producer
+    commit; without it InitProducerId fails with TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+    an idempotent producer needs only Write on some topic."""
+    from confluent_kafka import KafkaException, Producer
+    broker = strom_factory(overrides={"authorizer.class.name": AUTHORIZER,
+                                      "super.users": "User:ANONYMOUS"})
+    bootstrap = broker.bootstrap
+    ck_create_topic(bootstrap, "t", 1)
+    create_acls(admin(bootstrap), [
+        binding("TOPIC", "t", "User:ANONYMOUS", "WRITE"),
+        binding("TRANSACTIONAL_ID", "tx-", "User:ANONYMOUS", "WRITE", pattern="PREFIXED"),
+    ])
+    broker.overrides.pop("super.users")
+    broker.terminate()
+    broker.restart()
+
+    p = Producer({"bootstrap.servers": bootstrap, "transactional.id": "tx-ok"})
+    p.init_transactions(20)
+    p.begin_transaction()
+    p.produce("t", b"in-txn")
+    p.commit_transaction(20)
+
+    bad = Producer({"bootstrap.servers": bootstrap, "transactional.id": "other-tx"})
+    with pytest.raises(KafkaException) as e:
+        bad.init_transactions(20)
+    assert e.value.args[0].code() == TRANSACTIONAL_ID_AUTHORIZATION_FAILED, e.value
+
+    assert produce_one(bootstrap, "t", **{"enable.idempotence": True}) is None
