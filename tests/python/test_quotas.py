@@ -82,7 +82,7 @@ def strom_quota(bootstrap, *args, check=True):
 
 # -- enforcement ----------------------------------------------------------------------
 
-def produce_flat_out(bootstrap, topic, client_id, seconds, value_size=10_000):
+def produce_flat_out(bootstrap, topic, client_id, seconds, value_size=10_000, **conf):
     """Produce as fast as librdkafka lets us for `seconds`, then flush. Returns
     (acked bytes per second from the first send to the last ack, max broker throttle avg
     (ms) seen in the statistics)."""
@@ -97,7 +97,7 @@ def produce_flat_out(bootstrap, topic, client_id, seconds, value_size=10_000):
     p = ck_producer(bootstrap, **{
         "client.id": client_id, "acks": 1, "linger.ms": 5,
         "queue.buffering.max.kbytes": 1024, "statistics.interval.ms": 500,
-        "stats_cb": on_stats})
+        "stats_cb": on_stats, **conf})
     acked, errors = [0], []
 
     def on_delivery(err, msg):
@@ -149,6 +149,52 @@ def test_producer_byte_rate_holds_a_producer_at_the_quota(strom):
     series = [l for l in text.splitlines() if l.startswith("strom_quota_throttle_time_ms_total{")
               and 'quota_type="Produce"' in l and 'client_id="throttled"' in l]
     assert len(series) == 1 and float(series[0].split()[-1]) > 0, series
+
+
+JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
+        'user_alice="alice-secret" user_bob="bob-secret";')
+
+
+def test_user_quota_holds_the_sasl_principal_across_its_client_ids(strom_factory):
+    """A quota on user alice (PLAIN over SASL_PLAINTEXT) is shared by all of alice's
+    client-ids (Kafka's user-level sensor); user bob is not limited."""
+    import threading
+    broker = strom_factory(listeners={"SASL_PLAINTEXT": "SASL_PLAINTEXT"}, overrides={
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": JAAS,
+        "quota.window.num": "3"})
+    sasl = broker.listener_bootstrap("SASL_PLAINTEXT")
+    topic = f"quota-user-{uuid.uuid4().hex[:8]}"
+    ck_create_topic(broker.bootstrap, topic, 1)
+    quota = 512 * 1024
+    strom_quota(broker.bootstrap, "quota", "alter", "--user", "alice",
+                "--add-config", f"producer_byte_rate={quota}")
+
+    def login(user):
+        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                "sasl.username": user, "sasl.password": f"{user}-secret"}
+
+    results = {}
+
+    def run(cid):
+        # requests of at most ~100 KB: fine-grained against a 3 s quota window
+        results[cid] = produce_flat_out(sasl, topic, cid, 8, **login("alice"),
+                                        **{"batch.size": 100_000})
+
+    threads = [threading.Thread(target=run, args=(cid,)) for cid in ("alice-1", "alice-2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert set(results) == {"alice-1", "alice-2"}, results
+    combined = sum(r for r, _ in results.values())
+    print(f"alice, two client-ids: {combined / 1024:.0f} KiB/s together (quota "
+          f"{quota / 1024:.0f}), throttles {[t for _, t in results.values()]}")
+    assert 0.5 * quota <= combined <= 1.6 * quota, combined
+    assert all(t > 0 for _, t in results.values()), results
+    bob, bob_throttle = produce_flat_out(sasl, topic, "bob-1", 3, **login("bob"))
+    print(f"bob: {bob / MIB:.1f} MiB/s")
+    assert bob_throttle == 0 and bob > 3 * combined, (bob, combined)
 
 
 @pytest.mark.strom_config(**{"quota.window.num": "3"})

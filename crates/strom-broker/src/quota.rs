@@ -676,13 +676,13 @@ pub struct Sensor {
     throttled_ms: AtomicU64,
 }
 
-/// Largest throttle a request quota answers (Kafka caps it at one window);
-/// byte-rate throttles are capped at the full measurement span so one huge
-/// request cannot mute a connection for ever.
+/// Largest throttle a quota answers: Kafka bounds the request quota's at
+/// one window; byte rates are not bounded (the throttle is what brings the
+/// rate back to the quota), beyond fitting `throttle_time_ms`.
 fn cap(ty: QuotaType, c: &QuotaConfig) -> u64 {
     match ty {
         QuotaType::Request => c.window_size_ms,
-        _ => c.window_size_ms * c.window_num as u64,
+        _ => i32::MAX as u64,
     }
 }
 
