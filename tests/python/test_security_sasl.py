@@ -576,7 +576,7 @@ def pki(tmp_path):
     return make_pki(tmp_path / "pki")
 
 
-def test_sasl_ssl_scram(strom_factory, pki):
+def test_sasl_ssl_scram(strom_factory, pki, tmp_path):
     overrides = sasl_overrides("SASL_SSL", extra={
         "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
         "listener.name.sasl_ssl.ssl.keystore.location": pki.server_keystore_pem,
@@ -602,6 +602,16 @@ def test_sasl_ssl_scram(strom_factory, pki):
     producer.close()
     consumed = kp_consume_all(sasl_ssl, "ssl-kp", PARTITIONS, N, **conf)
     check_consumed(records, delivered, consumed, PARTITIONS)
+    # strom user over SASL_SSL, with a Java client's --command-config file.
+    cfg = tmp_path / "admin.properties"
+    cfg.write_text("security.protocol=SASL_SSL\n"
+                   f"ssl.truststore.location={pki.ca_pem}\nssl.truststore.type=PEM\n"
+                   "sasl.mechanism=SCRAM-SHA-512\n"
+                   "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule "
+                   'required username="tls512" password="tls-secret-512";\n')
+    listed = json.loads(strom_cli("--bootstrap-server", sasl_ssl, "--command-config", str(cfg),
+                                  "--json", "user", "list").stdout)
+    assert sorted(u["user"] for u in listed) == ["tls256", "tls512"]
     # Wrong password over TLS: an authentication error, not a TLS one.
     auth_fails(sasl_ssl, dict(scram("SCRAM-SHA-512", "tls512", "bad", "SASL_SSL"), **ca))
     assert 'principal=User:tls256 mechanism="SCRAM-SHA-256" listener=SASL_SSL' in \

@@ -237,22 +237,36 @@ impl SaslLogin {
                 .map(|(_, v)| v.trim().to_string())
                 .next_back()
         };
-        match get("security.protocol")
+        let protocol = get("security.protocol")
             .unwrap_or_else(|| "PLAINTEXT".into())
-            .to_ascii_uppercase()
-            .as_str()
-        {
-            // TLS itself is set up by `client_tls` for every raw connection.
-            "PLAINTEXT" | "SSL" => Ok(None),
-            "SASL_PLAINTEXT" | "SASL_SSL" => Ok(Some(SaslLogin {
-                mechanism: get("sasl.mechanism")
-                    .or_else(|| get("sasl.mechanisms"))
-                    .unwrap_or_else(|| "PLAIN".into()),
-                username: get("sasl.username").ok_or_else(|| anyhow!("sasl.username is not set"))?,
-                password: get("sasl.password").ok_or_else(|| anyhow!("sasl.password is not set"))?,
-            })),
-            other => bail!("security.protocol {other:?}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+            .to_ascii_uppercase();
+        match protocol.as_str() {
+            // TLS itself is set up by `crate::client_tls`.
+            "PLAINTEXT" | "SSL" => return Ok(None),
+            "SASL_PLAINTEXT" | "SASL_SSL" => {}
+            other => bail!("unsupported security.protocol {other}"),
         }
+        // librdkafka's sasl.username/sasl.password, or the username/password
+        // options of a Java client's sasl.jaas.config (a kafka-configs
+        // --command-config file).
+        let jaas = match get("sasl.jaas.config") {
+            Some(text) => strom_broker::security::sasl::jaas::parse(&text)
+                .map_err(|e| anyhow!("sasl.jaas.config: {e}"))?
+                .into_iter()
+                .flat_map(|e| e.options)
+                .collect(),
+            None => std::collections::BTreeMap::new(),
+        };
+        let username = get("sasl.username").or_else(|| jaas.get("username").cloned());
+        let password = get("sasl.password").or_else(|| jaas.get("password").cloned());
+        Ok(Some(SaslLogin {
+            // Kafka's and librdkafka's default is GSSAPI, which Strom has not.
+            mechanism: get("sasl.mechanism")
+                .or_else(|| get("sasl.mechanisms"))
+                .unwrap_or_else(|| "PLAIN".into()),
+            username: username.ok_or_else(|| anyhow!("sasl.username is not set"))?,
+            password: password.ok_or_else(|| anyhow!("sasl.password is not set"))?,
+        }))
     }
 }
 
