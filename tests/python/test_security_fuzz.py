@@ -6,29 +6,37 @@ bytes, a valid size prefix before random bytes, a valid request header before a 
 body, hostile size prefixes, a truncated TLS ClientHello, a SaslHandshake followed by
 random tokens (v0 raw frames or SaslAuthenticate), a valid SaslHandshake followed by a
 garbage SaslAuthenticate (v0-v2). On the TLS listeners half of the connections finish a
-real TLS handshake first and send the junk inside it. On the SASL listeners every junk
-connection ends with a well-formed CreateTopics, which must never be processed.
+real TLS handshake first and send the junk inside it. On the SASL listeners the SASL kinds
+of junk end with a well-formed CreateTopics, which must never be processed.
 
 Afterwards: the process is alive, every connection was closed by the broker once the
 client stopped sending (nothing hangs), confluent-kafka produces and consumes over every
 listener with valid credentials, no topic was created by an unauthenticated request, and
 the broker log has no panic.
+
+A second test speaks SCRAM by hand over SASL_PLAINTEXT: a correct exchange succeeds (so
+the hand-made client is right), then a changed nonce, a proof salted with the wrong
+iteration count, a wrong channel binding and a replayed client-final are each refused with
+SASL_AUTHENTICATION_FAILED, the connection closes, a CreateTopics sent behind them is never
+processed, and each failure leaves an audit line.
 """
 
+import base64
+import hashlib
+import hmac
 import random
 import re
 import socket
 import ssl
 import struct
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from certs import make_pki
 from conftest import STROM_BIN
 from strom_helpers import (check_consumed, ck_consume_all, ck_create_topic, ck_produce_all,
-                           ck_producer, make_records)
-
-import subprocess
+                           ck_producer, make_records, wait_until)
 
 CONNS = 200          # per listener
 SEED = 0x5EC8
@@ -291,3 +299,129 @@ def test_random_bytes_on_every_listener_type(strom_factory, tmp_path):
     assert "panicked" not in log
     assert broker.is_running()
     print(f"{len(jobs)} junk connections in {fuzz_s:.1f}s")
+
+
+# -- SCRAM by hand: wrong nonce, wrong iteration count, wrong channel binding ------------
+
+def _recv_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("closed by the broker")
+        buf += chunk
+    return buf
+
+
+def _authenticate(s, token, corr):
+    """SaslAuthenticate v1; returns (error_code, message, auth_bytes)."""
+    s.sendall(sasl_authenticate(token, 1, corr=corr))
+    (size,) = struct.unpack(">i", _recv_exact(s, 4))
+    resp = _recv_exact(s, size)
+    got, err, ln = struct.unpack(">ihh", resp[:8])
+    assert got == corr
+    msg = None if ln < 0 else resp[8:8 + ln].decode()
+    rest = resp[8 + max(ln, 0):]
+    (bl,) = struct.unpack(">i", rest[:4])
+    return err, msg, rest[4:4 + bl]
+
+
+def _closed(s):
+    return _drain_until_closed(s, CLOSE_TIMEOUT_S)
+
+
+class ScramClient:
+    """RFC 5802 client side, enough to make valid and deliberately wrong messages."""
+
+    def __init__(self, hash_name, user, password):
+        self.h, self.user, self.password = hash_name, user, password.encode()
+
+    def first(self, cnonce):
+        self.bare = f"n={self.user},r={cnonce}"
+        return ("n,," + self.bare).encode()
+
+    def final(self, server_first, nonce=None, iterations=None, binding="biws"):
+        attrs = dict(kv.split("=", 1) for kv in server_first.decode().split(","))
+        salt = base64.b64decode(attrs["s"])
+        i = iterations if iterations is not None else int(attrs["i"])
+        without_proof = f"c={binding},r={nonce or attrs['r']}"
+        salted = hashlib.pbkdf2_hmac(self.h, self.password, salt, i)
+        client_key = hmac.new(salted, b"Client Key", self.h).digest()
+        stored = hashlib.new(self.h, client_key).digest()
+        auth_msg = f"{self.bare},{server_first.decode()},{without_proof}".encode()
+        sig = hmac.new(stored, auth_msg, self.h).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, sig))
+        return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+
+
+def test_scram_tampering_is_refused_and_closes(strom_factory):
+    broker = strom_factory(listeners={"SASL_PLAINTEXT": "SASL_PLAINTEXT"}, overrides={
+        "auto.create.topics.enable": "false",
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms": ",".join(MECHANISMS),
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": JAAS,
+    })
+    strom_cli("-b", broker.bootstrap, "user", "create", "--name", "sam", "--password",
+              "sam-secret", "--mechanism", "SCRAM-SHA-256", "--mechanism", "SCRAM-SHA-512")
+    port = broker.extra_ports["SASL_PLAINTEXT"]
+
+    def exchange(mechanism, **tamper):
+        """One SCRAM exchange; returns (error_code, message, server_final, socket)."""
+        client = ScramClient("sha" + mechanism.rsplit("-", 1)[1], "sam", "sam-secret")
+        s = socket.create_connection(("127.0.0.1", port), timeout=CLOSE_TIMEOUT_S)
+        s.sendall(sasl_handshake(mechanism, 1))
+        (size,) = struct.unpack(">i", _recv_exact(s, 4))
+        assert struct.unpack(">ih", _recv_exact(s, size)[:6]) == (1, 0)
+        err, msg, server_first = _authenticate(s, client.first("fuzzclientnonce"), corr=2)
+        assert err == 0 and server_first.startswith(b"r=fuzzclientnonce"), (err, msg)
+        err, msg, server_final = _authenticate(s, client.final(server_first, **tamper), corr=3)
+        return err, msg, server_final, s, (client, server_first)
+
+    # The hand-made client is right: a correct exchange authenticates and is served.
+    for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+        err, msg, server_final, s, _ = exchange(mechanism)
+        with s:
+            assert err == 0 and server_final.startswith(b"v="), (err, msg)
+            s.sendall(frame(3, 1, 4, struct.pack(">i", -1)))   # Metadata v1: answered
+            (size,) = struct.unpack(">i", _recv_exact(s, 4))
+            assert struct.unpack(">i", _recv_exact(s, size)[:4])[0] == 4
+
+    cases = {
+        "changed-nonce": dict(nonce="fuzzclientnonce-not-the-servers"),
+        "wrong-iterations": dict(iterations=4097),
+        "wrong-channel-binding": dict(binding=base64.b64encode(b"y,,").decode()),
+    }
+    for n, (name, tamper) in enumerate(cases.items()):
+        mechanism = ("SCRAM-SHA-256", "SCRAM-SHA-512")[n % 2]
+        err, msg, _, s, _ = exchange(mechanism, **tamper)
+        with s:
+            assert err == 58, (name, err, msg)   # SASL_AUTHENTICATION_FAILED
+            # Nothing after a failed authentication is processed.
+            try:
+                s.sendall(create_topics_v2(f"scram-{name}"))
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+            assert _closed(s), name
+
+    # A client-final replayed on a new connection (the server nonce differs) fails too.
+    _, _, _, s, (client, server_first) = exchange("SCRAM-SHA-256")
+    s.close()
+    replay = client.final(server_first)
+    with socket.create_connection(("127.0.0.1", port), timeout=CLOSE_TIMEOUT_S) as s:
+        s.sendall(sasl_handshake("SCRAM-SHA-256", 1))
+        (size,) = struct.unpack(">i", _recv_exact(s, 4))
+        _recv_exact(s, size)
+        err, _, first2 = _authenticate(s, client.first("fuzzclientnonce"), corr=2)
+        assert err == 0 and first2 != server_first
+        err, msg, _ = _authenticate(s, replay, corr=3)
+        assert err == 58, (err, msg)
+        assert _closed(s)
+
+    from confluent_kafka.admin import AdminClient
+    md = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=15)
+    assert not [t for t in md.topics if t.startswith("scram-")], md.topics
+    # Four failures, each an audit line naming the user.
+    wait_until(lambda: len(re.findall(
+        r'strom::audit.*result="failure" principal="User:sam" mechanism="SCRAM-SHA-(256|512)"',
+        re.sub(r"\x1b\[[0-9;]*m", "", broker.stderr_text()))) >= 4, 10,
+        "an audit line per refused SCRAM exchange")
+    assert broker.is_running()
