@@ -386,6 +386,30 @@ mod tests {
     }
 
     #[test]
+    fn scram_credentials_survive_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let dirs = vec![d.path().to_path_buf()];
+        let s = MetadataStore::open(&dirs, 1).unwrap();
+        let m = ScramMechanism::Sha512;
+        let salted = m.salted_password(b"pw", b"salt", 4096);
+        let cred = ScramCredential::from_salted_password(m, b"salt", &salted, 4096);
+        s.update_scram_credentials(|c| {
+            c.entry("alice".into()).or_default().insert(m, cred.clone());
+        })
+        .unwrap();
+        drop(s);
+        let s = MetadataStore::open(&dirs, 1).unwrap();
+        assert_eq!(s.image().scram_credential("alice", m), Some(&cred));
+        assert!(s
+            .image()
+            .scram_credential("alice", ScramMechanism::Sha256)
+            .is_none());
+        // The file holds keys derived from the password, never the password.
+        let text = std::fs::read_to_string(d.path().join("__cluster_metadata/image.json")).unwrap();
+        assert!(text.contains("SCRAM-SHA-512") && !text.contains("\"pw\""));
+    }
+
+    #[test]
     fn refuses_another_nodes_dir() {
         let d = tempfile::tempdir().unwrap();
         let dirs = vec![d.path().to_path_buf()];
