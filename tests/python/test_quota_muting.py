@@ -34,8 +34,9 @@ def recv_exact(s, n):
     return buf
 
 
-def pipelined_answers(port, client_id):
-    """Send REQUESTS Metadata v4 at once; returns [(arrival_s, correlation, throttle_ms)]."""
+def pipelined_answers(port, client_id, enough_throttled=3):
+    """Send REQUESTS Metadata v4 at once; returns [(arrival_s, correlation, throttle_ms)]
+    up to the answer after the `enough_throttled`th throttled one (or all of them)."""
     out = []
     with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
         s.sendall(b"".join(metadata_v4(i, client_id) for i in range(REQUESTS)))
@@ -44,6 +45,8 @@ def pipelined_answers(port, client_id):
             body = recv_exact(s, size)
             corr, throttle = struct.unpack(">ii", body[:8])
             out.append((time.monotonic(), corr, throttle))
+            if sum(1 for _, _, t in out[:-1] if t > 0) >= enough_throttled:
+                break
     return out
 
 
@@ -65,7 +68,7 @@ def test_a_client_ignoring_throttle_time_is_muted(strom):
     deadline = time.monotonic() + 20
     while True:
         greedy = pipelined_answers(broker.port, "greedy")
-        assert [c for _, c, _ in greedy] == list(range(REQUESTS)), "answered in order"
+        assert [c for _, c, _ in greedy] == list(range(len(greedy))), "answered in order"
         throttled = [i for i, (_, _, t) in enumerate(greedy[:-1]) if t > 0]
         if throttled:
             break
