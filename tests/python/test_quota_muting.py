@@ -34,9 +34,10 @@ def recv_exact(s, n):
     return buf
 
 
-def pipelined_answers(port, client_id, enough_throttled=3):
+def pipelined_answers(port, client_id, enough_throttled=2):
     """Send REQUESTS Metadata v4 at once; returns [(arrival_s, correlation, throttle_ms)]
-    up to the answer after the `enough_throttled`th throttled one (or all of them)."""
+    up to the answer after the `enough_throttled`th one throttled for 200 ms or more (or
+    all of them): short throttles alone would prove little against timing noise."""
     out = []
     with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
         s.sendall(b"".join(metadata_v4(i, client_id) for i in range(REQUESTS)))
@@ -45,7 +46,7 @@ def pipelined_answers(port, client_id, enough_throttled=3):
             body = recv_exact(s, size)
             corr, throttle = struct.unpack(">ii", body[:8])
             out.append((time.monotonic(), corr, throttle))
-            if sum(1 for _, _, t in out[:-1] if t > 0) >= enough_throttled:
+            if sum(1 for _, _, t in out[:-1] if t >= 200) >= enough_throttled:
                 break
     return out
 
@@ -70,9 +71,9 @@ def test_a_client_ignoring_throttle_time_is_muted(strom):
         greedy = pipelined_answers(broker.port, "greedy")
         assert [c for _, c, _ in greedy] == list(range(len(greedy))), "answered in order"
         throttled = [i for i, (_, _, t) in enumerate(greedy[:-1]) if t > 0]
-        if throttled:
+        if sum(1 for i in throttled if greedy[i][2] >= 200) >= 2:
             break
-        assert time.monotonic() < deadline, f"no answer carried throttle_time_ms: {greedy}"
+        assert time.monotonic() < deadline, f"too few throttled answers: {greedy}"
     # KIP-219: the throttled answer itself is sent at once (the client learns the
     # throttle time without waiting for it) ...
     for i in throttled:
