@@ -313,16 +313,41 @@ def _recv_exact(s, n):
     return buf
 
 
-def _authenticate(s, token, corr):
-    """SaslAuthenticate v1; returns (error_code, message, auth_bytes)."""
-    s.sendall(sasl_authenticate(token, 1, corr=corr))
+def _read_uvarint(b, pos):
+    n = shift = 0
+    while True:
+        byte = b[pos]
+        pos += 1
+        n |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return n, pos
+
+
+def _authenticate(s, token, corr, version=1):
+    """SaslAuthenticate v0-v2; returns (error_code, message, auth_bytes)."""
+    s.sendall(sasl_authenticate(token, version, corr=corr))
     (size,) = struct.unpack(">i", _recv_exact(s, 4))
     resp = _recv_exact(s, size)
-    got, err, ln = struct.unpack(">ihh", resp[:8])
+    (got,) = struct.unpack(">i", resp[:4])
     assert got == corr
+    if version == 2:  # response header v1 (tagged fields), compact strings and bytes
+        assert resp[4] == 0
+        (err,) = struct.unpack(">h", resp[5:7])
+        ln, pos = _read_uvarint(resp, 7)
+        msg = None if ln == 0 else resp[pos:pos + ln - 1].decode()
+        pos += max(ln - 1, 0)
+        bl, pos = _read_uvarint(resp, pos)
+        auth = resp[pos:pos + bl - 1]
+        lifetime_and_tags = resp[pos + bl - 1:]
+        assert len(lifetime_and_tags) == 9 and lifetime_and_tags[-1] == 0
+        return err, msg, auth
+    err, ln = struct.unpack(">hh", resp[4:8])
     msg = None if ln < 0 else resp[8:8 + ln].decode()
     rest = resp[8 + max(ln, 0):]
     (bl,) = struct.unpack(">i", rest[:4])
+    # v1 adds session_lifetime_ms after the bytes; v0 ends with them
+    assert len(rest) == 4 + bl + (8 if version == 1 else 0)
     return err, msg, rest[4:4 + bl]
 
 
@@ -425,3 +450,29 @@ def test_scram_tampering_is_refused_and_closes(strom_factory):
         re.sub(r"\x1b\[[0-9;]*m", "", broker.stderr_text()))) >= 4, 10,
         "an audit line per refused SCRAM exchange")
     assert broker.is_running()
+
+
+def test_sasl_authenticate_v0_v1_v2(strom_factory):
+    """Each SaslAuthenticate version (v2 is flexible) authenticates with the right PLAIN
+    password and answers SASL_AUTHENTICATION_FAILED, then closes, with a wrong one."""
+    broker = strom_factory(listeners={"SASL_PLAINTEXT": "SASL_PLAINTEXT"}, overrides={
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms": ",".join(MECHANISMS),
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": JAAS,
+    })
+    port = broker.extra_ports["SASL_PLAINTEXT"]
+    for version in (0, 1, 2):
+        for password, want in ((b"admin-secret", 0), (b"wrong", 58)):
+            with socket.create_connection(("127.0.0.1", port), timeout=CLOSE_TIMEOUT_S) as s:
+                s.sendall(sasl_handshake("PLAIN", 1))
+                (size,) = struct.unpack(">i", _recv_exact(s, 4))
+                assert struct.unpack(">ih", _recv_exact(s, size)[:6]) == (1, 0)
+                err, msg, _ = _authenticate(s, b"\0admin\0" + password, corr=2,
+                                            version=version)
+                assert err == want, (version, err, msg)
+                if want:
+                    assert msg and "Invalid username or password" in msg, msg
+                    assert _closed(s)
+                else:
+                    s.sendall(frame(3, 1, 3, struct.pack(">i", -1)))  # Metadata: served
+                    (size,) = struct.unpack(">i", _recv_exact(s, 4))
+                    assert struct.unpack(">i", _recv_exact(s, size)[:4])[0] == 3
