@@ -268,6 +268,19 @@ def test_strom_acl_cli(strom):
                                    "--resource-pattern-type", "prefixed").stdout)
     assert len(removed) == 1, removed
     assert len(json.loads(strom_acl(bootstrap, "list", "--json").stdout)) == 4
+    # kafka-acls' shorthands
+    strom_acl(bootstrap, "add", "--allow-principal", "User:carol", "--consumer", "--topic", "c1",
+              "--group", "cg")
+    strom_acl(bootstrap, "add", "--allow-principal", "User:carol", "--producer", "--idempotent",
+              "--topic", "p1")
+    carol = json.loads(strom_acl(bootstrap, "list", "--json", "--principal", "User:carol").stdout)
+    assert sorted((r["resource_type"], r["resource_name"], r["operation"]) for r in carol) == [
+        ("CLUSTER", "kafka-cluster", "IDEMPOTENT_WRITE"), ("GROUP", "cg", "READ"),
+        ("TOPIC", "c1", "DESCRIBE"), ("TOPIC", "c1", "READ"), ("TOPIC", "p1", "CREATE"),
+        ("TOPIC", "p1", "DESCRIBE"), ("TOPIC", "p1", "WRITE")], carol
+    bad = strom_acl(bootstrap, "add", "--allow-principal", "User:carol", "--consumer",
+                    "--topic", "c1", check=False)
+    assert bad.returncode != 0 and "--consumer needs --group" in bad.stderr, bad.stderr
 
 
 def test_anonymous_with_read_acls_only(strom_factory):

@@ -76,6 +76,17 @@ pub struct AclArgs {
     /// (default) and match.
     #[arg(long = "resource-pattern-type")]
     pattern_type: Option<String>,
+    /// kafka-acls' shorthand (add): Write, Describe, Create on the topics,
+    /// Write and Describe on the transactional ids.
+    #[arg(long)]
+    producer: bool,
+    /// With --producer: IdempotentWrite on the cluster too.
+    #[arg(long)]
+    idempotent: bool,
+    /// kafka-acls' shorthand (add): Read and Describe on the topics, Read on
+    /// the groups.
+    #[arg(long)]
+    consumer: bool,
 }
 
 fn parse<T>(what: &str, v: &str, f: impl Fn(&str) -> Option<T>) -> Result<T> {
@@ -173,43 +184,90 @@ pub fn run(ctx: &Ctx, cmd: AclCmd) -> Result<ExitCode> {
     }
 }
 
-fn add(ctx: &Ctx, c: &mut RawClient, a: &AclArgs) -> Result<ExitCode> {
+/// What `add` grants: (resource type, name, operation) — every operation on
+/// every resource, or kafka-acls' `--producer` / `--consumer` sets.
+fn add_targets(a: &AclArgs) -> Result<Vec<(ResourceType, String, AclOperation)>> {
+    use AclOperation as O;
+    let mut out = Vec::new();
+    if a.producer || a.consumer {
+        if a.topic.is_empty() {
+            bail!("--producer and --consumer need --topic");
+        }
+        if a.consumer && a.group.is_empty() {
+            bail!("--consumer needs --group");
+        }
+        let mut grant = |t: ResourceType, names: &[String], ops: &[O]| {
+            for n in names {
+                out.extend(ops.iter().map(|&op| (t, n.clone(), op)));
+            }
+        };
+        if a.producer {
+            grant(
+                ResourceType::Topic,
+                &a.topic,
+                &[O::Write, O::Describe, O::Create],
+            );
+            grant(
+                ResourceType::TransactionalId,
+                &a.transactional_id,
+                &[O::Write, O::Describe],
+            );
+            if a.idempotent {
+                grant(
+                    ResourceType::Cluster,
+                    &[CLUSTER_NAME.to_string()],
+                    &[O::IdempotentWrite],
+                );
+            }
+        }
+        if a.consumer {
+            grant(ResourceType::Topic, &a.topic, &[O::Read, O::Describe]);
+            grant(ResourceType::Group, &a.group, &[O::Read]);
+        }
+        return Ok(out);
+    }
     let resources = a.resources();
-    let entries = a.entries();
     let ops = a.operations()?;
     if resources.is_empty() {
         bail!("name a resource: --topic, --group, --cluster, --transactional-id or --delegation-token");
     }
+    if ops.is_empty() {
+        bail!("give at least one --operation (or --producer / --consumer)");
+    }
+    for (rt, name) in resources {
+        out.extend(ops.iter().map(|&op| (rt, name.clone(), op)));
+    }
+    Ok(out)
+}
+
+fn add(ctx: &Ctx, c: &mut RawClient, a: &AclArgs) -> Result<ExitCode> {
+    let targets = add_targets(a)?;
+    let entries = a.entries();
     if entries.is_empty() {
         bail!("give --allow-principal and/or --deny-principal");
-    }
-    if ops.is_empty() {
-        bail!("give at least one --operation");
     }
     let pattern = a.pattern_type(PatternType::Literal)?;
     let mut creations = Vec::new();
     let mut described = Vec::new();
-    for (rt, name) in &resources {
+    for (rt, name, op) in &targets {
         for (principal, host, perm) in &entries {
-            for op in &ops {
-                creations.push(
-                    AclCreation::default()
-                        .with_resource_type(rt.code())
-                        .with_resource_name(StrBytes::from_string(name.clone()))
-                        .with_resource_pattern_type(pattern.code())
-                        .with_principal(StrBytes::from_string(principal.clone()))
-                        .with_host(StrBytes::from_string(host.clone()))
-                        .with_operation(op.code())
-                        .with_permission_type(perm.code()),
-                );
-                described.push(format!(
-                    "{} {} {}:{name} for {principal} from {host}: {}",
-                    perm.name(),
-                    op.name(),
-                    rt.name(),
-                    pattern.name()
-                ));
-            }
+            creations.push(
+                AclCreation::default()
+                    .with_resource_type(rt.code())
+                    .with_resource_name(StrBytes::from_string(name.clone()))
+                    .with_resource_pattern_type(pattern.code())
+                    .with_principal(StrBytes::from_string(principal.clone()))
+                    .with_host(StrBytes::from_string(host.clone()))
+                    .with_operation(op.code())
+                    .with_permission_type(perm.code()),
+            );
+            described.push(format!(
+                "{} {} {}:{name} for {principal} from {host}: {}",
+                perm.name(),
+                op.name(),
+                rt.name(),
+                pattern.name()
+            ));
         }
     }
     let resp = c.call(
