@@ -17,12 +17,14 @@ use super::RequestContext;
 use crate::broker::Broker;
 use crate::errors::topic_error_code;
 use crate::quota::{ClientQuotas, QuotaEntity, QuotaOp};
+use crate::security::acl::AclOperation;
 
 pub async fn handle(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: AlterClientQuotasRequest,
 ) -> AlterClientQuotasResponse {
+    let authorized = ctx.authorize_cluster(broker, AclOperation::AlterConfigs);
     // Serialized with other metadata changes: read, modify, persist.
     let _admin = broker.admin_lock().lock().await;
     let image = broker.metadata.image();
@@ -55,6 +57,16 @@ pub async fn handle(
         )
         .and_then(|entity| ClientQuotas::validate(&ops).map(|()| entity));
         let result = EntryData::default().with_entity(echo);
+        if !authorized {
+            results.push(
+                result
+                    .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "Cluster authorization failed.",
+                    ))),
+            );
+            continue;
+        }
         match checked {
             Err(msg) => results.push(
                 result
