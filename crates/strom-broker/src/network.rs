@@ -6,6 +6,7 @@
 //! an unknown API or an unsupported version closes that connection with a
 //! log line; no other connection is affected.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -143,6 +144,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
     let mut writer = BufWriter::with_capacity(64 * 1024, wr);
     let max = broker.config.socket_request_max_bytes;
     let mut sasl = SaslConnection::for_session(&broker, &session);
+    let mut pending: VecDeque<Deferred> = VecDeque::new();
     loop {
         let size = tokio::select! {
             r = reader.read_i32() => match r {
@@ -174,11 +176,17 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
             match gate.on_frame(&broker, &mut session, &frame) {
                 Gate::Pass => {}
                 Gate::Respond(bytes) => {
+                    if !write_deferred(&mut pending, &mut writer, peer).await? {
+                        return Ok(());
+                    }
                     writer.write_all(&bytes).await?;
                     writer.flush().await?;
                     continue;
                 }
                 Gate::Close { response, reason } => {
+                    if !write_deferred(&mut pending, &mut writer, peer).await? {
+                        return Ok(());
+                    }
                     if let Some(bytes) = response {
                         writer.write_all(&bytes).await?;
                     }
@@ -190,7 +198,15 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
                 }
             }
         }
-        match handle_frame(&broker, &mut session, frame).await {
+        let outcome = handle_frame(&broker, &mut session, frame).await;
+        // answers go out in request order: deferred ones before this one
+        if !matches!(outcome, Outcome::Deferred(_))
+            && !write_deferred(&mut pending, &mut writer, peer).await?
+        {
+            return Ok(());
+        }
+        match outcome {
+            Outcome::Deferred(answer) => pending.push_back(answer),
             Outcome::Respond(bytes) => writer.write_all(&bytes).await?,
             Outcome::RespondParts(parts) => {
                 // large parts bypass the buffer: no copy in user space
@@ -207,6 +223,15 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
                 return Ok(());
             }
         }
+        // Deferred answers (fsync before ack): if the client's next request
+        // has arrived, handle it first, so its write overlaps this fsync;
+        // otherwise wait for them. Bounded, as each holds partition state.
+        if !pending.is_empty()
+            && (pending.len() >= MAX_DEFERRED || !request_waiting(&mut reader).await?)
+            && !write_deferred(&mut pending, &mut writer, peer).await?
+        {
+            return Ok(());
+        }
         // Coalesce answers to pipelined requests; flush once nothing is queued.
         if reader.buffer().is_empty() {
             writer.flush().await?;
@@ -214,12 +239,63 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
         // A throttled client: send its answer, then read nothing more until
         // the throttle time has passed (Kafka mutes the channel).
         if let Some(mute) = session.quota.take_mute() {
+            if !write_deferred(&mut pending, &mut writer, peer).await? {
+                return Ok(());
+            }
             writer.flush().await?;
             tokio::select! {
                 _ = tokio::time::sleep(mute) => {}
                 _ = shutdown.changed() => return Ok(()),
             }
         }
+    }
+}
+
+/// An answer the connection owes once it resolves (see [`Outcome::Deferred`]).
+type Deferred = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+
+/// Most deferred answers a connection holds before it waits for them.
+const MAX_DEFERRED: usize = 16;
+
+/// Waits for the deferred answers in order and writes them. `Ok(false)`:
+/// one of them closes the connection (logged here).
+async fn write_deferred<W: AsyncWrite + Unpin>(
+    pending: &mut VecDeque<Deferred>,
+    writer: &mut W,
+    peer: SocketAddr,
+) -> std::io::Result<bool> {
+    while let Some(answer) = pending.pop_front() {
+        match answer.await {
+            Outcome::Respond(bytes) => writer.write_all(&bytes).await?,
+            Outcome::RespondParts(parts) => {
+                for part in &parts {
+                    writer.write_all(part).await?;
+                }
+            }
+            Outcome::NoResponse => {}
+            // a deferred answer never defers again; never leave it unanswered
+            Outcome::Deferred(_) | Outcome::Close(_) => {
+                writer.flush().await?;
+                if let Some(suppressed) = REJECTED.allow() {
+                    warn!(%peer, suppressed, "closing connection: a deferred answer failed");
+                }
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Whether the next request's bytes (or EOF) are already readable, without
+/// waiting: `fill_buf` keeps what it reads, so abandoning it loses nothing.
+async fn request_waiting<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> std::io::Result<bool> {
+    use tokio::io::AsyncBufReadExt;
+    tokio::select! {
+        biased;
+        r = reader.fill_buf() => r.map(|b| !b.is_empty()),
+        _ = std::future::ready(()) => Ok(false),
     }
 }
 

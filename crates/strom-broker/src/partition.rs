@@ -112,10 +112,7 @@ pub fn append_all(
     appends: &[(Arc<Partition>, Bytes)],
     now_ms: i64,
 ) -> Vec<Result<LogAppendInfo, LogError>> {
-    let mut results: Vec<Result<LogAppendInfo, LogError>> = appends
-        .iter()
-        .map(|(p, records)| p.write_append(records, now_ms))
-        .collect();
+    let mut results = write_all(appends, now_ms);
     for ((p, _), r) in appends.iter().zip(results.iter_mut()) {
         if let Ok(info) = r {
             if let Err(e) = p.complete_append(info) {
@@ -124,6 +121,30 @@ pub fn append_all(
         }
     }
     results
+}
+
+/// The first half of [`append_all`]: every partition's write, no flush and
+/// no high-watermark move (see [`complete_all`]). Blocks.
+pub fn write_all(
+    appends: &[(Arc<Partition>, Bytes)],
+    now_ms: i64,
+) -> Vec<Result<LogAppendInfo, LogError>> {
+    appends
+        .iter()
+        .map(|(p, records)| p.write_append(records, now_ms))
+        .collect()
+}
+
+/// The second half of [`append_all`], for appends written by [`write_all`]:
+/// the flush policy (with fsync-before-ack, one fsync per partition covers
+/// every append written before it started: group commit) and the
+/// high-watermark move. Returns the appends whose flush failed, by their
+/// index in `written`. Blocks.
+pub fn complete_all(written: &[(usize, Arc<Partition>, LogAppendInfo)]) -> Vec<(usize, LogError)> {
+    written
+        .iter()
+        .filter_map(|(i, p, info)| p.complete_append(info).err().map(|e| (*i, e)))
+        .collect()
 }
 
 /// Runs [`append_all`] on the blocking pool: one task per produce request,
@@ -239,6 +260,11 @@ impl Partition {
 
     pub fn high_watermark(&self) -> Offset {
         self.log.high_watermark()
+    }
+    /// Whether an acknowledged append must wait for an fsync
+    /// (`strom.flush.mode=always`), so an answer can be deferred.
+    pub fn flushes_before_ack(&self) -> bool {
+        self.log.config().flush_mode == strom_storage::FlushMode::Always
     }
     /// The high watermark, or the first offset of the oldest open
     /// transaction below it.

@@ -1063,6 +1063,7 @@ impl<T: QuotaResponse> QuotaResponse for crate::handlers::ProduceReply<T> {
     fn throttle_time_ms(&mut self, version: i16) -> Option<&mut i32> {
         match self {
             crate::handlers::ProduceReply::Response(r) => r.throttle_time_ms(version),
+            crate::handlers::ProduceReply::Deferred(r, _) => r.throttle_time_ms(version),
             _ => None,
         }
     }

@@ -617,7 +617,17 @@ fn api_versions_v3_ranges_and_encoding() {
 // request order.
 #[test]
 fn pipelined_requests_answered_in_order() {
-    let mut server = TestServer::start();
+    assert_pipelined_answered_in_order(TestServer::start());
+}
+
+// (m') the same with fsync before ack: produce answers are deferred until
+// their fsync while the next requests are handled, and still go out in order.
+#[test]
+fn pipelined_requests_answered_in_order_with_fsync_before_ack() {
+    assert_pipelined_answered_in_order(TestServer::start_with(&[("strom.flush.mode", "always")]));
+}
+
+fn assert_pipelined_answered_in_order(mut server: TestServer) {
     let seed = seed(&server);
     let mut c = server.connect();
     let metadata = MetadataRequest::default().with_topics(Some(vec![

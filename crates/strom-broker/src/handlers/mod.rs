@@ -86,6 +86,10 @@ pub enum Outcome {
     /// Send this frame as consecutive parts (length prefix in the first):
     /// large record sets are referenced, not copied (Fetch).
     RespondParts(Vec<Bytes>),
+    /// Send what this resolves to once it does (Produce waiting for an
+    /// fsync). The connection may handle its next requests meanwhile; answers
+    /// still go out in request order.
+    Deferred(std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>),
     /// Send nothing (Produce with acks=0).
     NoResponse,
     /// Close the connection, logging why (Kafka's answer to requests it cannot
@@ -113,14 +117,27 @@ impl<T: Encodable + HeaderVersion + 'static> IntoOutcome for T {
 /// `None` means "no response to send"; a `Some` error means close.
 pub enum ProduceReply<T> {
     Response(T),
+    /// The response, to be sent after the future resolves and its patch
+    /// (errors of flushes that failed) is applied: fsync before ack.
+    Deferred(
+        T,
+        std::pin::Pin<Box<dyn std::future::Future<Output = Box<dyn FnOnce(&mut T) + Send>> + Send>>,
+    ),
     NoResponse,
     Close(String),
 }
 
-impl<T: Encodable + HeaderVersion + 'static> IntoOutcome for ProduceReply<T> {
+impl<T: Encodable + HeaderVersion + Send + 'static> IntoOutcome for ProduceReply<T> {
     fn into_outcome(self, ctx: &RequestContext) -> Outcome {
         match self {
             ProduceReply::Response(r) => r.into_outcome(ctx),
+            ProduceReply::Deferred(mut r, durable) => {
+                let (correlation_id, version) = (ctx.header.correlation_id, ctx.version());
+                Outcome::Deferred(Box::pin(async move {
+                    (durable.await)(&mut r);
+                    encode_response(correlation_id, version, &r)
+                }))
+            }
             ProduceReply::NoResponse => Outcome::NoResponse,
             ProduceReply::Close(why) => Outcome::Close(why),
         }

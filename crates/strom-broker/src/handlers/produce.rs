@@ -20,8 +20,8 @@ use crate::broker::{now_ms, Broker};
 use crate::errors::log_error_code;
 use crate::handlers::metadata::is_internal;
 use crate::metrics::TopicMetrics;
+use crate::partition::{complete_all, start_appends, write_all, Partition};
 use crate::security::acl::{AclOperation, ResourceType};
-use crate::partition::{start_appends, Partition};
 
 enum Pending {
     /// Index into the request's appends.
@@ -42,10 +42,20 @@ pub async fn handle(
     let mut pending: Vec<(usize, i32, Pending)> = Vec::new();
     let mut appends: Vec<(Arc<Partition>, Bytes)> = Vec::new();
     let txn_authorized = req.transactional_id.as_ref().is_none_or(|id| {
-        ctx.authorize(broker, AclOperation::Write, ResourceType::TransactionalId, id)
+        ctx.authorize(
+            broker,
+            AclOperation::Write,
+            ResourceType::TransactionalId,
+            id,
+        )
     });
     for (ti, topic) in req.topic_data.iter().enumerate() {
-        let authorized = ctx.authorize(broker, AclOperation::Write, ResourceType::Topic, &topic.name);
+        let authorized = ctx.authorize(
+            broker,
+            AclOperation::Write,
+            ResourceType::Topic,
+            &topic.name,
+        );
         for p in &topic.partition_data {
             let state = if !acks_valid {
                 Pending::Failed(ResponseError::InvalidRequiredAcks, None)
@@ -86,18 +96,35 @@ pub async fn handle(
         }
     }
 
-    let mut results: Vec<Option<Result<LogAppendInfo, LogError>>> = if appends.is_empty() {
-        Vec::new()
+    // With fsync before ack, the answer waits for the fsync but the
+    // connection need not: the writes happen now, the flush is awaited by a
+    // deferred answer, so the client's next request is written while this
+    // one's fsync runs (and one fsync covers both).
+    let defer = acks != 0 && appends.iter().any(|(p, _)| p.flushes_before_ack());
+    let partitions: Vec<Arc<Partition>> = if defer {
+        appends.iter().map(|(p, _)| p.clone()).collect()
     } else {
-        match start_appends(appends, now).await {
-            Ok(results) => results.into_iter().map(Some).collect(),
-            Err(join) => {
-                // a panic in the append task: every append of it is unknown
-                warn!(error = %join, "append task failed");
-                Vec::new()
-            }
+        Vec::new()
+    };
+    let task = if defer {
+        tokio::task::spawn_blocking(move || write_all(&appends, now))
+    } else if appends.is_empty() {
+        tokio::task::spawn_blocking(Vec::new)
+    } else {
+        start_appends(appends, now)
+    };
+    let mut results: Vec<Option<Result<LogAppendInfo, LogError>>> = match task.await {
+        Ok(results) => results.into_iter().map(Some).collect(),
+        Err(join) => {
+            // a panic in the append task: every append of it is unknown
+            warn!(error = %join, "append task failed");
+            Vec::new()
         }
     };
+    // Appends written but not yet durable: (append index, partition, info),
+    // and where each one's answer sits in `responses`.
+    let mut written: Vec<(usize, Arc<Partition>, LogAppendInfo)> = Vec::new();
+    let mut slots: Vec<(usize, usize)> = Vec::new();
 
     let mut responses: Vec<TopicProduceResponse> = req
         .topic_data
@@ -121,6 +148,10 @@ pub async fn handle(
             }
             Pending::Appending(i) => match results.get_mut(i).and_then(Option::take) {
                 Some(Ok(info)) => {
+                    if defer {
+                        slots.push((ti, responses[ti].partition_responses.len()));
+                        written.push((slots.len() - 1, partitions[i].clone(), info.clone()));
+                    }
                     topic_metrics[ti]
                         .get_or_insert_with(|| broker.metrics.topic(responses[ti].name.as_str()))
                         .record_append(info.record_count, info.bytes);
@@ -162,7 +193,40 @@ pub async fn handle(
             None => ProduceReply::NoResponse,
         };
     }
-    ProduceReply::Response(ProduceResponse::default().with_responses(responses))
+    let response = ProduceResponse::default().with_responses(responses);
+    if written.is_empty() {
+        return ProduceReply::Response(response);
+    }
+    let durable = tokio::task::spawn_blocking(move || complete_all(&written));
+    ProduceReply::Deferred(
+        response,
+        Box::pin(async move {
+            let failed = durable.await;
+            let patch: Box<dyn FnOnce(&mut ProduceResponse) + Send> =
+                Box::new(move |resp: &mut ProduceResponse| {
+                    let failed: Vec<(usize, i16, Option<String>)> = match failed {
+                        Ok(failed) => failed
+                            .into_iter()
+                            .map(|(slot, e)| (slot, log_error_code(&e).code(), Some(e.to_string())))
+                            .collect(),
+                        Err(join) => {
+                            // durability unknown: no partition may be acknowledged
+                            warn!(error = %join, "flush task failed");
+                            let code = ResponseError::UnknownServerError.code();
+                            (0..slots.len()).map(|slot| (slot, code, None)).collect()
+                        }
+                    };
+                    for (slot, code, message) in failed {
+                        let (ti, pi) = slots[slot];
+                        let pr = &mut resp.responses[ti].partition_responses[pi];
+                        pr.error_code = code;
+                        pr.base_offset = -1;
+                        pr.error_message = message.map(StrBytes::from_string);
+                    }
+                });
+            patch
+        }),
+    )
 }
 
 /// KIP-890 part 1: a transactional batch is accepted only for a partition
