@@ -48,9 +48,18 @@ pub async fn handle(
         .filter(|f| f.unknown_element().is_none())
         .cloned()
         .collect();
-    let removed = broker
-        .metadata
-        .update_acls(|acls| acls.with_removed(&valid));
+    // Nothing to remove: answer from the current image without rewriting it.
+    let image = broker.metadata.image();
+    let nothing = valid
+        .iter()
+        .all(|f| !image.acls().bindings().any(|b| f.matches(b)));
+    let removed = if nothing {
+        Ok(vec![Vec::new(); valid.len()])
+    } else {
+        broker
+            .metadata
+            .update_acls(|acls| acls.with_removed(&valid))
+    };
     let mut removed = match removed {
         Ok(r) => r.into_iter(),
         Err(e) => {
