@@ -471,3 +471,26 @@ def test_transactions_and_idempotence_under_acls(strom_factory):
     assert e.value.args[0].code() == TRANSACTIONAL_ID_AUTHORIZATION_FAILED, e.value
 
     assert produce_one(bootstrap, "t", **{"enable.idempotence": True}) is None
+
+
+def test_kip848_consumer_under_acls(strom_factory):
+    """A `group.protocol=consumer` member needs Read on its group and Describe on the
+    topics it subscribes to (ConsumerGroupHeartbeat), then Read to fetch."""
+    broker = strom_factory(overrides={"authorizer.class.name": AUTHORIZER,
+                                      "super.users": "User:ANONYMOUS",
+                                      "group.consumer.heartbeat.interval.ms": "300"})
+    bootstrap = broker.bootstrap
+    for t in ["a", "b"]:
+        ck_create_topic(bootstrap, t, 1)
+        assert produce_one(bootstrap, t) is None
+    create_acls(admin(bootstrap), [binding("TOPIC", "a", "User:ANONYMOUS", "READ"),
+                                   binding("GROUP", "g848", "User:ANONYMOUS", "READ")])
+    broker.overrides.pop("super.users")
+    broker.terminate()
+    broker.restart()
+    new = {"group.protocol": "consumer"}
+    assert consume_group(bootstrap, "a", "g848", 1, **new) == [b"v"]
+    err = consume_error(bootstrap, "b", "g848", **new)
+    assert err is not None and err.code() == TOPIC_AUTHORIZATION_FAILED, err
+    err = consume_error(bootstrap, "a", "other848", **new)
+    assert err is not None and err.code() == GROUP_AUTHORIZATION_FAILED, err

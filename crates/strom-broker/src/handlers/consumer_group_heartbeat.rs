@@ -67,6 +67,17 @@ pub async fn handle(
             kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code(),
         );
     }
+    // Kafka: Describe on every topic the member subscribes to by name.
+    if let Some(names) = &hb.subscribed_topic_names {
+        if names
+            .iter()
+            .any(|t| !ctx.authorize(broker, AclOperation::Describe, ResourceType::Topic, t))
+        {
+            return ConsumerGroupHeartbeatResponse::default().with_error_code(
+                kafka_protocol::error::ResponseError::TopicAuthorizationFailed.code(),
+            );
+        }
+    }
     let topics = topics_image(broker);
     let group_id = hb.group_id.clone();
     let result = match broker.groups.shard_for(broker, &group_id).await {
