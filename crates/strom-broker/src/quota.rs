@@ -1004,6 +1004,7 @@ macro_rules! throttle_field {
 throttle_field! {
     ProduceResponse from 1;
     ListOffsetsResponse from 2;
+    OffsetForLeaderEpochResponse from 2;
     MetadataResponse from 3;
     OffsetCommitResponse from 3;
     OffsetFetchResponse from 3;
@@ -1100,11 +1101,17 @@ impl<T> ViaNoQuotaResponse for &mut QuotaSlot<'_, T> {
 pub trait QuotaRequest {
     /// Lowers the response size the request asks for (Fetch `max_bytes`).
     fn cap_response_bytes(&mut self, max: i32);
+    /// Whether a broker sent it (a follower's Fetch): client quotas do not
+    /// apply to replication, which has quotas of its own in Kafka.
+    fn from_replica(&self) -> bool;
 }
 
 impl QuotaRequest for kafka_protocol::messages::FetchRequest {
     fn cap_response_bytes(&mut self, max: i32) {
         self.max_bytes = self.max_bytes.min(max);
+    }
+    fn from_replica(&self) -> bool {
+        self.replica_id.0 >= 0 || self.replica_state.replica_id.0 >= 0
     }
 }
 
@@ -1134,16 +1141,22 @@ impl<T> ViaNoQuotaRequest for &mut QuotaSlot<'_, T> {
 /// for at most what the quota allows over its window (Kafka's
 /// `getMaxValueInQuotaWindow`), so one response can never exceed what the
 /// sensor can ever accept — it would be throttled, answered empty, for ever.
+/// Returns whether the request is exempt from client quotas (replication).
 pub fn prepare(
     broker: &crate::Broker,
     ctx: &RequestContext,
     session: &mut SessionQuota,
     request: Option<&mut dyn QuotaRequest>,
-) {
+) -> bool {
     let q = &broker.quotas;
-    let Some(request) = request else { return };
+    let Some(request) = request else {
+        return false;
+    };
+    if request.from_replica() {
+        return true;
+    }
     if !q.enabled(QuotaType::Fetch) {
-        return;
+        return false;
     }
     let client_id = ctx.header.client_id.as_deref().unwrap_or("");
     if let Some((_, bound)) = q.cached(session, QuotaType::Fetch, &ctx.principal, client_id) {
@@ -1152,6 +1165,7 @@ pub fn prepare(
         let cap = (bound * window_s).clamp(1.0, i32::MAX as f64) as i32;
         request.cap_response_bytes(cap);
     }
+    false
 }
 
 /// APIs the request quota never throttles (Kafka exempts those needed to

@@ -187,12 +187,12 @@ macro_rules! api_registry {
                         Ok(r) => r,
                         Err(e) => return Outcome::Close(format!("cannot decode {key:?} v{version}: {e}")),
                     };
-                    {
+                    let quota_exempt = {
                         #[allow(unused_imports)] // each arm uses one of the two
                         use crate::quota::{ViaNoQuotaRequest as _, ViaQuotaRequest as _};
                         let mut slot = crate::quota::QuotaSlot(&mut req);
-                        crate::quota::prepare(broker, ctx, quota, (&mut slot).quota_request());
-                    }
+                        crate::quota::prepare(broker, ctx, quota, (&mut slot).quota_request())
+                    };
                     let measure = broker.quotas.enabled(crate::quota::QuotaType::Request);
                     let (mut reply, nanos) = crate::quota::timed(measure, $module::handle(broker, ctx, req)).await;
                     {
@@ -200,7 +200,9 @@ macro_rules! api_registry {
                         use crate::quota::{ViaNoQuotaResponse as _, ViaQuotaResponse as _};
                         let mut slot = crate::quota::QuotaSlot(&mut reply);
                         let response = (&mut slot).quota_response();
-                        crate::quota::settle(broker, ctx, quota, key, frame_len, nanos, response);
+                        if !quota_exempt {
+                            crate::quota::settle(broker, ctx, quota, key, frame_len, nanos, response);
+                        }
                     }
                     match reply.into_outcome(ctx) {
                         Outcome::Close(why) => Outcome::Close(format!("{key:?} v{version}: {why}")),
