@@ -313,6 +313,15 @@ def test_anonymous_with_read_acls_only(strom_factory):
     adm = admin(bootstrap)
     visible = set(adm.list_topics(timeout=10).topics)
     assert visible == {"a", "pre-open", "pre-secret"}, visible
+
+    # kcat (Debian's librdkafka 2.0.2): reads a, cannot write it, lists what it may see
+    from test_kcat import kcat
+    out = kcat("-C", "-b", bootstrap, "-t", "a", "-e", "-o", "beginning", "-q", timeout=60)
+    assert out.stdout == b"v\n", out.stdout
+    out = kcat("-P", "-b", bootstrap, "-t", "a", input_bytes=b"x\n", timeout=60, check=False)
+    assert b"authorization failed" in out.stderr.lower(), out.stderr
+    listed = json.loads(kcat("-L", "-J", "-b", bootstrap, timeout=60).stdout)
+    assert {t["topic"] for t in listed["topics"]} == {"a", "pre-open", "pre-secret"}, listed
     md = adm.list_topics("b", timeout=10)
     assert md.topics["b"].error is not None \
         and md.topics["b"].error.code() == TOPIC_AUTHORIZATION_FAILED, md.topics["b"].error
