@@ -107,8 +107,10 @@ pub enum ReplayError {
 /// An immutable, cheaply cloned view of cluster metadata; see the module doc.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MetadataImage {
-    topics: Arc<BTreeMap<String, Arc<TopicImage>>>,
-    topic_names: Arc<BTreeMap<Uuid, String>>,
+    // `Arc<str>` keys: copying a map on write then costs reference counts,
+    // not a string allocation per topic.
+    topics: Arc<BTreeMap<Arc<str>, Arc<TopicImage>>>,
+    topic_names: Arc<BTreeMap<Uuid, Arc<str>>>,
     brokers: Arc<BTreeMap<i32, Arc<BrokerRegistration>>>,
     configs: Arc<BTreeMap<ConfigResource, Arc<BTreeMap<String, String>>>>,
     acls: Arc<BTreeMap<Uuid, Arc<AccessControlEntryRecord>>>,
@@ -177,11 +179,21 @@ impl MetadataImage {
     /// first invalid one, none — `self` is untouched and the error names the
     /// record's position in the batch.
     pub fn replay_batch(&mut self, records: &[MetadataRecord]) -> Result<(), (usize, ReplayError)> {
-        let mut next = self.clone();
+        // The backup only holds references: parts are copied when first
+        // written, as they would be anyway while a reader shares them.
+        let backup = self.clone();
+        self.replay_all(records).inspect_err(|_| *self = backup)
+    }
+
+    /// Replays records in order, stopping at the first invalid one (which is
+    /// returned with its position); earlier records stay applied.
+    pub(crate) fn replay_all(
+        &mut self,
+        records: &[MetadataRecord],
+    ) -> Result<(), (usize, ReplayError)> {
         for (i, r) in records.iter().enumerate() {
-            next.replay(r).map_err(|e| (i, e))?;
+            self.replay(r).map_err(|e| (i, e))?;
         }
-        *self = next;
         Ok(())
     }
 
@@ -190,15 +202,16 @@ impl MetadataImage {
     pub fn replay(&mut self, record: &MetadataRecord) -> Result<(), ReplayError> {
         match record {
             MetadataRecord::Topic(r) => {
-                if self.topics.contains_key(&r.name) {
+                if self.topics.contains_key(r.name.as_str()) {
                     return Err(ReplayError::TopicExists(r.name.clone()));
                 }
                 if self.topic_names.contains_key(&r.topic_id) {
                     return Err(ReplayError::TopicIdExists(r.topic_id));
                 }
-                Arc::make_mut(&mut self.topic_names).insert(r.topic_id, r.name.clone());
+                let key: Arc<str> = Arc::from(r.name.as_str());
+                Arc::make_mut(&mut self.topic_names).insert(r.topic_id, key.clone());
                 Arc::make_mut(&mut self.topics).insert(
-                    r.name.clone(),
+                    key,
                     Arc::new(TopicImage {
                         name: r.name.clone(),
                         id: r.topic_id,
@@ -251,12 +264,12 @@ impl MetadataImage {
                 let name = Arc::make_mut(&mut self.topic_names)
                     .remove(&r.topic_id)
                     .ok_or(ReplayError::UnknownTopicId(r.topic_id))?;
-                Arc::make_mut(&mut self.topics).remove(&name);
+                Arc::make_mut(&mut self.topics).remove(&*name);
                 // Kafka drops a deleted topic's configs with it, so a topic
                 // re-created under the same name starts from the defaults.
                 Arc::make_mut(&mut self.configs).remove(&ConfigResource {
                     resource_type: resource_type::TOPIC,
-                    name,
+                    name: name.to_string(),
                 });
             }
             MetadataRecord::RegisterBroker(r) => {
@@ -393,9 +406,10 @@ impl MetadataImage {
         let name = self
             .topic_names
             .get(id)
-            .ok_or(ReplayError::UnknownTopicId(*id))?;
+            .ok_or(ReplayError::UnknownTopicId(*id))?
+            .clone();
         let topic = Arc::make_mut(&mut self.topics)
-            .get_mut(name)
+            .get_mut(&*name)
             .expect("topic_names and topics agree");
         Ok(Arc::make_mut(topic))
     }
@@ -452,11 +466,16 @@ impl MetadataImage {
             scram.entry(user).or_default().insert(mech, cred);
         }
         Self {
-            topic_names: Arc::new(s.topics.iter().map(|t| (t.id, t.name.clone())).collect()),
+            topic_names: Arc::new(
+                s.topics
+                    .iter()
+                    .map(|t| (t.id, Arc::from(t.name.as_str())))
+                    .collect(),
+            ),
             topics: Arc::new(
                 s.topics
                     .into_iter()
-                    .map(|t| (t.name.clone(), Arc::new(t)))
+                    .map(|t| (Arc::from(t.name.as_str()), Arc::new(t)))
                     .collect(),
             ),
             brokers: Arc::new(

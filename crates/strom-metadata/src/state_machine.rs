@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::image::{ImageSnapshot, MetadataImage};
 use crate::storage::{write_atomically, Nid};
-use crate::{ApplyResult, PublishedImage, TypeConfig};
+use crate::{ApplyResult, MetadataBatch, PublishedImage, TypeConfig};
 
 type Meta = SnapshotMeta<Nid, BasicNode>;
 
@@ -231,7 +231,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // One working copy per call: the parts a batch touches are copied
+        // from the published image once, later batches write in place.
         let mut image: Option<MetadataImage> = None;
+        // This call's applied batches, to rebuild the working copy if a later
+        // batch fails half-way (rare: the controller validates first).
+        let mut applied: Vec<MetadataBatch> = Vec::new();
         let mut out = Vec::new();
         for entry in entries {
             self.last_applied = Some(entry.log_id);
@@ -239,10 +244,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => out.push(ApplyResult(None)),
                 EntryPayload::Normal(batch) => {
                     let img = image.get_or_insert_with(|| (*self.image).clone());
-                    match img.replay_batch(&batch.0) {
-                        Ok(()) => out.push(ApplyResult(None)),
+                    match img.replay_all(&batch.0) {
+                        Ok(()) => {
+                            applied.push(batch);
+                            out.push(ApplyResult(None));
+                        }
                         Err((i, e)) => {
                             // Deterministic on every node: the batch is skipped whole.
+                            let mut fresh = (*self.image).clone();
+                            for b in &applied {
+                                fresh
+                                    .replay_all(&b.0)
+                                    .expect("a batch that applied applies again to the same state");
+                            }
+                            *img = fresh;
                             tracing::warn!(index = entry.log_id.index, record = i, error = %e, "metadata batch rejected");
                             out.push(ApplyResult(Some(format!("record {i}: {e}"))));
                         }

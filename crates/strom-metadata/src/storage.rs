@@ -51,6 +51,8 @@ const MAX_ENTRY_BYTES: usize = 64 << 20;
 const VOTE_FILE: &str = "quorum-state";
 const PURGED_FILE: &str = "log-start-offset";
 const COMMITTED_FILE: &str = "committed";
+/// The hint is padded to a fixed size so a shorter value overwrites a longer one.
+const COMMITTED_BYTES: usize = 128;
 
 /// Writes `bytes` to `dir/name` atomically: temp file, fsync, rename, fsync
 /// the directory, so a crash leaves either the old or the new content.
@@ -125,6 +127,8 @@ pub struct LogStore {
     writer: Arc<Mutex<Writer>>,
     cache: Arc<RwLock<Cache>>,
     vote: Option<Vote<Nid>>,
+    /// The `committed` hint, rewritten in place (see `save_committed`).
+    committed: Arc<File>,
 }
 
 /// A reader of the log for one replication stream.
@@ -248,6 +252,14 @@ impl LogStore {
             })),
             cache: Arc::new(RwLock::new(cache)),
             vote,
+            committed: Arc::new(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(dir.join(COMMITTED_FILE))?,
+            ),
         })
     }
 
@@ -461,6 +473,7 @@ fn shared(s: &LogStore) -> LogStore {
         writer: s.writer.clone(),
         cache: s.cache.clone(),
         vote: s.vote,
+        committed: s.committed.clone(),
     }
 }
 
@@ -496,23 +509,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<Nid>>,
     ) -> Result<(), StorageError<Nid>> {
-        // A hint only (a stale value just means re-learning the commit from
-        // the leader), so no fsync on this path.
-        let dir = self.dir();
-        let bytes = to_json(&committed);
-        blocking(move || write_atomically(&dir, COMMITTED_FILE, &bytes, false))
-            .await
+        // A hint only (a stale or torn value just means re-learning the commit
+        // from the leader), and it is written on every commit: one small
+        // in-place write, no fsync, no rename, no blocking-pool hop.
+        use std::os::unix::fs::FileExt;
+        let mut buf = to_json(&committed);
+        buf.resize(COMMITTED_BYTES.max(buf.len()), b' ');
+        self.committed
+            .write_all_at(&buf, 0)
             .map_err(|e| StorageIOError::write(&e))?;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<Nid>>, StorageError<Nid>> {
-        let path = self.dir().join(COMMITTED_FILE);
-        // An unreadable hint (a crash mid-rename without fsync) is no hint.
-        let committed: Option<LogId<Nid>> = read_json::<Option<LogId<Nid>>>(&path)
-            .ok()
-            .flatten()
-            .flatten();
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0; COMMITTED_BYTES];
+        let n = self
+            .committed
+            .read_at(&mut buf, 0)
+            .map_err(|e| StorageIOError::read(&e))?;
+        // An unreadable hint is no hint.
+        let committed: Option<LogId<Nid>> =
+            serde_json::from_slice::<Option<LogId<Nid>>>(buf[..n].trim_ascii_end())
+                .ok()
+                .flatten();
         // Never claim more than the log holds after a torn tail was cut.
         let last = self.log_state().last_log_id;
         Ok(committed.filter(|c| last.is_some_and(|l| l.index >= c.index)))
