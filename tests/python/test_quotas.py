@@ -470,3 +470,13 @@ def test_quota_apis_need_cluster_describe_configs_and_alter_configs(strom_factor
     finally:
         anonymous.close()
         alice.close()
+    # strom quota authenticates as -X says; anonymous it is refused
+    sasl = ["-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanism=PLAIN",
+            "-X", "sasl.username=alice", "-X", "sasl.password=alice-secret"]
+    strom_quota(broker.listener_bootstrap("SASL_PLAINTEXT"), *sasl, "quota", "alter",
+                "--user-defaults", "--add-config", "consumer_byte_rate=2048")
+    out = strom_quota(broker.listener_bootstrap("SASL_PLAINTEXT"), *sasl, "quota",
+                      "describe", "--user-defaults").stdout
+    assert "consumer_byte_rate=2048" in out, out
+    r = strom_quota(broker.bootstrap, "quota", "describe", check=False)
+    assert r.returncode != 0 and "ClusterAuthorizationFailed" in r.stderr, r.stderr

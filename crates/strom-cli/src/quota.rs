@@ -4,7 +4,7 @@
 //! shorthands `--user x`, `--user-defaults`, `--client x`,
 //! `--client-defaults` (a user and a client together make one entity).
 //! librdkafka's admin API has no client-quota calls, so this uses the thin
-//! client in `raw`.
+//! client in `raw` (authenticating with `-X sasl.*` where asked).
 
 use std::process::ExitCode;
 
@@ -17,7 +17,6 @@ use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
 use crate::output::{print_json, Table};
-use crate::raw::RawClient;
 use crate::Ctx;
 
 #[derive(Subcommand)]
@@ -167,14 +166,13 @@ fn parse_ops(add: &[String], delete: &[String]) -> Result<Vec<OpData>> {
 }
 
 pub fn run(ctx: &Ctx, cmd: QuotaCmd) -> Result<ExitCode> {
-    let bootstrap = ctx.connect.bootstrap();
-    let addr = bootstrap
-        .split(',')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    let mut c = RawClient::connect(&addr, ctx.connect.timeout())?;
+    // SASL (and TLS) as the -X properties say: with an authorizer, quotas
+    // are managed by a user with ALTER_CONFIGS on the cluster.
+    let mut c = crate::raw::connect(
+        &ctx.connect.bootstrap(),
+        &ctx.connect.props,
+        ctx.connect.timeout(),
+    )?;
     match cmd {
         QuotaCmd::Alter {
             entity,
