@@ -223,13 +223,10 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
                 return Ok(());
             }
         }
-        // Deferred answers (fsync before ack): if the client's next request
-        // has arrived, handle it first, so its write overlaps this fsync;
-        // otherwise wait for them. Bounded, as each holds partition state.
-        if !pending.is_empty()
-            && (pending.len() >= MAX_DEFERRED || !request_waiting(&mut reader).await?)
-            && !write_deferred(&mut pending, &mut writer, peer).await?
-        {
+        // Deferred answers (fsync before ack) go out as they resolve, but
+        // the client's next request is handled as soon as it arrives, so its
+        // write overlaps the fsync. Bounded, as each holds partition state.
+        if !pending.is_empty() && !serve_deferred(&mut pending, &mut writer, &mut reader, peer).await? {
             return Ok(());
         }
         // Coalesce answers to pipelined requests; flush once nothing is queued.
@@ -265,37 +262,76 @@ async fn write_deferred<W: AsyncWrite + Unpin>(
     peer: SocketAddr,
 ) -> std::io::Result<bool> {
     while let Some(answer) = pending.pop_front() {
-        match answer.await {
-            Outcome::Respond(bytes) => writer.write_all(&bytes).await?,
-            Outcome::RespondParts(parts) => {
-                for part in &parts {
-                    writer.write_all(part).await?;
-                }
-            }
-            Outcome::NoResponse => {}
-            // a deferred answer never defers again; never leave it unanswered
-            Outcome::Deferred(_) | Outcome::Close(_) => {
-                writer.flush().await?;
-                if let Some(suppressed) = REJECTED.allow() {
-                    warn!(%peer, suppressed, "closing connection: a deferred answer failed");
-                }
-                return Ok(false);
-            }
+        if !write_answer(answer.await, writer, peer).await? {
+            return Ok(false);
         }
     }
     Ok(true)
 }
 
-/// Whether the next request's bytes (or EOF) are already readable, without
-/// waiting: `fill_buf` keeps what it reads, so abandoning it loses nothing.
-async fn request_waiting<R: tokio::io::AsyncBufRead + Unpin>(
-    reader: &mut R,
+/// Writes one resolved deferred answer. `Ok(false)`: close the connection.
+async fn write_answer<W: AsyncWrite + Unpin>(
+    answer: Outcome,
+    writer: &mut W,
+    peer: SocketAddr,
 ) -> std::io::Result<bool> {
+    match answer {
+        Outcome::Respond(bytes) => writer.write_all(&bytes).await?,
+        Outcome::RespondParts(parts) => {
+            for part in &parts {
+                writer.write_all(part).await?;
+            }
+        }
+        Outcome::NoResponse => {}
+        // a deferred answer never defers again; never leave it unanswered
+        Outcome::Deferred(_) | Outcome::Close(_) => {
+            writer.flush().await?;
+            if let Some(suppressed) = REJECTED.allow() {
+                warn!(%peer, suppressed, "closing connection: a deferred answer failed");
+            }
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Writes deferred answers in order as they resolve, until none is left or
+/// the next request arrives (`fill_buf` keeps what it reads, so abandoning
+/// it loses nothing). At [`MAX_DEFERRED`] it waits for the oldest answer
+/// first; at EOF it sends them all. `Ok(false)`: close the connection.
+async fn serve_deferred<R, W>(
+    pending: &mut VecDeque<Deferred>,
+    writer: &mut W,
+    reader: &mut R,
+    peer: SocketAddr,
+) -> std::io::Result<bool>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     use tokio::io::AsyncBufReadExt;
-    tokio::select! {
-        biased;
-        r = reader.fill_buf() => r.map(|b| !b.is_empty()),
-        _ = std::future::ready(()) => Ok(false),
+    loop {
+        let room = pending.len() < MAX_DEFERRED;
+        let Some(head) = pending.front_mut() else {
+            return Ok(true);
+        };
+        tokio::select! {
+            biased;
+            r = reader.fill_buf(), if room => {
+                if !r?.is_empty() {
+                    return Ok(true);
+                }
+                // EOF: the client may still read its answers
+                return write_deferred(pending, writer, peer).await;
+            }
+            answer = head.as_mut() => {
+                pending.pop_front();
+                if !write_answer(answer, writer, peer).await? {
+                    return Ok(false);
+                }
+                writer.flush().await?;
+            }
+        }
     }
 }
 
