@@ -333,3 +333,63 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::records::{MetadataRecord, RemoveTopicRecord, TopicRecord};
+
+    fn entry(index: u64, records: Vec<MetadataRecord>) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(MetadataBatch(records)),
+        }
+    }
+
+    fn topic(name: &str) -> MetadataRecord {
+        MetadataRecord::Topic(TopicRecord {
+            name: name.into(),
+            topic_id: Uuid::new_v4(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_rejected_batch_between_good_ones_applies_nothing_of_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, rx) = StateMachine::open(dir.path()).unwrap();
+        let bad = vec![
+            topic("b"),
+            MetadataRecord::RemoveTopic(RemoveTopicRecord {
+                topic_id: Uuid::new_v4(),
+            }),
+        ];
+        let out = sm
+            .apply(vec![
+                entry(1, vec![topic("a")]),
+                entry(2, bad),
+                entry(3, vec![topic("c")]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(out[0], ApplyResult(None));
+        assert!(out[1].0.as_ref().unwrap().starts_with("record 1:"));
+        assert_eq!(out[2], ApplyResult(None));
+        let published = rx.borrow().clone();
+        assert_eq!(published.last_applied_index, Some(3));
+        let names: Vec<_> = published.image.topics().map(|t| t.name.clone()).collect();
+        assert_eq!(names, ["a", "c"]);
+
+        // A snapshot of that state reopens to the same image.
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let (mut reopened, rx2) = StateMachine::open(dir.path()).unwrap();
+        assert_eq!(*rx2.borrow().image, *published.image);
+        assert_eq!(reopened.applied_state().await.unwrap().0.unwrap().index, 3);
+    }
+}
