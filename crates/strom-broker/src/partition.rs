@@ -286,6 +286,23 @@ impl Partition {
     pub fn log_end_offset(&self) -> Offset {
         self.log.log_end_offset()
     }
+    /// OffsetForLeaderEpoch: `(largest epoch ≤ requested, its end offset)`
+    /// from the leader-epoch cache; `None` is UNDEFINED_EPOCH_OFFSET.
+    pub fn end_offset_for_epoch(&self, requested: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        self.log.end_offset_for_epoch(requested)
+    }
+    /// Size of the in-sync replica set (`Isr`). One node: the leader alone;
+    /// replication will track followers here.
+    pub fn isr_len(&self) -> usize {
+        1
+    }
+    /// `Some((isr, min.insync.replicas))` when the ISR is too small for an
+    /// `acks=all` append (NOT_ENOUGH_REPLICAS), checked before writing.
+    pub fn insufficient_isr(&self) -> Option<(usize, u32)> {
+        let isr = self.isr_len();
+        let min = self.log.config().min_insync_replicas;
+        (isr < min as usize).then_some((isr, min))
+    }
     /// Notified whenever the high watermark moves; fetches wait on it.
     pub fn changed(&self) -> &Notify {
         &self.changed

@@ -247,6 +247,7 @@ fn apply(c: &mut LogConfig, name: &str, value: &str) {
         ("min.compaction.lag.ms", Some(n)) => c.min_compaction_lag_ms = n,
         ("max.compaction.lag.ms", Some(n)) => c.max_compaction_lag_ms = n,
         ("file.delete.delay.ms", Some(n)) => c.file_delete_delay_ms = n,
+        ("min.insync.replicas", Some(n)) => c.min_insync_replicas = n as u32,
         ("min.cleanable.dirty.ratio", _) => {
             if let Ok(x) = v.parse::<f64>() {
                 c.min_cleanable_dirty_ratio = x;
@@ -351,6 +352,14 @@ mod tests {
         assert_eq!(c.retention_bytes, Some(5000));
         assert!(c.cleanup_policy.compact && c.cleanup_policy.delete);
         assert_eq!(c.min_cleanable_dirty_ratio, 0.01);
+        // min.insync.replicas: at least 1, carried to the partition
+        assert!(validate_config("min.insync.replicas", "0").is_err());
+        let c = log_config(
+            &LogConfig::default(),
+            &BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]),
+        );
+        assert_eq!(c.min_insync_replicas, 2);
+        assert_eq!(LogConfig::default().min_insync_replicas, 1);
         // every default is itself valid
         for d in TOPIC_CONFIGS {
             assert!(validate_config(d.name, d.default).is_ok(), "{}", d.name);

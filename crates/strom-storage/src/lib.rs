@@ -11,6 +11,7 @@
 mod checkpoint;
 mod cleaner;
 mod index;
+pub mod leader_epoch;
 mod log;
 mod manager;
 pub mod producer_state;
@@ -123,6 +124,10 @@ pub struct LogConfig {
     /// (the broker recompresses producer batches of another codec); `None`
     /// is `producer` (batches are kept as produced).
     pub compression: Option<Compression>,
+    /// `min.insync.replicas`: in-sync replicas an `acks=all` append needs.
+    /// The log does not replicate; it carries the value for the partition
+    /// that does (as Kafka's `LogConfig` does).
+    pub min_insync_replicas: u32,
 }
 
 /// Kafka's `cleanup.policy`: `delete`, `compact` or both.
@@ -180,6 +185,7 @@ impl Default for LogConfig {
             min_cleanable_dirty_ratio: 0.5,
             file_delete_delay_ms: 60_000,
             compression: None,
+            min_insync_replicas: 1,
         }
     }
 }

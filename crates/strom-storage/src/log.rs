@@ -584,6 +584,14 @@ impl Log {
         read(&self.state).epochs.clone()
     }
 
+    /// OffsetForLeaderEpoch's answer for `requested`: `(largest epoch ≤
+    /// requested, its end offset)`, `None` for UNDEFINED_EPOCH_OFFSET (see
+    /// [`crate::leader_epoch::end_offset_for`]).
+    pub fn end_offset_for_epoch(&self, requested: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        let st = read(&self.state);
+        crate::leader_epoch::end_offset_for(&st.epochs, requested, st.log_end)
+    }
+
     /// Checks every batch of a produce request without touching the log.
     /// Returns `(position, size)` of each batch.
     fn validate(&self, cfg: &LogConfig, records: &[u8]) -> Result<Vec<(usize, usize)>, LogError> {

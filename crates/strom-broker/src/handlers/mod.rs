@@ -56,6 +56,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sasl_authenticate;
 pub mod sasl_handshake;
@@ -230,6 +231,7 @@ api_registry! {
     CreatePartitions => create_partitions::CreatePartitionsRequest, 0..=3;
     DeleteRecords => delete_records::DeleteRecordsRequest, 0..=2;
     DescribeLogDirs => describe_log_dirs::DescribeLogDirsRequest, 1..=4;
+    OffsetForLeaderEpoch => offset_for_leader_epoch::OffsetForLeaderEpochRequest, 2..=4;
     DescribeTopicPartitions => describe_topic_partitions::DescribeTopicPartitionsRequest, 0..=0;
     OffsetCommit => offset_commit::OffsetCommitRequest, 2..=9;
     OffsetFetch => offset_fetch::OffsetFetchRequest, 1..=9;

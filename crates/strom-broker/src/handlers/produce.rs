@@ -79,6 +79,9 @@ pub async fn handle(
                             ResponseError::CorruptMessage,
                             Some("null records".into()),
                         ),
+                        Some(_) if acks == -1 && partition.insufficient_isr().is_some() => {
+                            not_enough_replicas(&partition)
+                        }
                         Some(records) => {
                             match verify_transaction(broker, records, &partition).await {
                                 Err(code) => Pending::Failed(code, None),
@@ -226,6 +229,20 @@ pub async fn handle(
                 });
             patch
         }),
+    )
+}
+
+/// Kafka's answer to `acks=all` when the ISR is below
+/// `min.insync.replicas`: NOT_ENOUGH_REPLICAS, and nothing is appended.
+fn not_enough_replicas(partition: &Partition) -> Pending {
+    let (isr, min) = partition.insufficient_isr().unwrap_or((0, 0));
+    let tp = &partition.topic_partition;
+    Pending::Failed(
+        ResponseError::NotEnoughReplicas,
+        Some(format!(
+            "The size of the current ISR {isr} is insufficient to satisfy the min.isr requirement of {min} for partition {}-{}",
+            tp.topic, tp.partition
+        )),
     )
 }
 
