@@ -6,10 +6,10 @@
 //!
 //! # Why openraft
 //! It is a maintained, async (tokio) Raft with the pieces a metadata quorum
-//! needs — leader election, log
-//! replication with conflict truncation, snapshots with chunked
-//! InstallSnapshot, and log purging after a snapshot — while leaving the log
-//! store, state machine and transport to us. So the log is ours (CRC'd
+//! needs — leader election, log replication with conflict truncation,
+//! learners (our observers), snapshots with chunked InstallSnapshot, and log
+//! purging after a snapshot — while leaving the log store, state machine and
+//! transport to us. So the log is ours (CRC'd
 //! segment files, fsync before acknowledging, torn-tail recovery like the
 //! partition log) and the transport is a plain TCP listener. Pinned to
 //! `=0.9.25` because 0.10 is alpha.
@@ -20,6 +20,12 @@
 //! `log-start-offset` (last purged log id), `committed` (a hint), and the
 //! newest snapshot `<20-digit end index>-<10-digit term>.checkpoint`
 //! (see [`storage`] and [`state_machine`]).
+//!
+//! Measured on this 2-core machine under load (release, fsync on every
+//! append, `examples/propose_rate`): one voter ~930 sequential commits/s
+//! (p50 0.7 ms), three voters ~440/s (p50 1.7 ms), ~1,000-1,500/s with 32
+//! concurrent proposers; failover after the leader stops ~2-2.5 s with
+//! 600-1200 ms election timeouts.
 //!
 //! # How brokers follow it
 //! [`MetadataQuorum::image`] returns the current image and
