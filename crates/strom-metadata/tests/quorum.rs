@@ -743,6 +743,39 @@ async fn observers_follow_the_log_without_voting() {
     })
     .await;
 
+    // Restarted from its directory (same address), the observer goes on
+    // following without being added again.
+    let obs_addr = observer.local_addr();
+    observer.shutdown().await;
+    let idx = c.propose(topic("while-observer-down", 1)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let l = loop {
+        match TcpListener::bind(obs_addr).await {
+            Ok(l) => break l,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("rebind {obs_addr}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("rebind {obs_addr}: {e}"),
+        }
+    };
+    let observer = MetadataQuorum::start_observer(4, c.voters.clone(), &obs_dir, config.clone(), l)
+        .await
+        .unwrap();
+    wait_until(
+        "restarted observer caught up",
+        Duration::from_secs(10),
+        || {
+            observer
+                .subscribe()
+                .borrow()
+                .last_applied_index
+                .is_some_and(|i| i >= idx)
+        },
+    )
+    .await;
+    assert!(observer.image().topic("while-observer-down").is_some());
+
     // An observer does not make a majority: with two voters down the leader
     // (if it still is one) cannot commit.
     let down: Vec<_> = c
