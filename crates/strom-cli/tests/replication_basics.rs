@@ -300,3 +300,103 @@ fn rdkafka_acks_all_reports_not_enough_replicas() {
     assert_eq!(c.latest_offset("misr-rd", 0), 1);
     server.assert_healthy();
 }
+
+/// The `_count` of the request-time histogram of `api` on the server's
+/// admin listener (/metrics), found from the last start's log line.
+fn requests_handled(server: &TestServer, api: &str) -> u64 {
+    // the log may be coloured: drop ANSI escapes (ESC [ … m) first
+    let mut log = String::new();
+    let mut in_escape = false;
+    for ch in server.stderr().chars() {
+        match (in_escape, ch) {
+            (false, '\x1b') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+            (false, c) => log.push(c),
+        }
+    }
+    let admin = log
+        .lines()
+        .rev()
+        .find_map(|l| {
+            l.split("admin listener (/metrics, /health) address=")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("admin listener address in the server log")
+        .to_string();
+    let mut s = std::net::TcpStream::connect(&admin).expect("connect admin listener");
+    use std::io::{Read, Write};
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    let key = format!("kafka_network_requestmetrics_totaltimems_count{{request=\"{api}\"}}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+/// KIP-320 with librdkafka: after the partition's leader epoch moves, a
+/// consumer validates its position with OffsetForLeaderEpoch and, finding
+/// no truncation, goes on consuming where it was.
+#[test]
+fn rdkafka_consumer_validates_its_position_after_an_epoch_change() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+    let mut server = TestServer::start();
+    let mut c = server.connect();
+    assert_eq!(c.create_topic("kip320", 1), NONE);
+    assert_eq!(c.produce("kip320", 0, batch_of(6), -1).error_code, NONE);
+    drop(c);
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .set("broker.address.family", "v4")
+        .set("group.id", "kip320")
+        .set("enable.auto.commit", "false")
+        .set("reconnect.backoff.ms", "50")
+        .set("reconnect.backoff.max.ms", "200")
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("kip320", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut offsets = Vec::new();
+    let mut consume_until = |want: i64, offsets: &mut Vec<i64>| {
+        wait_for(Duration::from_secs(30), "records", || {
+            // transport errors while the broker restarts are expected
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                offsets.push(m.offset());
+            }
+            (offsets.last() == Some(&(want - 1))).then_some(())
+        })
+    };
+    consume_until(6, &mut offsets);
+    assert_eq!(offsets, (0..6).collect::<Vec<_>>());
+
+    server.terminate();
+    let image = server.data_dir().join("__cluster_metadata/image.json");
+    let text = std::fs::read_to_string(&image).expect("metadata image");
+    let moved = text.replace("\"leader_epoch\": 0", "\"leader_epoch\": 2");
+    assert_ne!(moved, text);
+    std::fs::write(&image, moved).unwrap();
+    server.restart();
+    let mut c = server.connect();
+    assert_eq!(c.produce("kip320", 0, batch_of(2), -1).error_code, NONE);
+
+    consume_until(8, &mut offsets);
+    assert_eq!(
+        offsets,
+        (0..8).collect::<Vec<_>>(),
+        "no record lost or repeated"
+    );
+    assert!(
+        requests_handled(&server, "OffsetForLeaderEpoch") >= 1,
+        "librdkafka did not validate its position with OffsetForLeaderEpoch"
+    );
+    server.assert_healthy();
+}
