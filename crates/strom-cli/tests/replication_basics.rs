@@ -400,3 +400,64 @@ fn rdkafka_consumer_validates_its_position_after_an_epoch_change() {
     );
     server.assert_healthy();
 }
+
+/// CreateAcls v3 of one LITERAL ALLOW binding for `principal` on any host.
+fn allow(client: &mut RawClient, resource_type: i8, name: &str, principal: &str, operation: i8) {
+    use kafka_protocol::messages::create_acls_request::{AclCreation, CreateAclsRequest};
+    let req = CreateAclsRequest::default().with_creations(vec![AclCreation::default()
+        .with_resource_type(resource_type)
+        .with_resource_name(StrBytes::from_string(name.to_string()))
+        .with_resource_pattern_type(3) // LITERAL
+        .with_principal(StrBytes::from_string(principal.to_string()))
+        .with_host(StrBytes::from_static_str("*"))
+        .with_operation(operation)
+        .with_permission_type(3)]); // ALLOW
+    let resp = client.call(&req, 3);
+    assert_eq!(resp.results[0].error_code, NONE, "{resp:?}");
+}
+
+/// Kafka's rule: ClusterAction on the cluster covers every topic; without
+/// it, Describe on each topic (a follower's replica id changes nothing).
+#[test]
+fn offset_for_leader_epoch_authorization() {
+    const TOPIC: i8 = 2;
+    const CLUSTER: i8 = 4;
+    const READ: i8 = 3;
+    const CLUSTER_ACTION: i8 = 9;
+    const ALTER: i8 = 7;
+    const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    let mut server = TestServer::start_with(&[
+        (
+            "authorizer.class.name",
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        ),
+        ("allow.everyone.if.no.acl.found", "true"),
+    ]);
+    let mut c = server.connect();
+    assert_eq!(c.create_topic("open", 1), NONE);
+    assert_eq!(c.create_topic("closed", 1), NONE);
+    assert_eq!(c.produce("closed", 0, batch_of(2), 1).error_code, NONE);
+    // ACLs on the cluster (ANONYMOUS may Alter it, so it can go on adding
+    // ACLs, but no longer holds ClusterAction) and on "closed" (not ours:
+    // ANONYMOUS may no longer describe it)
+    allow(&mut c, CLUSTER, "kafka-cluster", "User:ANONYMOUS", ALTER);
+    allow(&mut c, TOPIC, "closed", "User:alice", READ);
+    assert_eq!(ask(&mut c, "open", 0, -1, 0), (NONE, -1, -1));
+    let denied = ask(&mut c, "closed", 0, -1, 0);
+    assert_eq!(denied, (TOPIC_AUTHORIZATION_FAILED, -1, -1));
+    let p = epoch_end(&mut c, 4, 2, ("closed", 0, -1, 0));
+    assert_eq!(
+        p.error_code, TOPIC_AUTHORIZATION_FAILED,
+        "follower without ClusterAction"
+    );
+    // ClusterAction (what brokers hold) answers for every topic
+    allow(
+        &mut c,
+        CLUSTER,
+        "kafka-cluster",
+        "User:ANONYMOUS",
+        CLUSTER_ACTION,
+    );
+    assert_eq!(ask(&mut c, "closed", 0, -1, 0), (NONE, 0, 2));
+    server.assert_healthy();
+}
