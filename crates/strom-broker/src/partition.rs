@@ -300,7 +300,7 @@ impl Partition {
     /// `acks=all` append (NOT_ENOUGH_REPLICAS), checked before writing.
     pub fn insufficient_isr(&self) -> Option<(usize, u32)> {
         let isr = self.isr_len();
-        let min = self.log.config().min_insync_replicas;
+        let min = self.log.min_insync_replicas();
         (isr < min as usize).then_some((isr, min))
     }
     /// Notified whenever the high watermark moves; fetches wait on it.

@@ -531,6 +531,12 @@ impl Log {
         read(&self.config).clone()
     }
 
+    /// `min.insync.replicas` of the current config, read in place (Produce
+    /// with `acks=all` asks on every request; no `Arc` clone).
+    pub fn min_insync_replicas(&self) -> u32 {
+        read(&self.config).min_insync_replicas
+    }
+
     /// Applies a new configuration to the live log (AlterConfigs). Appends
     /// already in progress finish under the old one; the next roll,
     /// retention pass and clean use the new one.
