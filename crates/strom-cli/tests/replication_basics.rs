@@ -271,11 +271,13 @@ fn rdkafka_acks_all_reports_not_enough_replicas() {
             FutureRecord::to("misr-rd").key("k").payload(payload),
             Duration::from_secs(10),
         ))
+        .map(|d| (d.partition, d.offset))
+        .map_err(|(e, _)| e)
     };
 
     // Without retries the delivery report carries the broker's error.
     match send(&producer("all", "0"), "refused") {
-        Err((KafkaError::MessageProduction(code), _)) => {
+        Err(KafkaError::MessageProduction(code)) => {
             assert_eq!(code, RDKafkaErrorCode::NotEnoughReplicas)
         }
         other => panic!("acks=all to a min.insync.replicas=2 topic: {other:?}"),
@@ -283,7 +285,7 @@ fn rdkafka_acks_all_reports_not_enough_replicas() {
     // With retries librdkafka treats it as retriable (a fatal error would be
     // reported at once, with its code): it retries until the message times out.
     match send(&producer("all", "1000"), "refused again") {
-        Err((KafkaError::MessageProduction(code), _)) => {
+        Err(KafkaError::MessageProduction(code)) => {
             assert_eq!(code, RDKafkaErrorCode::MessageTimedOut)
         }
         other => panic!("acks=all with retries: {other:?}"),
@@ -296,7 +298,7 @@ fn rdkafka_acks_all_reports_not_enough_replicas() {
 
     let delivered =
         send(&producer("1", "0"), "accepted").expect("acks=1 is not held to min.insync.replicas");
-    assert_eq!((delivered.partition, delivered.offset), (0, 0));
+    assert_eq!(delivered, (0, 0));
     assert_eq!(c.latest_offset("misr-rd", 0), 1);
     server.assert_healthy();
 }
@@ -366,7 +368,7 @@ fn rdkafka_consumer_validates_its_position_after_an_epoch_change() {
         .unwrap();
     consumer.assign(&tpl).unwrap();
     let mut offsets = Vec::new();
-    let mut consume_until = |want: i64, offsets: &mut Vec<i64>| {
+    let consume_until = |want: i64, offsets: &mut Vec<i64>| {
         wait_for(Duration::from_secs(30), "records", || {
             // transport errors while the broker restarts are expected
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
