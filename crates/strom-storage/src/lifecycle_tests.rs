@@ -11,7 +11,18 @@ use strom_protocol::batch::{BatchIter, BatchView, Compression};
 use strom_protocol::records::{decode_records, encode_batch, Record};
 
 use super::*;
-use crate::cleaner::clean_log;
+
+/// The cleaner stops at the last stable offset, so at the high watermark:
+/// set it to the log end first, as a single-node broker keeps it.
+fn clean_log(
+    log: &Log,
+    map: &mut OffsetMap,
+    now_ms: i64,
+    cancel: &AtomicBool,
+) -> Result<Option<crate::cleaner::CleanStats>, LogError> {
+    log.update_high_watermark(log.log_end_offset());
+    crate::cleaner::clean_log(log, map, now_ms, cancel)
+}
 
 const NOW: i64 = 1_000_000_000;
 

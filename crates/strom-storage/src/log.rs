@@ -1869,13 +1869,16 @@ impl Log {
 
     /// Swaps in a cleaned segment (its `.swap` files are complete and
     /// fsynced), or removes the segment when cleaning left it empty
-    /// (`replacement == None`). Aborts (returns false) if the segment changed
-    /// since the cleaner read it (deleted by retention, truncated).
+    /// (`replacement == None`). `aborted`: the segment's aborted
+    /// transactions from now on (its `.txnindex`). Aborts (returns false) if
+    /// the segment changed since the cleaner read it (deleted by retention,
+    /// truncated).
     pub(crate) fn replace_segment(
         &self,
         base: Offset,
         read_size: u64,
         replacement: Option<(u64, i64, Offset)>,
+        aborted: &[AbortedTxn],
         now_ms: i64,
     ) -> Result<bool, LogError> {
         let delay = self.config().file_delete_delay_ms;
@@ -1887,6 +1890,13 @@ impl Log {
         if !unchanged || self.closed.load(Ordering::Acquire) {
             return Ok(false);
         }
+        let end = read(&self.state)
+            .segments
+            .range(base.0 + 1..)
+            .next()
+            .map_or(Offset(i64::MAX), |(b, _)| Offset(*b));
+        // read_committed fetches see the cleaned `.txnindex` at once
+        lock(&self.producers).replace_aborted(base, end, aborted);
         let Some((size, max_ts, offset_of_max_ts)) = replacement else {
             self.remove_segments(&[base.0], now_ms, delay)?;
             return Ok(true);
@@ -1895,9 +1905,13 @@ impl Log {
             let mut st = write(&self.state);
             // the log file last: recovery treats a remaining `.log.swap` as
             // "finish the swap and rebuild the indexes"
-            for ext in ["index", "timeindex", "log"] {
+            for ext in ["index", "timeindex", "txnindex", "log"] {
                 let to = segment_path(&self.dir, base, ext);
-                fs::rename(crate::cleaner::swap_path(&to), &to)?;
+                match fs::rename(crate::cleaner::swap_path(&to), &to) {
+                    // a rewrite without a `.txnindex`
+                    Err(e) if ext == "txnindex" && e.kind() == io::ErrorKind::NotFound => {}
+                    r => r?,
+                }
             }
             let seg = st.segments.get_mut(&base.0).expect("checked above");
             seg.size = size;

@@ -469,6 +469,15 @@ impl ProducerStateManager {
         before - self.producers.len()
     }
 
+    /// Replaces the aborted transactions whose marker is in `[from, to)`
+    /// (one segment's `.txnindex`, rewritten by the cleaner).
+    pub(crate) fn replace_aborted(&mut self, from: Offset, to: Offset, entries: &[AbortedTxn]) {
+        self.aborted
+            .retain(|a| a.last_offset < from || a.last_offset >= to);
+        self.aborted.extend_from_slice(entries);
+        self.aborted.sort_by_key(|a| a.last_offset);
+    }
+
     /// Forgets aborted transactions wholly below the log start offset.
     pub fn truncate_head(&mut self, log_start: Offset) {
         self.aborted.retain(|a| a.last_offset >= log_start);
