@@ -122,3 +122,68 @@ def test_aborted_values_never_survive_compaction(strom):
     wait_until(lambda: read_to_end(bootstrap, "read_uncommitted")[0] == latest, 60,
                "the cleaner to remove the new aborted value", interval=0.5)
     assert read_to_end(bootstrap, "read_committed")[0] == latest
+
+
+def offset_commits(bootstrap, group, topic, partition):
+    """The offsets of every record left in `__consumer_offsets` (1 partition here) for
+    the key (group, topic, partition), read_uncommitted, in log order."""
+    import struct
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    def s(x):
+        return struct.pack(">h", len(x)) + x.encode()
+    key = struct.pack(">h", 1) + s(group) + s(topic) + struct.pack(">i", partition)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4()}",
+                  "enable.auto.commit": False, "enable.partition.eof": True})
+    try:
+        c.assign([TopicPartition("__consumer_offsets", 0, 0)])
+        out = []
+        while True:
+            m = c.poll(10)
+            assert m is not None, "no end of __consumer_offsets"
+            if m.error():
+                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
+                return out
+            if m.key() == key and m.value() is not None:
+                out.append(struct.unpack(">q", m.value()[2:10])[0])
+    finally:
+        c.close()
+
+
+@pytest.mark.strom_config(**FAST_BACKGROUND, **{"offsets.topic.num.partitions": 1,
+                                                "offsets.topic.segment.bytes": 200})
+def test_aborted_txn_offsets_never_win_compaction_of_consumer_offsets(strom):
+    """TxnOffsetCommit: a committed offset, then an aborted one for the same partition;
+    once `__consumer_offsets` is compacted (tiny segments) only the committed one is
+    left, and the group resumes from it after a restart."""
+    from confluent_kafka import Consumer, TopicPartition
+    bootstrap, _, broker = strom
+    ck_create_topic(bootstrap, "src", 1)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "g-txn", "enable.auto.commit": False})
+    c.assign([TopicPartition("src", 0, 0)])
+    p = txn_producer(bootstrap, "offsets-tx")
+    for offset, commit in ((5, True), (9, False)):
+        p.begin_transaction()
+        p.send_offsets_to_transaction([TopicPartition("src", 0, offset)],
+                                      c.consumer_group_metadata(), 20)
+        if commit:
+            p.commit_transaction(20)
+        else:
+            p.abort_transaction(20)
+    c.close()
+    # more offset commits of another group roll the aborted records' segment
+    other = Consumer({"bootstrap.servers": bootstrap, "group.id": "g-other",
+                      "enable.auto.commit": False})
+    for i in range(5):
+        other.commit(offsets=[TopicPartition("src", 0, i)], asynchronous=False)
+    other.close()
+
+    wait_until(lambda: offset_commits(bootstrap, "g-txn", "src", 0) == [5], 60,
+               "the cleaner to leave only the committed transactional offset", interval=0.5)
+    assert broker.terminate() == 0
+    broker.restart()
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "g-txn", "enable.auto.commit": False})
+    try:
+        assert c.committed([TopicPartition("src", 0)], timeout=20)[0].offset == 5
+    finally:
+        c.close()

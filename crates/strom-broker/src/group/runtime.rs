@@ -258,15 +258,9 @@ impl Runtime {
                 producer_epoch,
                 commit,
             } => {
-                let restated = if commit {
-                    Vec::new()
-                } else {
-                    self.shard.restate_before_abort(producer_id)
-                };
+                // no restating before an ABORT: the log cleaner knows aborted
+                // transactions and never lets their records shadow committed ones
                 append_marker(&self.partition, producer_id, producer_epoch, commit).await?;
-                if !restated.is_empty() {
-                    append(&self.partition, &restated).await?;
-                }
                 let mut replies = Vec::new();
                 let done = self.shard.complete_txn_offsets(
                     now_ms(),

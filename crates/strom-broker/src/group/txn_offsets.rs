@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::records::{CoordinatorRecord, OffsetCommitValue};
+use super::records::CoordinatorRecord;
 use super::state::{GroupShard, ReplayMode, Reply, Token};
 
 /// Producer id → its pending offset records, in log order.
@@ -50,46 +50,6 @@ impl GroupShard {
         records
     }
 
-    /// Before an ABORT marker of `pid`: the offsets its records would have
-    /// shadowed, restated as plain commits to append after the marker, so
-    /// that compaction of `__consumer_offsets` (which keeps the last record
-    /// of a key and knows nothing of transactions) keeps the committed value
-    /// rather than the aborted one.
-    pub fn restate_before_abort(&self, pid: i64) -> Vec<CoordinatorRecord> {
-        let mut out: Vec<CoordinatorRecord> = Vec::new();
-        for r in self.txn_offsets.by_producer.get(&pid).into_iter().flatten() {
-            let CoordinatorRecord::OffsetCommit {
-                group,
-                topic,
-                partition,
-                ..
-            } = r
-            else {
-                continue;
-            };
-            let current = self.fetch_offsets(group, Some(&[(topic.clone(), vec![*partition])]));
-            let Some(o) = current[0].1[0].1.clone() else {
-                continue;
-            };
-            let rec = CoordinatorRecord::OffsetCommit {
-                group: group.clone(),
-                topic: topic.clone(),
-                partition: *partition,
-                value: Some(OffsetCommitValue {
-                    offset: o.offset,
-                    leader_epoch: o.leader_epoch,
-                    metadata: o.metadata,
-                    commit_timestamp: o.commit_timestamp,
-                    expire_timestamp: -1,
-                }),
-            };
-            if !out.contains(&rec) {
-                out.push(rec);
-            }
-        }
-        out
-    }
-
     /// Partitions of `group` with transactional offsets not yet committed
     /// or aborted (OffsetFetch `require_stable`: UNSTABLE_OFFSET_COMMIT).
     pub fn pending_txn_offsets(&self, group: &str) -> Vec<(String, i32)> {
@@ -116,6 +76,7 @@ impl GroupShard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::group::records::OffsetCommitValue;
     use crate::group::GroupConfig;
 
     fn commit(group: &str, partition: i32, offset: i64) -> CoordinatorRecord {
@@ -158,9 +119,6 @@ mod tests {
         assert_eq!(pending, vec![("t".to_string(), 0), ("t".to_string(), 1)]);
         assert!(shard.pending_txn_offsets("other").is_empty());
 
-        // producer 8 shadows nothing committed; 7 shadows partition 0
-        assert!(shard.restate_before_abort(8).is_empty());
-        assert_eq!(shard.restate_before_abort(7), vec![commit("g", 0, 5)]);
         let done = shard.complete_txn_offsets(0, 8, false, ReplayMode::Load, &mut replies);
         assert!(done.is_empty());
         assert_eq!(offset(&shard, "g", 1), None, "aborted: dropped");
