@@ -66,6 +66,29 @@ def read_to_end(bootstrap, isolation, timeout=30):
         c.close()
 
 
+def kp_read_to_end(bootstrap, isolation, timeout=30):
+    """kafka-python: {key: value} read from offset 0 until its position reaches the end
+    offset (it steps over emptied batches and markers)."""
+    import time
+    from kafka import KafkaConsumer, TopicPartition
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                      isolation_level=isolation)
+    tp = TopicPartition(TOPIC, 0)
+    try:
+        c.assign([tp])
+        c.seek(tp, 0)
+        end = c.end_offsets([tp])[tp]
+        got = {}
+        deadline = time.monotonic() + timeout
+        while c.position(tp) < end:
+            assert time.monotonic() < deadline, f"kafka-python stuck at {c.position(tp)} of {end}"
+            for recs in c.poll(timeout_ms=500).values():
+                got.update((r.key.decode(), r.value.decode()) for r in recs)
+        return got
+    finally:
+        c.close()
+
+
 @pytest.mark.strom_config(**FAST_BACKGROUND)
 def test_aborted_values_never_survive_compaction(strom):
     bootstrap, _, broker = strom
@@ -106,6 +129,9 @@ def test_aborted_values_never_survive_compaction(strom):
     assert offsets == sorted(offsets)
     committed, c_offsets = read_to_end(bootstrap, "read_committed")
     assert committed == latest and c_offsets == offsets
+    # another client: kafka-python, over the emptied batches and stamped markers
+    for isolation in ("read_uncommitted", "read_committed"):
+        assert kp_read_to_end(bootstrap, isolation) == latest, isolation
 
     # the cleaned log, its transaction index and producer state survive a restart
     assert broker.terminate() == 0

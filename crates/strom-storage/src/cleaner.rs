@@ -826,12 +826,12 @@ mod tests {
     }
 
     fn plain(log: &Log, kv: &[(&str, &str)]) {
-        let mut b = encode_batch(&recs(kv), Compression::None, Offset(0));
-        log.append_as_leader(&mut b, LeaderEpoch(0), NOW).unwrap();
+        let b = encode_batch(&recs(kv), Compression::None, Offset(0));
+        log.append_as_leader(&b, LeaderEpoch(0), NOW).unwrap();
     }
 
     fn txn(log: &Log, pid: i64, seq: i32, kv: &[(&str, &str)]) {
-        let mut b = encode_batch_with(
+        let b = encode_batch_with(
             &recs(kv),
             &BatchOptions {
                 compression: Compression::Lz4,
@@ -842,7 +842,7 @@ mod tests {
                 ..BatchOptions::default()
             },
         );
-        log.append_as_leader(&mut b, LeaderEpoch(0), NOW).unwrap();
+        log.append_as_leader(&b, LeaderEpoch(0), NOW).unwrap();
     }
 
     fn end_txn(log: &Log, pid: i64, control: ControlType) {
@@ -850,7 +850,7 @@ mod tests {
             control,
             coordinator_epoch: 0,
         });
-        let mut b = encode_batch_with(
+        let b = encode_batch_with(
             &[Record::new(Offset(0), 1000, Some(&k), Some(&v))],
             &BatchOptions {
                 producer_id: ProducerId(pid),
@@ -860,7 +860,7 @@ mod tests {
                 ..BatchOptions::default()
             },
         );
-        log.append_control(&mut b, LeaderEpoch(0), NOW).unwrap();
+        log.append_control(&b, LeaderEpoch(0), NOW).unwrap();
     }
 
     fn roll(log: &Log) {

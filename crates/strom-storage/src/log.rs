@@ -137,8 +137,9 @@ pub struct Log {
     /// (Kafka's cleaner checkpoint; in memory, so a restart re-cleans once).
     pub(crate) first_dirty: AtomicI64,
     /// When the oldest tombstone the cleaner kept reaches
-    /// `delete.retention.ms` (Kafka's delete horizon, KIP-534): a clean log
-    /// is cleaned again then, to drop it. `i64::MAX`: none pending.
+    /// `delete.retention.ms`, or the earliest delete horizon of a
+    /// transaction marker it kept (KIP-534): a clean log is cleaned again
+    /// then, to drop it. `i64::MAX`: none pending.
     pub(crate) tombstone_due: AtomicI64,
     /// Idempotence and transaction state (lock order: writer → producers;
     /// readers take it alone and briefly).
