@@ -12,15 +12,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use kafka_protocol::messages::ApiKey;
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::handlers::{handle_frame, Outcome};
-use crate::security::tls::TlsListener;
 use crate::security::sasl::{Gate, SaslConnection};
+use crate::security::tls::TlsListener;
 use crate::security::{KafkaPrincipal, SecurityProtocol};
 
 /// What one connection knows about its peer; requests are handled against
@@ -198,7 +201,27 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
                 }
             }
         }
-        let outcome = handle_frame(&broker, &mut session, frame).await;
+        let outcome = if is_fetch(&frame) {
+            // A long-poll Fetch may wait up to its max_wait_ms: if the client
+            // goes away meanwhile, stop waiting and close (as Kafka does)
+            // instead of holding the socket until the wait ends.
+            let handling = handle_frame(&broker, &mut session, frame);
+            tokio::pin!(handling);
+            let mut more_input = !reader.buffer().is_empty();
+            loop {
+                tokio::select! {
+                    outcome = &mut handling => break outcome,
+                    read = reader.fill_buf(), if !more_input => match read {
+                        Ok([]) => return Ok(()),
+                        Ok(_) => more_input = true,
+                        Err(e) => return Err(e),
+                    },
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+        } else {
+            handle_frame(&broker, &mut session, frame).await
+        };
         // answers go out in request order: deferred ones before this one
         if !matches!(outcome, Outcome::Deferred(_))
             && !write_deferred(&mut pending, &mut writer, peer).await?
@@ -226,7 +249,9 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
         // Deferred answers (fsync before ack) go out as they resolve, but
         // the client's next request is handled as soon as it arrives, so its
         // write overlaps the fsync. Bounded, as each holds partition state.
-        if !pending.is_empty() && !serve_deferred(&mut pending, &mut writer, &mut reader, peer).await? {
+        if !pending.is_empty()
+            && !serve_deferred(&mut pending, &mut writer, &mut reader, peer).await?
+        {
             return Ok(());
         }
         // Coalesce answers to pipelined requests; flush once nothing is queued.
@@ -246,6 +271,12 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
             }
         }
     }
+}
+
+/// Whether a request frame is a Fetch: the one request that may wait long
+/// for data and is safe to abandon (it changes nothing).
+fn is_fetch(frame: &[u8]) -> bool {
+    frame.len() >= 2 && i16::from_be_bytes([frame[0], frame[1]]) == ApiKey::Fetch as i16
 }
 
 /// An answer the connection owes once it resolves (see [`Outcome::Deferred`]).

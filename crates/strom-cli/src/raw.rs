@@ -283,10 +283,16 @@ impl RawClient {
         )?;
         if let Some(e) = error_text(hs.error_code) {
             let enabled: Vec<&str> = hs.mechanisms.iter().map(|m| m.as_str()).collect();
-            bail!("SASL mechanism {mechanism} refused: {e} (enabled: {})", enabled.join(","));
+            bail!(
+                "SASL mechanism {mechanism} refused: {e} (enabled: {})",
+                enabled.join(",")
+            );
         }
         let mut step = |token: Vec<u8>| -> Result<Bytes> {
-            let r = self.call(&SaslAuthenticateRequest::default().with_auth_bytes(token.into()), 2)?;
+            let r = self.call(
+                &SaslAuthenticateRequest::default().with_auth_bytes(token.into()),
+                2,
+            )?;
             if r.error_code != 0 {
                 bail!(
                     "authentication failed: {}",

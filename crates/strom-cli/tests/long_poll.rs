@@ -92,6 +92,58 @@ fn long_poll_times_out_after_max_wait() {
     server.assert_healthy();
 }
 
+/// Open file descriptors of a process (sockets included).
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A client that disconnects while its fetch waits (here: max_wait_ms of
+/// i32::MAX on an empty partition) frees its connection at once, as in
+/// Kafka; it must not pin a socket until the wait would have ended.
+#[test]
+fn a_waiting_fetch_is_dropped_when_its_client_disconnects() {
+    const CLIENTS: usize = 20;
+    let mut server = TestServer::start();
+    let pid = server.pid().expect("running");
+    let mut admin = server.connect();
+    assert_eq!(admin.create_topic("gone", 1), 0);
+    let before = open_fds(pid);
+
+    let mut waiting: Vec<RawClient> = (0..CLIENTS).map(|_| server.connect()).collect();
+    for c in &mut waiting {
+        c.send(&fetch_request(&[("gone", 0, 0)], i32::MAX, 1), FETCH_V);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds(pid) < before + CLIENTS {
+        assert!(Instant::now() < deadline, "connections never opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(waiting);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = open_fds(pid);
+        if now <= before + 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{now} fds open 5 s after {CLIENTS} waiting fetchers disconnected (before: {before})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A fetch followed by a pipelined request on a live connection still
+    // gets both answers, in order.
+    let mut c = server.connect();
+    let first = c.send(&fetch_request(&[("gone", 0, 0)], 200, 1), FETCH_V);
+    let second = c.send(&fetch_request(&[("gone", 0, 0)], 0, 0), FETCH_V);
+    assert_eq!(c.receive::<FetchRequest>(FETCH_V).0, first);
+    assert_eq!(c.receive::<FetchRequest>(FETCH_V).0, second);
+    server.assert_healthy();
+}
+
 fn session_partition(partition: i32, offset: i64) -> FetchPartition {
     FetchPartition::default()
         .with_partition(partition)

@@ -69,6 +69,11 @@ impl TestServer {
         server
     }
 
+    /// The running server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
