@@ -84,6 +84,9 @@ pub struct BrokerConfig {
     pub authorizer: crate::security::authorizer::AuthorizerConfig,
     /// SASL mechanisms and credentials per SASL listener, `connections.max.reauth.ms`.
     pub sasl: crate::security::sasl::SaslConfig,
+    /// `process.roles`, `controller.quorum.voters`, the controller listener
+    /// and `metadata.log.dir`: this node's part in the metadata quorum.
+    pub quorum: crate::metadata::QuorumSettings,
     /// Every key given, after overrides (for the start-up line).
     pub raw: BTreeMap<String, String>,
     /// Keys given that Strom does not use.
@@ -105,6 +108,9 @@ const KNOWN_KEYS: &[&str] = &[
     // validated to name a listener; nothing routes by them yet (one node)
     "inter.broker.listener.name",
     "controller.listener.names",
+    "process.roles",
+    "controller.quorum.voters",
+    "metadata.log.dir",
     "log.dirs",
     "log.dir",
     "num.partitions",
@@ -364,6 +370,7 @@ impl BrokerConfig {
         let quota = crate::quota::QuotaConfig::from_raw(&raw)
             .map_err(|(key, value, reason)| invalid(&key, &value, &reason))?;
         let sasl = crate::security::sasl::SaslConfig::from_raw(&raw, &listeners)?;
+        let quorum = quorum_settings(&raw, node_id, &mut listeners, &mut advertised_listeners)?;
         let ignored = raw
             .keys()
             .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
@@ -392,6 +399,7 @@ impl BrokerConfig {
             admin_listener_explicit,
             authorizer,
             sasl,
+            quorum,
             raw,
             ignored,
         })
@@ -542,6 +550,95 @@ fn group_config(raw: &BTreeMap<String, String>) -> Result<crate::group::GroupCon
         }
     }
     Ok(c)
+}
+
+/// Reads the metadata quorum's settings. A listener named in
+/// `controller.listener.names` carries Raft traffic only, so it is taken out
+/// of the Kafka listeners (as in Kafka). Without `controller.quorum.voters`
+/// this node is the only voter, at its controller listener or, if none is
+/// configured, at an ephemeral loopback port (the embedded default).
+fn quorum_settings(
+    raw: &BTreeMap<String, String>,
+    node_id: i32,
+    listeners: &mut Vec<Listener>,
+    advertised: &mut Vec<Listener>,
+) -> Result<crate::metadata::QuorumSettings, ConfigError> {
+    let mut s = crate::metadata::QuorumSettings::default();
+    if let Some(v) = raw.get("process.roles") {
+        let roles: Vec<&str> = v.split(',').map(str::trim).filter(|r| !r.is_empty()).collect();
+        if roles.is_empty() || roles.iter().any(|r| *r != "broker" && *r != "controller") {
+            return Err(invalid(
+                "process.roles",
+                v,
+                "must be broker, controller or broker,controller",
+            ));
+        }
+        s.broker = roles.contains(&"broker");
+        s.controller = roles.contains(&"controller");
+    }
+    let controller_names: Vec<String> = raw
+        .get("controller.listener.names")
+        .map(|v| v.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect())
+        .unwrap_or_default();
+    if let Some(l) = listeners.iter().find(|l| controller_names.contains(&l.name)) {
+        let host = if l.host.is_empty() { "0.0.0.0" } else { &l.host };
+        s.controller_addr = format!("{host}:{}", l.port);
+    }
+    // Only take controller listeners out if a Kafka listener remains.
+    if listeners.iter().any(|l| !controller_names.contains(&l.name)) {
+        listeners.retain(|l| !controller_names.contains(&l.name));
+        advertised.retain(|l| !controller_names.contains(&l.name));
+    }
+    if let Some(v) = raw.get("controller.quorum.voters") {
+        let voters = strom_metadata::parse_quorum_voters(v)
+            .map_err(|e| invalid("controller.quorum.voters", v, &e.to_string()))?;
+        match voters.get(&node_id) {
+            Some(addr) if s.controller => {
+                // The voter binds where the others dial it unless a
+                // controller listener says otherwise.
+                if !listeners_named(raw) {
+                    s.controller_addr = addr.clone();
+                }
+            }
+            None if s.controller => {
+                return Err(invalid(
+                    "controller.quorum.voters",
+                    v,
+                    &format!("node.id {node_id} has the controller role but is not a voter"),
+                ))
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "controller.quorum.voters",
+                    v,
+                    &format!("node.id {node_id} is a voter but process.roles has no controller"),
+                ))
+            }
+            None => {}
+        }
+        s.voters = Some(voters);
+    } else if !s.controller {
+        return Err(invalid(
+            "process.roles",
+            raw.get("process.roles").map_or("", |v| v.as_str()),
+            "a broker-only node needs controller.quorum.voters",
+        ));
+    }
+    if let Some(d) = raw.get("metadata.log.dir") {
+        s.log_dir = Some(PathBuf::from(d.trim()));
+    }
+    Ok(s)
+}
+
+fn listeners_named(raw: &BTreeMap<String, String>) -> bool {
+    raw.get("controller.listener.names").is_some_and(|names| {
+        raw.get("listeners").is_some_and(|l| {
+            names
+                .split(',')
+                .map(str::trim)
+                .any(|n| !n.is_empty() && l.contains(&format!("{n}://")))
+        })
+    })
 }
 
 /// `inter.broker.listener.name` must be an advertised listener (as Kafka
@@ -703,6 +800,65 @@ mod tests {
             ("listener.security.protocol.map", "A:KERBEROS")
         ])
         .is_err());
+    }
+
+    #[test]
+    fn quorum_roles_voters_and_the_controller_listener() {
+        let m = |pairs: &[(&str, &str)]| {
+            BrokerConfig::from_map(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        // Embedded default: combined mode, one voter on an ephemeral loopback port.
+        let c = m(&[]).unwrap();
+        assert!(c.quorum.broker && c.quorum.controller);
+        assert_eq!(c.quorum.voters, None);
+        assert_eq!(c.quorum.controller_addr, "127.0.0.1:0");
+        // The controller listener carries Raft only: not a Kafka listener.
+        let c = m(&[
+            ("node.id", "2"),
+            ("listeners", "PLAINTEXT://:19092,CONTROLLER://127.0.0.1:19093"),
+            ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"),
+            ("controller.listener.names", "CONTROLLER"),
+            ("controller.quorum.voters", "1@h1:9093,2@127.0.0.1:19093,3@h3:9093"),
+            ("metadata.log.dir", "/m"),
+        ])
+        .unwrap();
+        assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].name, "PLAINTEXT");
+        assert_eq!(c.quorum.controller_addr, "127.0.0.1:19093");
+        assert_eq!(c.quorum.voters.as_ref().unwrap().len(), 3);
+        assert_eq!(c.quorum.log_dir, Some(PathBuf::from("/m")));
+        // Without a controller listener, a voter binds its voters entry.
+        let c = m(&[("node.id", "1"), ("controller.quorum.voters", "1@127.0.0.1:29093")]).unwrap();
+        assert_eq!(c.quorum.controller_addr, "127.0.0.1:29093");
+        // A broker-only node observes: it must not be a voter, and needs voters.
+        let c = m(&[
+            ("node.id", "4"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", "1@h1:9093"),
+        ])
+        .unwrap();
+        assert!(c.quorum.broker && !c.quorum.controller);
+        assert!(m(&[("process.roles", "broker")]).is_err());
+        assert!(m(&[
+            ("node.id", "1"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", "1@h1:9093")
+        ])
+        .is_err());
+        // A controller must be a voter.
+        assert!(m(&[("node.id", "5"), ("controller.quorum.voters", "1@h1:9093")]).is_err());
+        let c = m(&[("process.roles", "controller")]).unwrap();
+        assert!(!c.quorum.broker && c.quorum.controller);
+        for bad in ["", "zookeeper", "broker,proxy"] {
+            assert!(m(&[("process.roles", bad)]).is_err(), "{bad:?}");
+        }
+        assert!(m(&[("controller.quorum.voters", "1@h")]).is_err());
     }
 
     #[test]

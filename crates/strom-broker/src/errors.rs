@@ -54,7 +54,10 @@ pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
     match e {
         MetadataError::Io { .. }
         | MetadataError::Corrupt { .. }
-        | MetadataError::NodeIdMismatch { .. } => ResponseError::KafkaStorageError,
+        | MetadataError::NodeIdMismatch { .. }
+        | MetadataError::Quorum(_) => ResponseError::KafkaStorageError,
+        MetadataError::NotController { .. } => ResponseError::NotController,
+        MetadataError::Timeout(_) => ResponseError::RequestTimedOut,
     }
 }
 

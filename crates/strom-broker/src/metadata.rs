@@ -1,24 +1,40 @@
 //! The broker's metadata image: cluster id, topics (name, id, partition
-//! count, configs) and the live brokers.
+//! count, configs), ACLs, SCRAM credentials and client quotas.
 //!
-//! Owner: [`crate::Broker`]. Until the Raft metadata quorum lands (issue 7)
-//! the image is persisted as one JSON file, replaced atomically (write temp,
-//! fsync, rename, fsync dir) on every change, in the first log dir under
-//! `__cluster_metadata/`. The rest of the broker only sees [`MetadataImage`]
-//! snapshots, so swapping the persistence for a replicated log later does not
-//! touch the handlers. Readers take a cheap `Arc` clone of the current image;
-//! writers (topic create/delete) are serialized by the caller.
+//! Owner: [`crate::Broker`]. The metadata lives in the Raft-replicated
+//! metadata log of `strom-metadata` (ARCHITECTURE §4): this node runs a
+//! [`MetadataQuorum`] member (a voter in combined mode, an observer when
+//! `process.roles=broker`), every mutation here becomes one proposed batch of
+//! records, and [`MetadataStore::image`] is the quorum's published image
+//! converted into the shape handlers use. A single node is a quorum of one
+//! voter — the same code path.
+//!
+//! The quorum runs on its own small tokio runtime so the synchronous API the
+//! handlers use (they call `add_topic` etc. without `.await`) can wait for a
+//! commit without needing a multi-threaded caller runtime.
+//!
+//! An `image.json` from an older Strom (the JSON image this module used to
+//! persist) is imported once as records at start and renamed
+//! `image.json.migrated`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use strom_metadata::records::{self as rec, resource_type, MetadataRecord};
+use strom_metadata::{MetadataQuorum, ProposeError, PublishedImage, QuorumConfig};
+use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::security::acl::AclBinding;
+use crate::quota::{ClientQuotas, EntityName, QuotaEntity};
+use crate::security::acl::{
+    AccessControlEntry, AclBinding, AclOperation, PatternType, PermissionType, ResourcePattern,
+    ResourceType,
+};
 use crate::security::authorizer::AclIndex;
 use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
 
@@ -91,6 +107,7 @@ impl MetadataImage {
     }
 }
 
+/// The JSON image of Strom before the metadata log; read only to migrate it.
 #[derive(Serialize, Deserialize)]
 struct PersistedImage {
     version: u32,
@@ -104,7 +121,7 @@ struct PersistedImage {
     scram_credentials: ScramCredentials,
 }
 
-/// Errors loading or saving metadata.
+/// Errors loading or changing metadata.
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
     #[error("metadata I/O on {path}: {source}")]
@@ -120,12 +137,59 @@ pub enum MetadataError {
         stored: i32,
         configured: i32,
     },
+    /// This node is not the active controller (Kafka's NOT_CONTROLLER);
+    /// forwarding writes to it is a later step.
+    #[error("not the active controller (leader: {leader:?})")]
+    NotController { leader: Option<i32> },
+    /// Not committed in time (no majority); it may still commit later.
+    #[error("metadata change not committed in time: {0}")]
+    Timeout(String),
+    /// The quorum failed to start, stopped, or rejected the batch.
+    #[error("metadata quorum: {0}")]
+    Quorum(String),
 }
 
-/// Holds the current image and persists changes.
+/// `process.roles` and the quorum's addresses, from the broker config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuorumSettings {
+    /// `process.roles` contains `broker`.
+    pub broker: bool,
+    /// `process.roles` contains `controller` (a voter).
+    pub controller: bool,
+    /// `controller.quorum.voters`; `None`: this node alone at `controller_addr`.
+    pub voters: Option<BTreeMap<i32, String>>,
+    /// Where this node's controller listener binds (`host:port`). The
+    /// embedded default, `127.0.0.1:0`, is an ephemeral loopback port: enough
+    /// for a quorum of this one voter, which never dials itself.
+    pub controller_addr: String,
+    /// `metadata.log.dir` (default: the first of `log.dirs`).
+    pub log_dir: Option<PathBuf>,
+}
+
+impl Default for QuorumSettings {
+    fn default() -> Self {
+        QuorumSettings {
+            broker: true,
+            controller: true,
+            voters: None,
+            controller_addr: "127.0.0.1:0".into(),
+            log_dir: None,
+        }
+    }
+}
+
+/// Holds this node's quorum member and the broker-shaped image of its log.
 pub struct MetadataStore {
-    file: PathBuf,
-    image: RwLock<Arc<MetadataImage>>,
+    cluster_id: String,
+    node_id: i32,
+    quorum: Arc<MetadataQuorum>,
+    published: watch::Receiver<PublishedImage>,
+    /// The converted image and the log index it reflects.
+    cache: RwLock<(Option<u64>, Arc<MetadataImage>)>,
+    /// One writer at a time: a change is computed against the image it
+    /// replaces, so concurrent writers must not interleave.
+    writer: Mutex<()>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> MetadataError + '_ {
@@ -140,67 +204,151 @@ fn new_cluster_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Uuid::new_v4().as_bytes())
 }
 
+/// How long start-up waits for a leader before serving anyway (reads work
+/// without one; writes answer NOT_CONTROLLER until one is elected).
+const LEADER_WAIT: Duration = Duration::from_secs(15);
+
 impl MetadataStore {
-    /// Loads the image from `log_dirs[0]`, or starts a new cluster. Writes or
-    /// checks Kafka's `meta.properties` in every log dir.
+    /// Opens the metadata log with the embedded default: this node is the
+    /// only voter (combined mode) on an ephemeral loopback controller port.
     pub fn open(log_dirs: &[PathBuf], node_id: i32) -> Result<Self, MetadataError> {
-        let dir = log_dirs[0].join("__cluster_metadata");
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let file = dir.join("image.json");
-        let mut image = MetadataImage::default();
-        match std::fs::read(&file) {
-            Ok(bytes) => {
-                let p: PersistedImage =
-                    serde_json::from_slice(&bytes).map_err(|e| MetadataError::Corrupt {
-                        path: file.clone(),
+        Self::open_with(log_dirs, node_id, &QuorumSettings::default())
+    }
+
+    /// Starts this node's quorum member, imports an old `image.json` once,
+    /// and writes or checks Kafka's `meta.properties` in every log dir.
+    pub fn open_with(
+        log_dirs: &[PathBuf],
+        node_id: i32,
+        settings: &QuorumSettings,
+    ) -> Result<Self, MetadataError> {
+        let legacy_file = log_dirs[0].join("__cluster_metadata").join("image.json");
+        let legacy =
+            match std::fs::read(&legacy_file) {
+                Ok(bytes) => Some(serde_json::from_slice::<PersistedImage>(&bytes).map_err(
+                    |e| MetadataError::Corrupt {
+                        path: legacy_file.clone(),
                         reason: e.to_string(),
-                    })?;
-                image.cluster_id = p.cluster_id;
-                image.client_quotas = Arc::new(p.client_quotas);
-                for t in p.topics {
-                    image.insert(t);
-                }
-                image.acls = Arc::new(AclIndex::new(p.acls));
-                image.scram = Arc::new(p.scram_credentials);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                image.cluster_id = existing_cluster_id(log_dirs).unwrap_or_else(new_cluster_id);
-            }
-            Err(e) => {
-                return Err(MetadataError::Io {
-                    path: file,
-                    source: e,
-                })
-            }
-        }
+                    },
+                )?),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io_err(&legacy_file)(e)),
+            };
+        let cluster_id = existing_cluster_id(log_dirs)
+            .or_else(|| legacy.as_ref().map(|l| l.cluster_id.clone()))
+            .unwrap_or_else(new_cluster_id);
         for d in log_dirs {
-            write_meta_properties(d, node_id, &image.cluster_id)?;
+            write_meta_properties(d, node_id, &cluster_id)?;
         }
+        let log_dir = settings
+            .log_dir
+            .clone()
+            .unwrap_or_else(|| log_dirs[0].clone());
+        std::fs::create_dir_all(&log_dir).map_err(io_err(&log_dir))?;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("strom-metadata")
+            .enable_all()
+            .build()
+            .map_err(io_err(&log_dir))?;
+        let settings = settings.clone();
+        let quorum = run_blocking(&runtime, async move {
+            start_quorum(node_id, &settings, &log_dir).await
+        })?;
+        let quorum = Arc::new(quorum);
+        let published = quorum.subscribe();
         let store = MetadataStore {
-            file,
-            image: RwLock::new(Arc::new(image)),
+            cluster_id,
+            node_id,
+            quorum,
+            published,
+            cache: RwLock::new((None, Arc::new(MetadataImage::default()))),
+            writer: Mutex::new(()),
+            runtime: Some(runtime),
         };
-        store.persist(&store.image())?;
+        *store.cache.write().unwrap() = store.convert_published();
+        if let Some(old) = legacy {
+            store.migrate(old, &legacy_file)?;
+        }
         Ok(store)
+    }
+
+    /// This node's quorum member (DescribeQuorum, tests).
+    pub fn quorum(&self) -> &MetadataQuorum {
+        &self.quorum
+    }
+
+    /// Moves an old JSON image into the log, then renames it aside. What the
+    /// file holds is merged over the log's image (on a first start the log
+    /// is empty): its topics replace same-named ones, its ACLs, SCRAM
+    /// credentials and quotas are added. Safe to repeat after a crash in
+    /// between: the second diff is empty.
+    fn migrate(&self, old: PersistedImage, file: &Path) -> Result<(), MetadataError> {
+        self.update(|img| {
+            for t in old.topics {
+                if let Some(prev) = img.topics.get(&t.name).filter(|p| p.id != t.id) {
+                    let prev = prev.name.clone();
+                    img.remove(&prev);
+                }
+                img.insert(t);
+            }
+            img.acls = Arc::new(img.acls.with_added(old.acls));
+            let scram = Arc::make_mut(&mut img.scram);
+            for (user, mechs) in old.scram_credentials {
+                scram.entry(user).or_default().extend(mechs);
+            }
+            let quotas: ClientQuotas = img
+                .client_quotas
+                .iter()
+                .chain(old.client_quotas.iter())
+                .map(|(e, v)| (e.clone(), v.clone()))
+                .collect();
+            img.client_quotas = Arc::new(quotas);
+        })?;
+        let aside = file.with_extension("json.migrated");
+        std::fs::rename(file, &aside).map_err(io_err(file))?;
+        tracing::info!(file = %aside.display(), "imported the JSON metadata image into the metadata log");
+        Ok(())
     }
 
     /// The current snapshot.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.image.read().unwrap().clone()
+        let applied = self.published.borrow().last_applied_index;
+        {
+            let c = self.cache.read().unwrap();
+            if c.0 == applied {
+                return c.1.clone();
+            }
+        }
+        let fresh = self.convert_published();
+        let mut c = self.cache.write().unwrap();
+        // Another reader may have converted a newer one meanwhile.
+        if c.0.is_none() || fresh.0 >= c.0 {
+            *c = fresh;
+        }
+        c.1.clone()
     }
 
-    /// Adds a topic and persists the image before it becomes visible.
+    fn convert_published(&self) -> (Option<u64>, Arc<MetadataImage>) {
+        let p = self.published.borrow().clone();
+        (
+            p.last_applied_index,
+            Arc::new(from_log_image(&p.image, &self.cluster_id)),
+        )
+    }
+
+    /// Adds a topic; it is visible once committed to the metadata log.
     pub fn add_topic(&self, t: TopicMetadata) -> Result<Arc<MetadataImage>, MetadataError> {
         self.update(|img| img.insert(t))
     }
 
-    /// Replaces a topic's entry (configs, partition count), persisted
-    /// before it becomes visible.
+    /// Replaces a topic's entry (configs, partition count).
     pub fn update_topic(&self, t: TopicMetadata) -> Result<Arc<MetadataImage>, MetadataError> {
         self.update(|img| img.insert(t))
     }
 
-    /// Replaces the client quotas, persisted before they take effect.
+    /// Replaces the client quotas.
     pub fn set_client_quotas(
         &self,
         quotas: crate::quota::ClientQuotas,
@@ -208,7 +356,7 @@ impl MetadataStore {
         self.update(|img| img.client_quotas = Arc::new(quotas))
     }
 
-    /// Removes a topic (persisted before it disappears from the image).
+    /// Removes a topic.
     pub fn remove_topic(&self, name: &str) -> Result<Arc<MetadataImage>, MetadataError> {
         self.update(|img| {
             img.remove(name);
@@ -216,7 +364,7 @@ impl MetadataStore {
     }
 
     /// Replaces the ACL set with what `f` makes of the current one,
-    /// persisted before it takes effect; `f`'s other result is passed back.
+    /// committed before it takes effect; `f`'s other result is passed back.
     pub fn update_acls<R>(
         &self,
         f: impl FnOnce(&AclIndex) -> (AclIndex, R),
@@ -230,8 +378,7 @@ impl MetadataStore {
         Ok(out.expect("update ran"))
     }
 
-    /// Replaces the SCRAM credentials with what `f` makes of them, persisted
-    /// before they take effect.
+    /// Replaces the SCRAM credentials with what `f` makes of them.
     pub fn update_scram_credentials(
         &self,
         f: impl FnOnce(&mut ScramCredentials),
@@ -239,31 +386,377 @@ impl MetadataStore {
         self.update(|img| f(Arc::make_mut(&mut img.scram)))
     }
 
+    /// Applies `f` to a copy of the image, proposes the difference as one
+    /// batch of records and returns the image once it is applied here.
     fn update(
         &self,
         f: impl FnOnce(&mut MetadataImage),
     ) -> Result<Arc<MetadataImage>, MetadataError> {
-        let mut guard = self.image.write().unwrap();
-        let mut next = (**guard).clone();
+        let _one_writer = self.writer.lock().unwrap();
+        let current = self.image();
+        let mut next = (*current).clone();
         f(&mut next);
-        let next = Arc::new(next);
-        self.persist(&next)?;
-        *guard = next.clone();
-        Ok(next)
+        let log_image = self.quorum.image();
+        let records = diff(&current, &next, &log_image, self.node_id);
+        if records.is_empty() {
+            return Ok(current);
+        }
+        let quorum = self.quorum.clone();
+        let runtime = self.runtime.as_ref().expect("runtime lives until drop");
+        run_blocking(runtime, async move { quorum.propose(records).await }).map_err(
+            |e| match e {
+                ProposeError::NotLeader { leader_id, .. } => {
+                    MetadataError::NotController { leader: leader_id }
+                }
+                ProposeError::Timeout(_) => MetadataError::Timeout(e.to_string()),
+                e => MetadataError::Quorum(e.to_string()),
+            },
+        )?;
+        Ok(self.image())
+    }
+}
+
+impl Drop for MetadataStore {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            // Blocking in drop is not allowed inside a runtime; every append
+            // was fsynced before it was acknowledged, so nothing is lost by
+            // stopping the quorum's tasks without waiting.
+            if tokio::runtime::Handle::try_current().is_ok() {
+                rt.shutdown_background();
+            } else {
+                rt.shutdown_timeout(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Runs `fut` on the quorum's runtime and waits for it from any thread,
+/// including a task of another runtime (it blocks that thread meanwhile,
+/// like the file write it replaces).
+fn run_blocking<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv()
+        .expect("metadata runtime stopped while a call was pending")
+}
+
+async fn start_quorum(
+    node_id: i32,
+    s: &QuorumSettings,
+    log_dir: &Path,
+) -> Result<MetadataQuorum, MetadataError> {
+    let quorum_err = |e: strom_metadata::QuorumError| MetadataError::Quorum(e.to_string());
+    let listener = tokio::net::TcpListener::bind(&s.controller_addr)
+        .await
+        .map_err(|source| MetadataError::Io {
+            path: PathBuf::from(&s.controller_addr),
+            source,
+        })?;
+    let voters = match &s.voters {
+        Some(v) => v.clone(),
+        None => {
+            let addr = listener.local_addr().map_err(io_err(log_dir))?;
+            BTreeMap::from([(node_id, addr.to_string())])
+        }
+    };
+    let config = QuorumConfig::default();
+    if s.controller {
+        let q = MetadataQuorum::start_with_listener(node_id, voters, log_dir, config, listener)
+            .await
+            .map_err(quorum_err)?;
+        if q.wait_for_leader(LEADER_WAIT).await.is_none() {
+            tracing::warn!(
+                "no metadata quorum leader yet; metadata writes fail until one is elected"
+            );
+        }
+        Ok(q)
+    } else {
+        // A broker-only node follows the log once the active controller adds
+        // it as an observer (broker registration, a later step).
+        MetadataQuorum::start_observer(node_id, voters, log_dir, config, listener)
+            .await
+            .map_err(quorum_err)
+    }
+}
+
+fn acl_to_record(b: &AclBinding, id: Uuid) -> rec::AccessControlEntryRecord {
+    rec::AccessControlEntryRecord {
+        id,
+        resource_type: b.pattern.resource_type.code(),
+        resource_name: b.pattern.name.clone(),
+        pattern_type: b.pattern.pattern_type.code(),
+        principal: b.entry.principal.clone(),
+        host: b.entry.host.clone(),
+        operation: b.entry.operation.code(),
+        permission_type: b.entry.permission.code(),
+    }
+}
+
+fn acl_from_record(r: &rec::AccessControlEntryRecord) -> AclBinding {
+    AclBinding {
+        pattern: ResourcePattern {
+            resource_type: ResourceType::from_code(r.resource_type),
+            name: r.resource_name.clone(),
+            pattern_type: PatternType::from_code(r.pattern_type),
+        },
+        entry: AccessControlEntry {
+            principal: r.principal.clone(),
+            host: r.host.clone(),
+            operation: AclOperation::from_code(r.operation),
+            permission: PermissionType::from_code(r.permission_type),
+        },
+    }
+}
+
+const QUOTA_USER: &str = "user";
+const QUOTA_CLIENT_ID: &str = "client-id";
+
+fn quota_entity_to_log(e: &QuotaEntity) -> Vec<rec::EntityData> {
+    let part = |ty: &str, n: &Option<EntityName>| {
+        n.as_ref().map(|n| rec::EntityData {
+            entity_type: ty.into(),
+            entity_name: n.as_wire().map(str::to_string),
+        })
+    };
+    [
+        part(QUOTA_USER, &e.user),
+        part(QUOTA_CLIENT_ID, &e.client_id),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+fn quota_entity_from_log(parts: &[rec::EntityData]) -> QuotaEntity {
+    let mut e = QuotaEntity {
+        user: None,
+        client_id: None,
+    };
+    for p in parts {
+        let name = p
+            .entity_name
+            .clone()
+            .map_or(EntityName::Default, EntityName::Name);
+        match p.entity_type.as_str() {
+            QUOTA_USER => e.user = Some(name),
+            QUOTA_CLIENT_ID => e.client_id = Some(name),
+            _ => {}
+        }
+    }
+    e
+}
+
+/// The broker's view of the log's image.
+fn from_log_image(log: &strom_metadata::MetadataImage, cluster_id: &str) -> MetadataImage {
+    let mut img = MetadataImage {
+        cluster_id: cluster_id.to_string(),
+        ..Default::default()
+    };
+    for t in log.topics() {
+        let first = t.partitions.values().next();
+        img.insert(TopicMetadata {
+            name: t.name.to_string(),
+            id: t.id,
+            partitions: t.partitions.len() as i32,
+            replication_factor: first.map_or(1, |p| p.replicas.len().max(1) as i16),
+            configs: log
+                .configs(resource_type::TOPIC, &t.name)
+                .cloned()
+                .unwrap_or_default(),
+            leader_epoch: t
+                .partitions
+                .values()
+                .map(|p| p.leader_epoch)
+                .max()
+                .unwrap_or(0),
+        });
+    }
+    img.acls = Arc::new(AclIndex::new(
+        log.acls().values().map(|r| acl_from_record(r)),
+    ));
+    let mut scram = ScramCredentials::new();
+    for (user, mechs) in log.scram_users() {
+        for (code, c) in mechs {
+            if let Some(m) = ScramMechanism::from_code(*code) {
+                scram.entry(user.clone()).or_default().insert(
+                    m,
+                    ScramCredential {
+                        salt: c.salt.clone(),
+                        stored_key: c.stored_key.clone(),
+                        server_key: c.server_key.clone(),
+                        iterations: c.iterations,
+                    },
+                );
+            }
+        }
+    }
+    img.scram = Arc::new(scram);
+    img.client_quotas = Arc::new(
+        log.quotas()
+            .iter()
+            .map(|(e, v)| (quota_entity_from_log(e), v.clone()))
+            .collect::<ClientQuotas>(),
+    );
+    img
+}
+
+fn partition_record(t: &TopicMetadata, p: i32, node_id: i32) -> MetadataRecord {
+    MetadataRecord::Partition(rec::PartitionRecord {
+        partition_id: p,
+        topic_id: t.id,
+        replicas: vec![node_id],
+        isr: vec![node_id],
+        removing_replicas: vec![],
+        adding_replicas: vec![],
+        leader: node_id,
+        leader_epoch: t.leader_epoch,
+        partition_epoch: 0,
+    })
+}
+
+fn config_record(topic: &str, name: &str, value: Option<&String>) -> MetadataRecord {
+    MetadataRecord::Config(rec::ConfigRecord {
+        resource_type: resource_type::TOPIC,
+        resource_name: topic.to_string(),
+        name: name.to_string(),
+        value: value.cloned(),
+    })
+}
+
+/// The records that turn `old` into `new` (`log` supplies the ids of
+/// existing ACLs). One node places every replica on itself.
+fn diff(
+    old: &MetadataImage,
+    new: &MetadataImage,
+    log: &strom_metadata::MetadataImage,
+    node_id: i32,
+) -> Vec<MetadataRecord> {
+    let mut out = Vec::new();
+    for t in old.topics() {
+        if new.topic(&t.name).is_none_or(|n| n.id != t.id) {
+            out.push(MetadataRecord::RemoveTopic(rec::RemoveTopicRecord {
+                topic_id: t.id,
+            }));
+        }
+    }
+    for t in new.topics() {
+        match old.topic(&t.name).filter(|o| o.id == t.id) {
+            None => {
+                out.push(MetadataRecord::Topic(rec::TopicRecord {
+                    name: t.name.clone(),
+                    topic_id: t.id,
+                }));
+                out.extend((0..t.partitions).map(|p| partition_record(t, p, node_id)));
+                out.extend(
+                    t.configs
+                        .iter()
+                        .map(|(k, v)| config_record(&t.name, k, Some(v))),
+                );
+            }
+            Some(o) if **o != **t => {
+                out.extend((o.partitions..t.partitions).map(|p| partition_record(t, p, node_id)));
+                // Replay bumps the leader epoch by one per leader change.
+                for _ in o.leader_epoch..t.leader_epoch {
+                    out.extend((0..o.partitions.min(t.partitions)).map(|p| {
+                        MetadataRecord::PartitionChange(rec::PartitionChangeRecord {
+                            partition_id: p,
+                            topic_id: t.id,
+                            leader: node_id,
+                            ..Default::default()
+                        })
+                    }));
+                }
+                for (k, v) in &t.configs {
+                    if o.configs.get(k) != Some(v) {
+                        out.push(config_record(&t.name, k, Some(v)));
+                    }
+                }
+                for k in o.configs.keys().filter(|k| !t.configs.contains_key(*k)) {
+                    out.push(config_record(&t.name, k, None));
+                }
+            }
+            Some(_) => {}
+        }
     }
 
-    fn persist(&self, img: &MetadataImage) -> Result<(), MetadataError> {
-        let p = PersistedImage {
-            version: 1,
-            cluster_id: img.cluster_id.clone(),
-            client_quotas: (*img.client_quotas).clone(),
-            topics: img.topics().map(|t| (**t).clone()).collect(),
-            acls: img.acls.bindings().cloned().collect(),
-            scram_credentials: (*img.scram).clone(),
-        };
-        let bytes = serde_json::to_vec_pretty(&p).expect("metadata serializes");
-        write_atomically(&self.file, &bytes).map_err(io_err(&self.file))
+    let old_acls: BTreeSet<&AclBinding> = old.acls.bindings().collect();
+    let new_acls: BTreeSet<&AclBinding> = new.acls.bindings().collect();
+    for gone in old_acls.difference(&new_acls) {
+        for (id, r) in log.acls() {
+            if acl_from_record(r) == **gone {
+                out.push(MetadataRecord::RemoveAccessControlEntry(
+                    rec::RemoveAccessControlEntryRecord { id: *id },
+                ));
+            }
+        }
     }
+    for added in new_acls.difference(&old_acls) {
+        out.push(MetadataRecord::AccessControlEntry(acl_to_record(
+            added,
+            Uuid::new_v4(),
+        )));
+    }
+
+    for (user, mechs) in old.scram.iter() {
+        for m in mechs.keys() {
+            if new.scram_credential(user, *m).is_none() {
+                out.push(MetadataRecord::RemoveUserScramCredential(
+                    rec::RemoveUserScramCredentialRecord {
+                        name: user.clone(),
+                        mechanism: m.code(),
+                    },
+                ));
+            }
+        }
+    }
+    for (user, mechs) in new.scram.iter() {
+        for (m, c) in mechs {
+            if old.scram_credential(user, *m) != Some(c) {
+                out.push(MetadataRecord::UserScramCredential(
+                    rec::UserScramCredentialRecord {
+                        name: user.clone(),
+                        mechanism: m.code(),
+                        salt: c.salt.clone(),
+                        stored_key: c.stored_key.clone(),
+                        server_key: c.server_key.clone(),
+                        iterations: c.iterations,
+                    },
+                ));
+            }
+        }
+    }
+
+    let quota = |e: &QuotaEntity, key: &str, value: f64, remove: bool| {
+        MetadataRecord::ClientQuota(rec::ClientQuotaRecord {
+            entity: quota_entity_to_log(e),
+            key: key.to_string(),
+            value,
+            remove,
+        })
+    };
+    for (e, values) in old.client_quotas.iter() {
+        let now = new.client_quotas.get(e);
+        for k in values.keys() {
+            if now.is_none_or(|n| !n.contains_key(k)) {
+                out.push(quota(e, k, 0.0, true));
+            }
+        }
+    }
+    for (e, values) in new.client_quotas.iter() {
+        let before = old.client_quotas.get(e);
+        for (k, v) in values {
+            if before.and_then(|b| b.get(k)) != Some(v) {
+                out.push(quota(e, k, *v, false));
+            }
+        }
+    }
+    out
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the
@@ -404,9 +897,47 @@ mod tests {
             .image()
             .scram_credential("alice", ScramMechanism::Sha256)
             .is_none());
-        // The file holds keys derived from the password, never the password.
-        let text = std::fs::read_to_string(d.path().join("__cluster_metadata/image.json")).unwrap();
-        assert!(text.contains("SCRAM-SHA-512") && !text.contains("\"pw\""));
+    }
+
+    #[test]
+    fn an_old_json_image_is_imported_once_and_renamed_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let dirs = vec![d.path().to_path_buf()];
+        let meta = d.path().join("__cluster_metadata");
+        std::fs::create_dir_all(&meta).unwrap();
+        let t = topic("old");
+        let m = ScramMechanism::Sha256;
+        let salted = m.salted_password(b"pw", b"salt", 4096);
+        let cred = ScramCredential::from_salted_password(m, b"salt", &salted, 4096);
+        let old = PersistedImage {
+            version: 1,
+            cluster_id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+            client_quotas: Default::default(),
+            topics: vec![TopicMetadata {
+                leader_epoch: 2,
+                ..t.clone()
+            }],
+            acls: vec![],
+            scram_credentials: BTreeMap::from([(
+                "bob".to_string(),
+                BTreeMap::from([(m, cred.clone())]),
+            )]),
+        };
+        std::fs::write(meta.join("image.json"), serde_json::to_vec(&old).unwrap()).unwrap();
+        let s = MetadataStore::open(&dirs, 1).unwrap();
+        let img = s.image();
+        assert_eq!(img.cluster_id, "AAAAAAAAAAAAAAAAAAAAAA");
+        let got = img.topic("old").unwrap();
+        assert_eq!((got.id, got.partitions, got.leader_epoch), (t.id, 3, 2));
+        assert_eq!(got.configs, t.configs);
+        assert_eq!(img.scram_credential("bob", m), Some(&cred));
+        assert!(!meta.join("image.json").exists());
+        assert!(meta.join("image.json.migrated").exists());
+        drop(s);
+        // Reopening reads the log, not the renamed file.
+        let s = MetadataStore::open(&dirs, 1).unwrap();
+        assert_eq!(s.image().topic("old").unwrap().leader_epoch, 2);
+        assert!(s.quorum().describe().high_watermark > 0);
     }
 
     #[test]

@@ -199,6 +199,14 @@ impl From<ClientQuotas> for Vec<QuotaRecord> {
     }
 }
 
+impl FromIterator<(QuotaEntity, QuotaValues)> for ClientQuotas {
+    fn from_iter<I: IntoIterator<Item = (QuotaEntity, QuotaValues)>>(it: I) -> Self {
+        ClientQuotas {
+            entries: it.into_iter().collect(),
+        }
+    }
+}
+
 /// One change of AlterClientQuotas: set `key` to a value, or remove it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuotaOp {

@@ -46,6 +46,9 @@ pub enum ClusterCmd {
         #[arg(long)]
         offline: bool,
     },
+    /// The metadata quorum (DescribeQuorum): leader, epoch, high watermark,
+    /// and each voter's and observer's log end offset and lag.
+    Quorum,
 }
 
 #[derive(Subcommand)]
@@ -87,6 +90,7 @@ pub fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<ExitCode> {
             under_replicated,
             offline,
         } => partitions(ctx, &topics, under_replicated, offline),
+        ClusterCmd::Quorum => quorum(ctx),
     }
 }
 
@@ -468,6 +472,69 @@ fn logdirs(ctx: &Ctx, broker: Option<i32>) -> Result<ExitCode> {
                 r["partitions"].to_string(),
                 r["size"].to_string(),
                 r["error"].as_str().unwrap_or("").to_string(),
+            ]);
+        }
+        t.print()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn quorum(ctx: &Ctx) -> Result<ExitCode> {
+    let mut c = crate::raw::connect(
+        &ctx.connect.bootstrap(),
+        &ctx.connect.props,
+        ctx.connect.timeout(),
+    )?;
+    let q = crate::raw::describe_quorum(&mut c)?;
+    let replica = |r: &crate::raw::QuorumReplica, role: &str| {
+        // Lag behind the leader's high watermark (Kafka's
+        // kafka-metadata-quorum --replication); unknown offsets stay -1.
+        let lag = if r.log_end_offset < 0 {
+            -1
+        } else {
+            (q.high_watermark - r.log_end_offset).max(0)
+        };
+        json!({
+            "id": r.id,
+            "role": role,
+            "log_end_offset": r.log_end_offset,
+            "lag": lag,
+            "last_fetch_timestamp": r.last_fetch_timestamp,
+            "last_caught_up_timestamp": r.last_caught_up_timestamp,
+        })
+    };
+    let replicas: Vec<_> = q
+        .voters
+        .iter()
+        .map(|r| replica(r, if r.id == q.leader_id { "leader" } else { "follower" }))
+        .chain(q.observers.iter().map(|r| replica(r, "observer")))
+        .collect();
+    if ctx.format.is_json() {
+        print_json(&json!({
+            "leader_id": q.leader_id,
+            "leader_epoch": q.leader_epoch,
+            "high_watermark": q.high_watermark,
+            "replicas": replicas,
+        }))?;
+    } else {
+        println!("LeaderId:      {}", q.leader_id);
+        println!("LeaderEpoch:   {}", q.leader_epoch);
+        println!("HighWatermark: {}", q.high_watermark);
+        println!(
+            "CurrentVoters: [{}]",
+            q.voters
+                .iter()
+                .map(|v| v.id.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let mut t = Table::new(&["NODE", "ROLE", "LOG-END-OFFSET", "LAG"]);
+        for r in &replicas {
+            t.row(vec![
+                r["id"].to_string(),
+                r["role"].as_str().unwrap_or("").to_string(),
+                r["log_end_offset"].to_string(),
+                r["lag"].to_string(),
             ]);
         }
         t.print()?;

@@ -125,6 +125,63 @@ pub fn describe_log_dirs(addr: &str, timeout: Duration) -> Result<Vec<LogDir>> {
         .collect())
 }
 
+/// One voter's or observer's progress in DescribeQuorum.
+pub struct QuorumReplica {
+    pub id: i32,
+    pub log_end_offset: i64,
+    pub last_fetch_timestamp: i64,
+    pub last_caught_up_timestamp: i64,
+}
+
+/// The metadata quorum as DescribeQuorum reports it.
+pub struct QuorumDescription {
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+    pub high_watermark: i64,
+    pub voters: Vec<QuorumReplica>,
+    pub observers: Vec<QuorumReplica>,
+}
+
+/// DescribeQuorum (v1) for `__cluster_metadata-0` on an open connection.
+pub fn describe_quorum(c: &mut RawClient) -> Result<QuorumDescription> {
+    use kafka_protocol::messages::describe_quorum_request::{
+        DescribeQuorumRequest, PartitionData, TopicData,
+    };
+    let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+        .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+    let resp = c.call(&req, 1)?;
+    if let Some(e) = error_text(resp.error_code) {
+        bail!("DescribeQuorum: {e}");
+    }
+    let p = resp
+        .topics
+        .into_iter()
+        .flat_map(|t| t.partitions)
+        .next()
+        .ok_or_else(|| anyhow!("DescribeQuorum: empty answer"))?;
+    if let Some(e) = error_text(p.error_code) {
+        bail!("DescribeQuorum: {e} (leader {})", p.leader_id.0);
+    }
+    let replicas = |v: Vec<kafka_protocol::messages::describe_quorum_response::ReplicaState>| {
+        v.into_iter()
+            .map(|r| QuorumReplica {
+                id: r.replica_id.0,
+                log_end_offset: r.log_end_offset,
+                last_fetch_timestamp: r.last_fetch_timestamp,
+                last_caught_up_timestamp: r.last_caught_up_timestamp,
+            })
+            .collect()
+    };
+    Ok(QuorumDescription {
+        leader_id: p.leader_id.0,
+        leader_epoch: p.leader_epoch,
+        high_watermark: p.high_watermark,
+        voters: replicas(p.current_voters),
+        observers: replicas(p.observers),
+    })
+}
+
 /// The `host:port` of `group`'s coordinator (FindCoordinator v3).
 pub fn find_coordinator(bootstrap: &str, group: &str, timeout: Duration) -> Result<String> {
     let first = bootstrap

@@ -28,6 +28,35 @@ const INVALID_CONFIG: i16 = 40;
 const FENCED_LEADER_EPOCH: i16 = 74;
 const UNKNOWN_LEADER_EPOCH: i16 = 75;
 
+/// Stops `server` and restarts it with every partition of `topic` (created
+/// without configs) at leader `epoch`. Leaders do not move on one node yet,
+/// so this hands the broker an old-format `__cluster_metadata/image.json`,
+/// which start-up merges into the metadata log as partition changes.
+fn move_leader_epoch(server: &mut TestServer, topic: &str, epoch: i32) {
+    use kafka_protocol::messages::MetadataRequest;
+    let mut c = server.connect();
+    let md = c.call(&MetadataRequest::default().with_topics(None), 12);
+    let t = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+        .expect("topic in metadata");
+    let image = serde_json::json!({
+        "version": 1,
+        "cluster_id": "",
+        "topics": [{
+            "name": topic, "id": t.topic_id.to_string(), "partitions": t.partitions.len(),
+            "replication_factor": 1, "configs": {}, "leader_epoch": epoch
+        }]
+    });
+    drop(c);
+    server.terminate();
+    let file = server.data_dir().join("__cluster_metadata/image.json");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, image.to_string()).unwrap();
+    server.restart();
+}
+
 /// One OffsetForLeaderEpoch partition query: (topic, partition,
 /// current_leader_epoch, leader_epoch).
 fn epoch_end(
@@ -131,18 +160,8 @@ fn offset_for_leader_epoch_answers_from_the_epoch_cache() {
     assert_eq!(ask(&mut c, "ofle", -1, -1, 0).0, UNKNOWN_TOPIC_OR_PARTITION);
     drop(c);
 
-    // Leaders do not move on one node yet: move this one to epoch 2 the
-    // way the metadata log will, by rewriting the persisted image offline.
-    server.terminate();
-    let image = server.data_dir().join("__cluster_metadata/image.json");
-    let text = std::fs::read_to_string(&image).expect("metadata image");
-    let moved = text.replace("\"leader_epoch\": 0", "\"leader_epoch\": 2");
-    assert_ne!(
-        moved, text,
-        "image.json has no leader_epoch 0 to move: {text}"
-    );
-    std::fs::write(&image, moved).unwrap();
-    server.restart();
+    // Leaders do not move on one node yet: move this one to epoch 2.
+    move_leader_epoch(&mut server, "ofle", 2);
 
     let mut c = server.connect();
     assert_eq!(c.produce("ofle", 0, batch_of(2), -1).error_code, NONE);
@@ -380,13 +399,7 @@ fn rdkafka_consumer_validates_its_position_after_an_epoch_change() {
     consume_until(6, &mut offsets);
     assert_eq!(offsets, (0..6).collect::<Vec<_>>());
 
-    server.terminate();
-    let image = server.data_dir().join("__cluster_metadata/image.json");
-    let text = std::fs::read_to_string(&image).expect("metadata image");
-    let moved = text.replace("\"leader_epoch\": 0", "\"leader_epoch\": 2");
-    assert_ne!(moved, text);
-    std::fs::write(&image, moved).unwrap();
-    server.restart();
+    move_leader_epoch(&mut server, "kip320", 2);
     let mut c = server.connect();
     assert_eq!(c.produce("kip320", 0, batch_of(2), -1).error_code, NONE);
 

@@ -35,6 +35,7 @@ pub mod describe_acls;
 pub mod describe_client_quotas;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_quorum;
 pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
@@ -225,6 +226,7 @@ api_registry! {
     CreateTopics => create_topics::CreateTopicsRequest, 2..=7;
     DeleteTopics => delete_topics::DeleteTopicsRequest, 1..=6;
     DescribeCluster => describe_cluster::DescribeClusterRequest, 0..=2;
+    DescribeQuorum => describe_quorum::DescribeQuorumRequest, 0..=2;
     DescribeConfigs => describe_configs::DescribeConfigsRequest, 1..=4;
     AlterConfigs => alter_configs::AlterConfigsRequest, 0..=2;
     IncrementalAlterConfigs => incremental_alter_configs::IncrementalAlterConfigsRequest, 0..=1;
