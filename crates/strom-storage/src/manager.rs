@@ -27,6 +27,10 @@ struct Entry {
     dir_index: usize,
 }
 
+/// The directory of the cluster metadata log (`__cluster_metadata-0`),
+/// which is not a partition log and is never opened as one.
+pub const METADATA_LOG_DIR: &str = "__cluster_metadata-0";
+
 /// Owns the log directories (`log.dirs`) and every partition log in them.
 ///
 /// Created once at broker start; `Send + Sync`, methods take `&self` and
@@ -94,7 +98,8 @@ impl LogManager {
         &self.default_config
     }
 
-    /// Opens every `<topic>-<partition>` directory of every log dir,
+    /// Opens every `<topic>-<partition>` directory of every log dir
+    /// (except the metadata log's, [`METADATA_LOG_DIR`]),
     /// recovering them if the last shutdown was unclean. Leftover
     /// `*-delete` directories are removed.
     pub fn load_logs(
@@ -126,6 +131,11 @@ impl LogManager {
                 if name.ends_with("-delete") {
                     info!("removing leftover {}", entry.path().display());
                     fs::remove_dir_all(entry.path())?;
+                    continue;
+                }
+                // The Raft metadata log lives beside the partitions, as in
+                // Kafka, but has its own format and recovery (strom-metadata).
+                if name == METADATA_LOG_DIR {
                     continue;
                 }
                 let Some(tp) = TopicPartition::from_dir_name(&name) else {

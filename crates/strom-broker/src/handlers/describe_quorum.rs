@@ -36,12 +36,19 @@ pub async fn handle(
     let quorum = broker.metadata.quorum();
     let info = quorum.describe();
     let leader = info.leader_id == quorum.node_id();
+    let version = ctx.version();
     let replica = |r: &strom_metadata::ReplicaState| {
-        ReplicaState::default()
+        let state = ReplicaState::default()
             .with_replica_id(BrokerId(r.replica_id))
-            .with_log_end_offset(r.log_end_offset)
-            .with_last_fetch_timestamp(r.last_fetch_timestamp)
-            .with_last_caught_up_timestamp(r.last_caught_up_timestamp)
+            .with_log_end_offset(r.log_end_offset);
+        // The timestamps exist from v1 (KIP-836); v0 cannot carry them.
+        if version >= 1 {
+            state
+                .with_last_fetch_timestamp(r.last_fetch_timestamp)
+                .with_last_caught_up_timestamp(r.last_caught_up_timestamp)
+        } else {
+            state
+        }
     };
     let topics = req
         .topics
@@ -85,5 +92,9 @@ pub async fn handle(
             .with_port(addr.port())]);
     DescribeQuorumResponse::default()
         .with_topics(topics)
-        .with_nodes(if leader { vec![me] } else { vec![] })
+        .with_nodes(if leader && version >= 2 {
+            vec![me]
+        } else {
+            vec![]
+        })
 }
