@@ -217,6 +217,12 @@ impl Broker {
         validate_only: bool,
     ) -> Result<Arc<TopicMetadata>, TopicError> {
         topic::validate_name(&req.name).map_err(TopicError::InvalidName)?;
+        // Its partition directory is the metadata log's (Kafka's message).
+        if req.name == "__cluster_metadata" {
+            return Err(TopicError::InvalidRequest(
+                "Creation of internal topic __cluster_metadata is prohibited.".into(),
+            ));
+        }
         let (num_partitions, replication_factor) = self.validate_layout(&req)?;
         topic::validate_configs(&req.configs).map_err(TopicError::InvalidConfig)?;
         let _guard = self.admin_lock.lock().await;

@@ -20,6 +20,7 @@ use serde_json::Value;
 
 const NONE: i16 = 0;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const INVALID_REQUEST: i16 = 42;
 
 fn describe_quorum(
     c: &mut RawClient,
@@ -106,6 +107,9 @@ fn describe_quorum_shows_this_node_leading_and_the_high_watermark_advancing() {
         describe_quorum(&mut c, "q1", 0, 1).error_code,
         UNKNOWN_TOPIC_OR_PARTITION
     );
+
+    // The metadata log's name is not a topic one can create (Kafka: INVALID_REQUEST).
+    assert_eq!(c.create_topic("__cluster_metadata", 1), INVALID_REQUEST);
 
     let q = strom_json(&server, &["cluster", "quorum"]);
     assert_eq!(q["leader_id"], NODE_ID, "{q}");
