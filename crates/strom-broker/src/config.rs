@@ -565,7 +565,11 @@ fn quorum_settings(
 ) -> Result<crate::metadata::QuorumSettings, ConfigError> {
     let mut s = crate::metadata::QuorumSettings::default();
     if let Some(v) = raw.get("process.roles") {
-        let roles: Vec<&str> = v.split(',').map(str::trim).filter(|r| !r.is_empty()).collect();
+        let roles: Vec<&str> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .collect();
         if roles.is_empty() || roles.iter().any(|r| *r != "broker" && *r != "controller") {
             return Err(invalid(
                 "process.roles",
@@ -578,14 +582,29 @@ fn quorum_settings(
     }
     let controller_names: Vec<String> = raw
         .get("controller.listener.names")
-        .map(|v| v.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect())
+        .map(|v| {
+            v.split(',')
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
-    if let Some(l) = listeners.iter().find(|l| controller_names.contains(&l.name)) {
-        let host = if l.host.is_empty() { "0.0.0.0" } else { &l.host };
+    if let Some(l) = listeners
+        .iter()
+        .find(|l| controller_names.contains(&l.name))
+    {
+        let host = if l.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            &l.host
+        };
         s.controller_addr = format!("{host}:{}", l.port);
     }
     // Only take controller listeners out if a Kafka listener remains.
-    if listeners.iter().any(|l| !controller_names.contains(&l.name)) {
+    if listeners
+        .iter()
+        .any(|l| !controller_names.contains(&l.name))
+    {
         listeners.retain(|l| !controller_names.contains(&l.name));
         advertised.retain(|l| !controller_names.contains(&l.name));
     }
@@ -593,13 +612,12 @@ fn quorum_settings(
         let voters = strom_metadata::parse_quorum_voters(v)
             .map_err(|e| invalid("controller.quorum.voters", v, &e.to_string()))?;
         match voters.get(&node_id) {
-            Some(addr) if s.controller => {
-                // The voter binds where the others dial it unless a
-                // controller listener says otherwise.
-                if !listeners_named(raw) {
-                    s.controller_addr = addr.clone();
-                }
+            // The voter binds where the others dial it unless a controller
+            // listener says otherwise.
+            Some(addr) if s.controller && !listeners_named(raw) => {
+                s.controller_addr = addr.clone();
             }
+            Some(_) if s.controller => {}
             None if s.controller => {
                 return Err(invalid(
                     "controller.quorum.voters",
@@ -820,10 +838,19 @@ mod tests {
         // The controller listener carries Raft only: not a Kafka listener.
         let c = m(&[
             ("node.id", "2"),
-            ("listeners", "PLAINTEXT://:19092,CONTROLLER://127.0.0.1:19093"),
-            ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"),
+            (
+                "listeners",
+                "PLAINTEXT://:19092,CONTROLLER://127.0.0.1:19093",
+            ),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ),
             ("controller.listener.names", "CONTROLLER"),
-            ("controller.quorum.voters", "1@h1:9093,2@127.0.0.1:19093,3@h3:9093"),
+            (
+                "controller.quorum.voters",
+                "1@h1:9093,2@127.0.0.1:19093,3@h3:9093",
+            ),
             ("metadata.log.dir", "/m"),
         ])
         .unwrap();
@@ -834,7 +861,11 @@ mod tests {
         assert_eq!(c.quorum.voters.as_ref().unwrap().len(), 3);
         assert_eq!(c.quorum.log_dir, Some(PathBuf::from("/m")));
         // Without a controller listener, a voter binds its voters entry.
-        let c = m(&[("node.id", "1"), ("controller.quorum.voters", "1@127.0.0.1:29093")]).unwrap();
+        let c = m(&[
+            ("node.id", "1"),
+            ("controller.quorum.voters", "1@127.0.0.1:29093"),
+        ])
+        .unwrap();
         assert_eq!(c.quorum.controller_addr, "127.0.0.1:29093");
         // A broker-only node observes: it must not be a voter, and needs voters.
         let c = m(&[

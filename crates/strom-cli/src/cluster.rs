@@ -506,7 +506,16 @@ fn quorum(ctx: &Ctx) -> Result<ExitCode> {
     let replicas: Vec<_> = q
         .voters
         .iter()
-        .map(|r| replica(r, if r.id == q.leader_id { "leader" } else { "follower" }))
+        .map(|r| {
+            replica(
+                r,
+                if r.id == q.leader_id {
+                    "leader"
+                } else {
+                    "follower"
+                },
+            )
+        })
         .chain(q.observers.iter().map(|r| replica(r, "observer")))
         .collect();
     if ctx.format.is_json() {
