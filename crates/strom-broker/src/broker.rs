@@ -101,8 +101,7 @@ impl Broker {
     /// (recovering them after an unclean shutdown).
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, TopicError> {
         let log_manager = LogManager::open(config.log_dirs.clone(), config.log.clone())?;
-        let metadata =
-            MetadataStore::open_with(&config.log_dirs, config.node_id, &config.quorum)?;
+        let metadata = MetadataStore::open_with(&config.log_dirs, config.node_id, &config.quorum)?;
         let image = metadata.image();
         let defaults = config.log.clone();
         let logs = log_manager.load_logs(|tp| {

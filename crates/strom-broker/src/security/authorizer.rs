@@ -411,11 +411,7 @@ impl Authorizer {
         resource_type: ResourceType,
         name: &str,
     ) -> bool {
-        if !self.config.enabled || self.is_super_user(principal) {
-            return true;
-        }
-        let verdict = acls.verdict(principal, host, op, resource_type, name);
-        self.conclude(verdict, principal, host, op, resource_type, name, true)
+        self.check(acls, principal, host, op, resource_type, name, true)
     }
 
     /// [`Authorizer::authorize`] without the audit line, for what Kafka
@@ -430,11 +426,33 @@ impl Authorizer {
         resource_type: ResourceType,
         name: &str,
     ) -> bool {
+        self.check(acls, principal, host, op, resource_type, name, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        &self,
+        acls: &AclIndex,
+        principal: &KafkaPrincipal,
+        host: IpAddr,
+        op: AclOperation,
+        resource_type: ResourceType,
+        name: &str,
+        audit_denial: bool,
+    ) -> bool {
         if !self.config.enabled || self.is_super_user(principal) {
             return true;
         }
         let verdict = acls.verdict(principal, host, op, resource_type, name);
-        self.conclude(verdict, principal, host, op, resource_type, name, false)
+        self.conclude(
+            verdict,
+            principal,
+            host,
+            op,
+            resource_type,
+            name,
+            audit_denial,
+        )
     }
 
     /// Kafka's `authorizeByResourceType`: may `principal` perform `op` on

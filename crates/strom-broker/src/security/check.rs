@@ -43,18 +43,7 @@ impl RequestContext {
         resource_type: ResourceType,
         name: &str,
     ) -> bool {
-        let authorizer = &broker.authorizer;
-        if !authorizer.enabled() {
-            return true;
-        }
-        authorizer.authorize(
-            broker.metadata.image().acls(),
-            &self.principal,
-            self.peer.ip(),
-            op,
-            resource_type,
-            name,
-        )
+        self.check(broker, op, resource_type, name, true)
     }
 
     /// Like [`RequestContext::authorize`] but without an audit line on
@@ -66,18 +55,28 @@ impl RequestContext {
         resource_type: ResourceType,
         name: &str,
     ) -> bool {
+        self.check(broker, op, resource_type, name, false)
+    }
+
+    fn check(
+        &self,
+        broker: &Broker,
+        op: AclOperation,
+        resource_type: ResourceType,
+        name: &str,
+        audit_denial: bool,
+    ) -> bool {
         let authorizer = &broker.authorizer;
         if !authorizer.enabled() {
             return true;
         }
-        authorizer.is_allowed(
-            broker.metadata.image().acls(),
-            &self.principal,
-            self.peer.ip(),
-            op,
-            resource_type,
-            name,
-        )
+        let image = broker.metadata.image();
+        let (acls, principal, host) = (image.acls(), &self.principal, self.peer.ip());
+        if audit_denial {
+            authorizer.authorize(acls, principal, host, op, resource_type, name)
+        } else {
+            authorizer.is_allowed(acls, principal, host, op, resource_type, name)
+        }
     }
 
     /// `op` on the CLUSTER resource (`kafka-cluster`).
