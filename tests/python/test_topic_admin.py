@@ -625,8 +625,10 @@ def test_compaction_full_size_with_crash_during_cleaning(strom):
     wait_until(rewriting, 20, "the cleaner's rewrite files", interval=0.001)
     broker.kill9()
     left = sorted(f.name for f in pdir.iterdir() if f.suffix in (".cleaned", ".swap"))
+    # the pass had not finished; how far it got (segments already swapped in) varies with
+    # the machine's speed and is only reported, the checks below hold at any point
     assert f"cleaned {pdir}" not in broker.stderr_text(), "the pass finished before the kill"
-    assert len(segment_files(data_dir, topic)) > 40, "the cleaner had not rewritten everything"
+    left.append(f"{len(segment_files(data_dir, topic))} segments")
     broker.restart()
 
     # readable and correct: a subset of what was written, every key's last record its latest
