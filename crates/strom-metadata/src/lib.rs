@@ -54,6 +54,7 @@
 //! - Process-level fault tests (SIGKILL/SIGSTOP of `strom server`s); the
 //!   in-process tests here cover graceful stop, restart and a partition.
 
+pub mod controller_api;
 pub mod image;
 pub mod network;
 pub mod records;
@@ -75,6 +76,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use controller_api::{ControllerRequest, ControllerResponse};
 pub use image::MetadataImage;
 pub use records::MetadataRecord;
 
@@ -450,6 +452,18 @@ impl MetadataQuorum {
             },
             Err(e) => Err(self.write_error(e)),
         }
+    }
+
+    /// Sends `req` to the active controller (handled here when this node is
+    /// it) and returns its answer once any records it made are committed.
+    /// Interim: the controller is being built (issue 7); until then every
+    /// request answers `Unavailable`.
+    pub async fn controller_call(
+        &self,
+        req: ControllerRequest,
+    ) -> Result<ControllerResponse, ProposeError> {
+        let _ = req;
+        Err(ProposeError::Unavailable("the controller is not built yet".into()))
     }
 
     /// The current image.
