@@ -86,6 +86,9 @@ pub struct Broker {
     admin_lock: tokio::sync::Mutex<()>,
     /// When idle producers were last expired.
     last_producer_expiry: std::sync::atomic::AtomicI64,
+    /// This broker's epoch from its registration with the active controller
+    /// (-1 until registered); sent with heartbeats and AlterPartition.
+    broker_epoch: std::sync::atomic::AtomicI64,
 }
 
 /// Wall-clock milliseconds since the epoch (Kafka timestamps).
@@ -97,6 +100,17 @@ pub fn now_ms() -> i64 {
 }
 
 impl Broker {
+    /// The epoch the active controller gave this broker's registration (-1: not registered).
+    pub fn broker_epoch(&self) -> i64 {
+        self.broker_epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records the epoch of a new registration.
+    pub fn set_broker_epoch(&self, epoch: i64) {
+        self.broker_epoch
+            .store(epoch, std::sync::atomic::Ordering::Release);
+    }
+
     /// Opens the log dirs, loads the metadata image and every partition's log
     /// (recovering them after an unclean shutdown).
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, TopicError> {
@@ -164,6 +178,7 @@ impl Broker {
             advertised,
             admin_lock: tokio::sync::Mutex::new(()),
             last_producer_expiry: std::sync::atomic::AtomicI64::new(now_ms()),
+            broker_epoch: std::sync::atomic::AtomicI64::new(-1),
         });
         broker
             .metrics
