@@ -269,4 +269,6 @@ pub struct FetchDataInfo {
 #[cfg(test)]
 mod lifecycle_tests;
 #[cfg(test)]
+mod replication_tests;
+#[cfg(test)]
 mod tests;

@@ -740,6 +740,232 @@ impl Log {
         Ok(info)
     }
 
+    /// Appends batches fetched from the leader (Kafka's `appendAsFollower`):
+    /// offsets and `partitionLeaderEpoch` stay as the leader wrote them (the
+    /// leader-epoch cache follows the batches), CRCs are checked, and the
+    /// producer state is updated without sequence validation (the leader
+    /// did it), so this replica dedupes retries if it becomes the leader.
+    /// Batches wholly below the log end are skipped (a refetch); a trailing
+    /// partial batch is ignored. Segments roll as for the leader; the flush
+    /// policy applies. `None`: nothing was appended.
+    pub fn append_as_follower(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<LogAppendInfo>, LogError> {
+        let cfg = self.config();
+        let guard = lock(&self.writer);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed(self.dir.display().to_string()));
+        }
+        let log_end = read(&self.state).log_end;
+        // (position, size) of each batch to append
+        let mut batches: Vec<(usize, usize)> = Vec::new();
+        let mut pos = 0;
+        let mut next = log_end;
+        for b in BatchIter::new(records) {
+            let b = match b {
+                Ok(b) => b,
+                // a fetch response may end inside a batch
+                Err(strom_protocol::batch::BatchError::Truncated { .. }) => break,
+                Err(e) => return Err(e.into()),
+            };
+            let (p, size) = (pos, b.size());
+            pos += size;
+            if b.last_offset() < log_end {
+                continue;
+            }
+            if b.base_offset() < next {
+                return Err(LogError::InvalidRecord(format!(
+                    "fetched batch at offset {} overlaps the log end {}",
+                    b.base_offset(),
+                    next
+                )));
+            }
+            b.verify_crc()?;
+            next = b.next_offset();
+            batches.push((p, size));
+        }
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        let mut first_info: Option<LogAppendInfo> = None;
+        let mut start = 0;
+        while start < batches.len() {
+            // one write per run of batches that fits a segment
+            let mut end = start + 1;
+            let mut bytes = batches[start].1 as u64;
+            while end < batches.len() && bytes + batches[end].1 as u64 <= cfg.segment_bytes {
+                bytes += batches[end].1 as u64;
+                end += 1;
+            }
+            let info = self.write_replicated(&cfg, records, &batches[start..end], now_ms)?;
+            match &mut first_info {
+                None => first_info = Some(info),
+                Some(f) => {
+                    f.last_offset = info.last_offset;
+                    f.max_timestamp = f.max_timestamp.max(info.max_timestamp);
+                    f.record_count += info.record_count;
+                    f.bytes += info.bytes;
+                    f.log_start_offset = info.log_start_offset;
+                }
+            }
+            start = end;
+        }
+        drop(guard);
+        let info = first_info.expect("at least one batch");
+        self.flush_appended(&info)?;
+        Ok(Some(info))
+    }
+
+    /// Writes one run of replicated batches verbatim (writer lock held).
+    fn write_replicated(
+        &self,
+        cfg: &LogConfig,
+        records: &[u8],
+        batches: &[(usize, usize)],
+        now_ms: i64,
+    ) -> Result<LogAppendInfo, LogError> {
+        let mut headers: Vec<[u8; HEADER_SIZE]> = Vec::with_capacity(batches.len());
+        let mut metas = Vec::with_capacity(batches.len());
+        let mut epochs: Vec<(LeaderEpoch, Offset)> = Vec::new();
+        let mut staged: Option<StagedAppend> = None;
+        let mut max_ts = i64::MIN;
+        let mut record_count = 0i64;
+        let mut size = 0u64;
+        let first = BatchView::parse(&records[batches[0].0..])?.base_offset();
+        let mut last = first;
+        {
+            let ps = lock(&self.producers);
+            for &(bpos, bsize) in batches {
+                let bytes = &records[bpos..bpos + bsize];
+                let v = BatchView::parse(bytes)?;
+                headers.push(bytes[..HEADER_SIZE].try_into().unwrap());
+                metas.push((size, v.last_offset(), v.max_timestamp(), bsize as u64));
+                let e = v.partition_leader_epoch();
+                if e.0 >= 0 && epochs.last().is_none_or(|(le, _)| e > *le) {
+                    epochs.push((e, v.base_offset()));
+                }
+                let info = BatchProducerInfo::from_header(bytes);
+                if info.producer_id.0 >= 0 {
+                    let marker = if info.control {
+                        Some(marker_of(bytes)?)
+                    } else {
+                        None
+                    };
+                    let st = staged.get_or_insert_with(StagedAppend::default);
+                    ps.stage_replicated(st, &info, v.base_offset(), marker);
+                }
+                max_ts = max_ts.max(v.max_timestamp());
+                record_count += v.record_count() as i64;
+                size += bsize as u64;
+                last = v.last_offset();
+            }
+        }
+        if self.should_roll(size, last, now_ms) {
+            self.roll(first)?;
+        }
+        let (file, pos, base) = {
+            let st = read(&self.state);
+            let seg = st.active();
+            (
+                seg.active.as_ref().unwrap().file.clone(),
+                seg.size,
+                seg.base,
+            )
+        };
+        // relative positions: the write starts at the first batch
+        let origin = batches[0].0;
+        let rel: Vec<(usize, usize)> = batches.iter().map(|&(p, s)| (p - origin, s)).collect();
+        let span = &records[origin..batches.last().map_or(origin, |&(p, s)| p + s)];
+        if let Err(e) = write_batches_at(&file, pos, span, &rel, &headers) {
+            let _ = file.set_len(pos);
+            return Err(e.into());
+        }
+        let mut epoch_changed = false;
+        let log_start = {
+            let mut st = write(&self.state);
+            for (e, o) in epochs {
+                if st.epochs.last().is_none_or(|(le, _)| e > *le) {
+                    st.epochs.push((e, o));
+                    epoch_changed = true;
+                }
+            }
+            let seg = st.active_mut();
+            let act = seg.active.as_mut().unwrap();
+            for &(bpos, blast, bts, bsize) in &metas {
+                act.idx.on_batch(
+                    base,
+                    pos + bpos,
+                    blast,
+                    bts,
+                    bsize,
+                    cfg.index_interval_bytes,
+                );
+            }
+            act.rolling_ts.get_or_insert(now_ms);
+            seg.max_ts = act.idx.max_ts;
+            seg.offset_of_max_ts = act.idx.offset_of_max_ts;
+            seg.size += size;
+            st.log_end = last.plus(1);
+            st.log_start
+        };
+        if let Some(staged) = staged {
+            self.apply_producers(staged, base);
+        }
+        if epoch_changed {
+            if let Err(e) = self.write_epoch_checkpoint() {
+                warn!(
+                    "failed to write leader-epoch-checkpoint in {}: {e}",
+                    self.dir.display()
+                );
+            }
+        }
+        Ok(LogAppendInfo {
+            first_offset: first,
+            last_offset: last,
+            log_append_time: -1,
+            log_start_offset: log_start,
+            max_timestamp: max_ts,
+            record_count,
+            bytes: size as usize,
+            duplicate: false,
+        })
+    }
+
+    /// Records that leader epoch `epoch` starts at `offset` (Kafka's
+    /// `LeaderEpochFileCache.assign`, done by a new leader at its log end),
+    /// unless a later epoch is already known.
+    pub fn assign_leader_epoch(&self, epoch: LeaderEpoch, offset: Offset) {
+        let _guard = lock(&self.writer);
+        {
+            let mut st = write(&self.state);
+            if epoch.0 < 0 || st.epochs.last().is_some_and(|(e, _)| *e >= epoch) {
+                return;
+            }
+            // an earlier entry at the same offset never received data
+            while st.epochs.last().is_some_and(|(_, o)| *o >= offset) {
+                st.epochs.pop();
+            }
+            st.epochs.push((epoch, offset));
+        }
+        if let Err(e) = self.write_epoch_checkpoint() {
+            warn!(
+                "failed to write leader-epoch-checkpoint in {}: {e}",
+                self.dir.display()
+            );
+        }
+    }
+
+    /// Empties the log and restarts it at `offset` (a follower whose fetch
+    /// offset fell below the leader's log start, Kafka's
+    /// `truncateFullyAndStartAt`).
+    pub fn truncate_fully_and_start_at(&self, offset: Offset) -> Result<(), LogError> {
+        let _guard = lock(&self.writer);
+        let bases: Vec<i64> = read(&self.state).segments.keys().copied().collect();
+        self.truncate_fully(offset, &bases)
+    }
+
     /// Validates, assigns offsets and writes; no flush (see
     /// [`Log::flush_appended`]).
     fn append_inner(

@@ -431,6 +431,55 @@ impl ProducerStateManager {
         Ok(BatchCheck::Append)
     }
 
+    /// Stages a batch a follower copied from its leader (Kafka's
+    /// `AppendOrigin.REPLICATION`): nothing is validated (the leader did),
+    /// the entry just follows the batch — epoch, sequences, open and
+    /// completed transactions — so duplicates are recognized later.
+    pub fn stage_replicated(
+        &self,
+        staged: &mut StagedAppend,
+        info: &BatchProducerInfo,
+        first_offset: Offset,
+        marker: Option<Marker>,
+    ) {
+        let pid = info.producer_id;
+        let mut entry = staged
+            .entry(pid)
+            .or_else(|| self.producers.get(&pid.0))
+            .copied()
+            .unwrap_or_else(|| ProducerStateEntry::new(pid, ProducerEpoch(-1)));
+        let last_offset = first_offset.plus(info.last_offset_delta as i64);
+        if info.epoch > entry.epoch {
+            entry.epoch = info.epoch;
+            entry.len = 0;
+        }
+        entry.last_timestamp = info.max_timestamp;
+        if let Some(m) = marker {
+            entry.coordinator_epoch = entry.coordinator_epoch.max(m.coordinator_epoch);
+            if let Some(first) = entry.current_txn_first_offset.take() {
+                staged
+                    .completed
+                    .push((first, pid, last_offset, m.control == ControlType::Abort));
+            }
+            staged.put(entry);
+            return;
+        }
+        if info.transactional && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(first_offset);
+            staged.started.push((first_offset, pid));
+        }
+        if !(info.base_sequence < 0 && info.transactional) {
+            entry.push(BatchMetadata {
+                first_seq: info.base_sequence,
+                last_seq: info.last_sequence(),
+                first_offset,
+                last_offset,
+                timestamp: info.max_timestamp,
+            });
+        }
+        staged.put(entry);
+    }
+
     /// Applies a staged append whose data is now in the log. Returns the
     /// aborted transactions it completed (for the `.txnindex`).
     pub fn apply(&mut self, staged: StagedAppend) -> Vec<AbortedTxn> {
