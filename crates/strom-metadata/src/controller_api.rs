@@ -57,7 +57,10 @@ pub enum ControllerRequest {
         topics: Vec<AlterPartitionTopic>,
     },
     /// Kafka's AllocateProducerIds: a block of producer ids for one broker.
-    AllocateProducerIds { broker_id: NodeId, broker_epoch: i64 },
+    AllocateProducerIds {
+        broker_id: NodeId,
+        broker_epoch: i64,
+    },
     /// CreateTopics, validated by the broker that received it (names,
     /// configs); the controller checks existence, replication factor against
     /// the unfenced brokers, manual assignments, and places replicas.
@@ -213,4 +216,68 @@ pub struct CreatedTopic {
     pub topic_id: Uuid,
     pub num_partitions: i32,
     pub replication_factor: i16,
+}
+
+/// The Kafka error codes the controller answers with (Kafka's `Errors`).
+pub mod error_codes {
+    pub const NONE: i16 = 0;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    pub const NOT_CONTROLLER: i16 = 41;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const FENCED_LEADER_EPOCH: i16 = 74;
+    pub const STALE_BROKER_EPOCH: i16 = 77;
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
+    pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
+    pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
+    pub const INELIGIBLE_REPLICA: i16 = 107;
+    pub const INVALID_UPDATE_VERSION: i16 = 108;
+}
+
+impl ApiError {
+    /// No error.
+    pub const NONE: ApiError = ApiError {
+        error_code: 0,
+        message: None,
+    };
+
+    /// An error code with Kafka's message for it.
+    pub fn new(error_code: i16, message: impl Into<String>) -> Self {
+        Self {
+            error_code,
+            message: Some(message.into()),
+        }
+    }
+
+    /// True for `error_code == 0`.
+    pub fn is_none(&self) -> bool {
+        self.error_code == 0
+    }
+}
+
+impl ControllerResponse {
+    /// Sets the metadata log index of the change this answer reports, for
+    /// the variants that carry one.
+    pub(crate) fn set_log_index(&mut self, index: u64) {
+        match self {
+            ControllerResponse::AlterPartition { log_index, .. }
+            | ControllerResponse::CreateTopics { log_index, .. }
+            | ControllerResponse::CreatePartitions { log_index, .. }
+            | ControllerResponse::ElectLeaders { log_index, .. }
+            | ControllerResponse::AlterPartitionReassignments { log_index, .. }
+            | ControllerResponse::Propose { log_index, .. } => *log_index = index,
+            ControllerResponse::RegisterBroker { .. }
+            | ControllerResponse::BrokerHeartbeat { .. }
+            | ControllerResponse::AllocateProducerIds { .. }
+            | ControllerResponse::ListPartitionReassignments { .. } => {}
+        }
+    }
 }

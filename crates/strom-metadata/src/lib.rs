@@ -54,6 +54,7 @@
 //! - Process-level fault tests (SIGKILL/SIGSTOP of `strom server`s); the
 //!   in-process tests here cover graceful stop, restart and a partition.
 
+pub mod controller;
 pub mod controller_api;
 pub mod image;
 pub mod network;
@@ -138,8 +139,21 @@ pub struct QuorumConfig {
     /// Snapshot chunk size for InstallSnapshot.
     pub snapshot_chunk_bytes: u64,
     /// How long [`MetadataQuorum::propose`] waits for the commit (a leader
-    /// cut off from the majority keeps waiting otherwise).
+    /// cut off from the majority keeps waiting otherwise), and
+    /// [`MetadataQuorum::controller_call`] for an answer.
     pub propose_timeout: Duration,
+    /// The active controller fences a broker that has not heartbeated for
+    /// this long (`broker.session.timeout.ms`, Kafka: 9000).
+    pub broker_session_timeout: Duration,
+    /// How often the controller moves leadership back to preferred replicas
+    /// (`leader.imbalance.check.interval.seconds`, Kafka: 300).
+    pub leader_imbalance_check_interval: Duration,
+    /// `auto.leader.rebalance.enable` (Kafka: true); a cluster-wide dynamic
+    /// broker config of that name overrides it.
+    pub auto_leader_rebalance_enable: bool,
+    /// `unclean.leader.election.enable` (Kafka: false); cluster-wide and
+    /// topic configs of that name override it.
+    pub unclean_leader_election_enable: bool,
 }
 
 impl Default for QuorumConfig {
@@ -155,6 +169,10 @@ impl Default for QuorumConfig {
             snapshot_chunk_bytes: 1 << 20,
             // Kafka's request.timeout.ms.
             propose_timeout: Duration::from_secs(30),
+            broker_session_timeout: Duration::from_millis(9000),
+            leader_imbalance_check_interval: Duration::from_secs(300),
+            auto_leader_rebalance_enable: true,
+            unclean_leader_election_enable: false,
         }
     }
 }
@@ -177,8 +195,9 @@ pub enum QuorumError {
     Raft(String),
 }
 
-/// Why a proposal was not committed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// Why a proposal was not committed (also sent back over the controller
+/// listener for a forwarded [`ControllerRequest`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
 pub enum ProposeError {
     /// This node is not the active controller; forward to the leader, if one
     /// is known (Kafka's NOT_CONTROLLER).
@@ -275,6 +294,10 @@ pub struct MetadataQuorum {
     stats: Arc<PeerStats>,
     local_addr: SocketAddr,
     propose_timeout: Duration,
+    /// This node's controller task (active only while it is the leader).
+    controller: tokio::sync::mpsc::Sender<controller::Call>,
+    /// The connection to the active controller when it is elsewhere.
+    controller_client: network::ControllerClient,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -384,7 +407,28 @@ impl MetadataQuorum {
             .await
             .map_err(|e| QuorumError::Raft(e.to_string()))?;
         let local_addr = listener.local_addr().map_err(io)?;
-        let mut tasks = vec![tokio::spawn(network::serve(listener, raft.clone()))];
+        // Deep enough for every broker's heartbeat at once; senders wait beyond.
+        let (controller_tx, controller_rx) = tokio::sync::mpsc::channel(256);
+        let runner = controller::Runner {
+            raft: raft.clone(),
+            voters: voters.clone(),
+            image: image.clone(),
+            propose_timeout: config.propose_timeout,
+            config: controller::ControllerConfig {
+                session_timeout: config.broker_session_timeout,
+                imbalance_check_interval: config.leader_imbalance_check_interval,
+                auto_leader_rebalance: config.auto_leader_rebalance_enable,
+                unclean_leader_election: config.unclean_leader_election_enable,
+            },
+        };
+        let mut tasks = vec![
+            tokio::spawn(network::serve(
+                listener,
+                raft.clone(),
+                controller_tx.clone(),
+            )),
+            tokio::spawn(runner.run(controller_rx)),
+        ];
 
         let members: BTreeMap<Nid, BasicNode> = voters
             .iter()
@@ -421,6 +465,8 @@ impl MetadataQuorum {
             stats,
             local_addr,
             propose_timeout: config.propose_timeout,
+            controller: controller_tx,
+            controller_client: network::ControllerClient::new(config.connect_timeout),
             tasks,
         })
     }
@@ -438,32 +484,80 @@ impl MetadataQuorum {
     /// Appends `records` as one batch and waits until it is committed and
     /// applied here; returns its log index. Only the leader accepts proposals.
     pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, ProposeError> {
-        let write = self.raft.client_write(MetadataBatch(records));
-        let Ok(result) = tokio::time::timeout(self.propose_timeout, write).await else {
-            return Err(ProposeError::Timeout(self.propose_timeout));
-        };
-        match result {
-            Ok(resp) => match resp.data.0 {
-                None => Ok(resp.log_id.index),
-                Some(reason) => Err(ProposeError::Rejected {
-                    index: resp.log_id.index,
-                    reason,
-                }),
-            },
-            Err(e) => Err(self.write_error(e)),
-        }
+        propose_on(&self.raft, self.propose_timeout, records).await
     }
 
     /// Sends `req` to the active controller (handled here when this node is
     /// it) and returns its answer once any records it made are committed.
-    /// Interim: the controller is being built (issue 7); until then every
-    /// request answers `Unavailable`.
+    ///
+    /// Works on every node, voter or observer. A leader change shows as
+    /// latency, not as an error: on NOT_CONTROLLER or a broken connection
+    /// it re-resolves the leader (its own view, the hint in the answer, or
+    /// else each voter in turn — an observer not yet added does not know
+    /// the leader) and retries with a short backoff for up to
+    /// `propose_timeout`. Kafka errors of the request itself are in the
+    /// response; `Err` means no controller answered in time
+    /// ([`ProposeError::NotLeader`] / [`ProposeError::Unavailable`]), or
+    /// the controller's proposal timed out or was rejected.
     pub async fn controller_call(
         &self,
         req: ControllerRequest,
     ) -> Result<ControllerResponse, ProposeError> {
-        let _ = req;
-        Err(ProposeError::Unavailable("the controller is not built yet".into()))
+        let deadline = tokio::time::Instant::now() + self.propose_timeout;
+        let mut backoff = Duration::from_millis(20);
+        let mut hint: Option<String> = None;
+        let mut next_voter = 0usize;
+        let mut last_error = ProposeError::Unavailable("no active controller found".into());
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(last_error);
+            }
+            let result = if self.is_leader() {
+                match tokio::time::timeout(
+                    remaining,
+                    network::local_controller_call(&self.controller, req.clone()),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => return Err(ProposeError::Timeout(self.propose_timeout)),
+                }
+            } else {
+                let addr = match self.leader().map(|l| l.1).or_else(|| hint.take()) {
+                    Some(addr) => addr,
+                    None => {
+                        // Nobody known: ask the voters in turn (their answer names the leader).
+                        let addrs: Vec<&String> = self.voters.values().collect();
+                        next_voter += 1;
+                        addrs[next_voter % addrs.len()].clone()
+                    }
+                };
+                match self.controller_client.call(&addr, &req, remaining).await {
+                    Ok(r) => r,
+                    Err(e) => Err(ProposeError::Unavailable(format!(
+                        "controller at {addr}: {e}"
+                    ))),
+                }
+            };
+            match result {
+                Ok(resp) => return Ok(resp),
+                Err(ProposeError::NotLeader {
+                    leader_id,
+                    leader_addr,
+                }) => {
+                    hint = leader_addr.clone();
+                    last_error = ProposeError::NotLeader {
+                        leader_id,
+                        leader_addr,
+                    };
+                }
+                Err(e @ ProposeError::Unavailable(_)) => last_error = e,
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(backoff.min(remaining)).await;
+            backoff = (backoff * 2).min(Duration::from_millis(400));
+        }
     }
 
     /// The current image.
@@ -488,30 +582,7 @@ impl MetadataQuorum {
     /// it survives leader changes). Returns its log index once committed;
     /// adding a known observer again just updates its address.
     pub async fn add_observer(&self, id: NodeId, addr: String) -> Result<u64, ProposeError> {
-        if id < 0 || self.voters.contains_key(&id) {
-            return Err(ProposeError::Rejected {
-                index: 0,
-                reason: format!("node {id} cannot be an observer"),
-            });
-        }
-        let add = self.raft.add_learner(id as Nid, BasicNode { addr }, false);
-        let Ok(result) = tokio::time::timeout(self.propose_timeout, add).await else {
-            return Err(ProposeError::Timeout(self.propose_timeout));
-        };
-        match result {
-            Ok(resp) => Ok(resp.log_id.index),
-            Err(e) => Err(self.write_error(e)),
-        }
-    }
-
-    fn write_error(&self, e: RaftError<Nid, ClientWriteError<Nid, BasicNode>>) -> ProposeError {
-        match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
-                leader_id: f.leader_id.map(|i| i as NodeId),
-                leader_addr: f.leader_node.map(|n| n.addr),
-            },
-            e => ProposeError::Unavailable(e.to_string()),
-        }
+        add_observer_on(&self.raft, &self.voters, self.propose_timeout, id, addr).await
     }
 
     /// True while this node is the leader.
@@ -608,6 +679,62 @@ impl Drop for MetadataQuorum {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// [`MetadataQuorum::propose`] on a Raft handle (shared with the controller task).
+pub(crate) async fn propose_on(
+    raft: &Raft<TypeConfig>,
+    timeout: Duration,
+    records: Vec<MetadataRecord>,
+) -> Result<u64, ProposeError> {
+    let write = raft.client_write(MetadataBatch(records));
+    let Ok(result) = tokio::time::timeout(timeout, write).await else {
+        return Err(ProposeError::Timeout(timeout));
+    };
+    match result {
+        Ok(resp) => match resp.data.0 {
+            None => Ok(resp.log_id.index),
+            Some(reason) => Err(ProposeError::Rejected {
+                index: resp.log_id.index,
+                reason,
+            }),
+        },
+        Err(e) => Err(write_error(e)),
+    }
+}
+
+/// [`MetadataQuorum::add_observer`] on a Raft handle.
+pub(crate) async fn add_observer_on(
+    raft: &Raft<TypeConfig>,
+    voters: &BTreeMap<NodeId, String>,
+    timeout: Duration,
+    id: NodeId,
+    addr: String,
+) -> Result<u64, ProposeError> {
+    if id < 0 || voters.contains_key(&id) {
+        return Err(ProposeError::Rejected {
+            index: 0,
+            reason: format!("node {id} cannot be an observer"),
+        });
+    }
+    let add = raft.add_learner(id as Nid, BasicNode { addr }, false);
+    let Ok(result) = tokio::time::timeout(timeout, add).await else {
+        return Err(ProposeError::Timeout(timeout));
+    };
+    match result {
+        Ok(resp) => Ok(resp.log_id.index),
+        Err(e) => Err(write_error(e)),
+    }
+}
+
+fn write_error(e: RaftError<Nid, ClientWriteError<Nid, BasicNode>>) -> ProposeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
+            leader_id: f.leader_id.map(|i| i as NodeId),
+            leader_addr: f.leader_node.map(|n| n.addr),
+        },
+        e => ProposeError::Unavailable(e.to_string()),
     }
 }
 

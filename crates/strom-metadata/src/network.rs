@@ -29,10 +29,13 @@ use openraft::{BasicNode, Raft};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::controller::Call;
+use crate::controller_api::{ControllerRequest, ControllerResponse};
 use crate::storage::Nid;
-use crate::TypeConfig;
+use crate::{ProposeError, TypeConfig};
 
 /// Bigger frames are refused (a snapshot chunk or an entries batch is far smaller).
 const MAX_FRAME: usize = 64 << 20;
@@ -42,6 +45,8 @@ enum Request {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<Nid>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A broker's request to the active controller (see [`crate::controller`]).
+    Controller(ControllerRequest),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -49,6 +54,8 @@ enum Reply {
     AppendEntries(Result<AppendEntriesResponse<Nid>, RaftError<Nid>>),
     Vote(Result<VoteResponse<Nid>, RaftError<Nid>>),
     InstallSnapshot(Result<InstallSnapshotResponse<Nid>, RaftError<Nid, InstallSnapshotError>>),
+    /// `Err(NotLeader)` is Kafka's NOT_CONTROLLER: re-resolve and retry.
+    Controller(Result<ControllerResponse, ProposeError>),
 }
 
 async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, payload: &[u8]) -> std::io::Result<()> {
@@ -277,15 +284,20 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 /// Accepts voter connections on the controller listener and hands their
 /// requests to `raft`. Runs until the task is aborted; aborting it also
 /// closes every connection it accepted (they live in its `JoinSet`).
-pub(crate) async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    raft: Raft<TypeConfig>,
+    controller: mpsc::Sender<Call>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let raft = raft.clone();
+                    let controller = controller.clone();
                     conns.spawn(async move {
-                        if let Err(e) = serve_connection(stream, raft).await {
+                        if let Err(e) = serve_connection(stream, raft, controller).await {
                             tracing::debug!(%peer, error = %e, "controller connection closed");
                         }
                     });
@@ -301,7 +313,11 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
     }
 }
 
-async fn serve_connection(stream: TcpStream, raft: Raft<TypeConfig>) -> std::io::Result<()> {
+async fn serve_connection(
+    stream: TcpStream,
+    raft: Raft<TypeConfig>,
+    controller: mpsc::Sender<Call>,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let (r, w) = stream.into_split();
     let (mut r, mut w) = (BufReader::new(r), BufWriter::new(w));
@@ -319,8 +335,91 @@ async fn serve_connection(stream: TcpStream, raft: Raft<TypeConfig>) -> std::io:
             Request::InstallSnapshot(rpc) => {
                 Reply::InstallSnapshot(raft.install_snapshot(rpc).await)
             }
+            Request::Controller(req) => {
+                Reply::Controller(local_controller_call(&controller, req).await)
+            }
         };
         let payload = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
         write_frame(&mut w, &payload).await?;
+    }
+}
+
+/// Hands `req` to this node's controller task and waits for its answer
+/// (which says NOT_CONTROLLER unless this node is the leader).
+pub(crate) async fn local_controller_call(
+    controller: &mpsc::Sender<Call>,
+    req: ControllerRequest,
+) -> Result<ControllerResponse, ProposeError> {
+    let stopped = || ProposeError::Unavailable("the controller has stopped".into());
+    let (tx, rx) = oneshot::channel();
+    controller.send((req, tx)).await.map_err(|_| stopped())?;
+    rx.await.map_err(|_| stopped())?
+}
+
+/// A node's connection to the active controller, for
+/// [`crate::MetadataQuorum::controller_call`]: one connection, kept while
+/// the controller stays at the same address, used by one call at a time.
+pub(crate) struct ControllerClient {
+    conn: tokio::sync::Mutex<Option<(String, Conn)>>,
+    connect_timeout: Duration,
+}
+
+impl ControllerClient {
+    pub(crate) fn new(connect_timeout: Duration) -> Self {
+        Self {
+            conn: tokio::sync::Mutex::new(None),
+            connect_timeout,
+        }
+    }
+
+    /// Sends `req` to the node at `addr`; an `Err` is a transport failure
+    /// (the connection is dropped, the next call reconnects).
+    pub(crate) async fn call(
+        &self,
+        addr: &str,
+        req: &ControllerRequest,
+        ttl: Duration,
+    ) -> std::io::Result<Result<ControllerResponse, ProposeError>> {
+        let payload =
+            serde_json::to_vec(&Request::Controller(req.clone())).map_err(std::io::Error::other)?;
+        let mut guard = self.conn.lock().await;
+        if guard.as_ref().is_some_and(|(a, _)| a != addr) {
+            *guard = None;
+        }
+        let res = tokio::time::timeout(ttl, async {
+            if guard.is_none() {
+                let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                    })??;
+                stream.set_nodelay(true)?;
+                let (r, w) = stream.into_split();
+                *guard = Some((addr.to_string(), (BufReader::new(r), BufWriter::new(w))));
+            }
+            let (_, (r, w)) = guard.as_mut().unwrap();
+            write_frame(w, &payload).await?;
+            let bytes = read_frame(r).await?;
+            match serde_json::from_slice::<Reply>(&bytes) {
+                Ok(Reply::Controller(result)) => Ok(result),
+                Ok(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "reply does not match the request",
+                )),
+                Err(e) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "controller call timed out",
+            ))
+        });
+        if res.is_err() {
+            // The stream may hold a late reply: never reuse it.
+            *guard = None;
+        }
+        res
     }
 }

@@ -24,6 +24,7 @@ fn test_config() -> QuorumConfig {
         connect_timeout: Duration::from_millis(300),
         snapshot_chunk_bytes: 1 << 10,
         propose_timeout: Duration::from_secs(10),
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,430 @@
+//! The active controller (Kafka's `QuorumController`, our size): the task on
+//! the Raft leader that turns [`ControllerRequest`]s into metadata records.
+//!
+//! ```text
+//!   controller_call (any node) ──frame──▶ serve ─┐
+//!   controller_call (the leader itself) ─────────┴─▶ mpsc ─▶ run(): one request at a time
+//!                                                            │ validate against the image
+//!                                                            │ build records (ControllerState)
+//!                                                            │ propose, wait for commit + apply
+//!                                                            ▼ answer (with the log index)
+//! ```
+//!
+//! Requests are handled one at a time and each proposal is applied to the
+//! local image before the next request is looked at, so every decision sees
+//! the effect of the previous one (no pending-records bookkeeping needed).
+//! The same task runs a periodic tick: broker session expiry (fencing, with
+//! leaders re-elected in the same batch), leaderless partitions whose ISR has
+//! a live member again, and the auto leader rebalance.
+//!
+//! Lifecycle: one task per quorum member, for its whole life. It is the
+//! active controller only while its node is the Raft leader; on each new
+//! leadership term it first waits until everything committed before is
+//! applied, then starts afresh from the image ([`ControllerState::new`]
+//! grants every registered broker a new session, as Kafka does on
+//! failover). On other nodes it answers NOT_CONTROLLER.
+//!
+//! The decision logic lives in [`ControllerState`] (pure: an image and a
+//! clock in, records and an answer out), split by Kafka's managers:
+//! `cluster` (ClusterControlManager/BrokerHeartbeatManager) and
+//! `replication` (ReplicationControlManager), with `placement`
+//! (StripedReplicaPlacer) and `election` (PartitionChangeBuilder).
+
+pub(crate) mod election;
+pub(crate) mod placement;
+
+mod cluster;
+mod replication;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use openraft::{Raft, ServerState};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::controller_api::{ControllerRequest, ControllerResponse};
+use crate::image::MetadataImage;
+use crate::records::{resource_type, MetadataRecord};
+use crate::{NodeId, ProposeError, PublishedImage, TypeConfig};
+
+/// How often the controller checks sessions and leaderless partitions.
+const TICK: Duration = Duration::from_millis(250);
+
+/// A request and where its answer goes.
+pub(crate) type Call = (
+    ControllerRequest,
+    oneshot::Sender<Result<ControllerResponse, ProposeError>>,
+);
+
+/// The controller's timing and policy (from [`crate::QuorumConfig`]).
+#[derive(Clone, Debug)]
+pub(crate) struct ControllerConfig {
+    /// `broker.session.timeout.ms`.
+    pub session_timeout: Duration,
+    /// `leader.imbalance.check.interval.seconds`.
+    pub imbalance_check_interval: Duration,
+    /// `auto.leader.rebalance.enable` (a cluster-wide dynamic config overrides it).
+    pub auto_leader_rebalance: bool,
+    /// `unclean.leader.election.enable` (cluster and topic configs override it).
+    pub unclean_leader_election: bool,
+}
+
+/// What the controller remembers of a broker between requests (not in the
+/// log: rebuilt on every takeover).
+#[derive(Clone, Debug)]
+struct Session {
+    last_contact: Instant,
+    /// A heartbeat or registration reached this controller (a session only
+    /// granted at takeover does not count as proof the broker is alive).
+    heard: bool,
+    /// Log index of the controlled-shutdown change; the broker may stop once
+    /// it has applied that far.
+    shutdown_offset: Option<u64>,
+}
+
+/// The in-memory state of the active controller for one leadership term;
+/// see the module doc.
+pub(crate) struct ControllerState {
+    config: ControllerConfig,
+    sessions: BTreeMap<NodeId, Session>,
+    last_rebalance: Instant,
+}
+
+/// The image and clock one decision is made against.
+pub(crate) struct Ctx<'a> {
+    pub image: &'a MetadataImage,
+    /// Index of the last entry applied to `image`.
+    pub applied_index: u64,
+    pub now: Instant,
+}
+
+/// What handling one request produced.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    /// Records to propose as one batch (empty: answer at once).
+    pub records: Vec<MetadataRecord>,
+    pub response: ControllerResponse,
+    /// A broker-only node to add as an observer before proposing.
+    pub observer: Option<(NodeId, String)>,
+    /// A broker entering controlled shutdown: remember the log index.
+    pub shutdown_of: Option<NodeId>,
+}
+
+impl Outcome {
+    fn answer(response: ControllerResponse) -> Self {
+        Self {
+            records: Vec::new(),
+            response,
+            observer: None,
+            shutdown_of: None,
+        }
+    }
+    fn with_records(response: ControllerResponse, records: Vec<MetadataRecord>) -> Self {
+        Self {
+            records,
+            ..Self::answer(response)
+        }
+    }
+}
+
+/// `image` with `records` applied (for deciding on what a batch will make).
+pub(crate) fn project(image: &MetadataImage, records: &[MetadataRecord]) -> MetadataImage {
+    let mut next = image.clone();
+    if let Err((i, e)) = next.replay_batch(records) {
+        // The controller builds only valid batches; if one is not, the
+        // proposal will be rejected whole and the caller sees the error.
+        tracing::error!(record = i, error = %e, "controller built an invalid batch");
+    }
+    next
+}
+
+/// A boolean config: the topic's, else the cluster-wide dynamic default,
+/// else `static_default`.
+fn bool_config(
+    image: &MetadataImage,
+    topic: Option<&str>,
+    name: &str,
+    static_default: bool,
+) -> bool {
+    let topic_value = topic
+        .and_then(|t| image.configs(resource_type::TOPIC, t))
+        .and_then(|c| c.get(name));
+    let cluster_value = || {
+        image
+            .configs(resource_type::BROKER, "")
+            .and_then(|c| c.get(name))
+    };
+    topic_value
+        .or_else(cluster_value)
+        .and_then(|v| v.trim().parse::<bool>().ok())
+        .unwrap_or(static_default)
+}
+
+impl ControllerState {
+    /// A controller taking over with `image`: every registered broker gets a
+    /// fresh session (as Kafka's controller does on activation), so none is
+    /// fenced merely because the controller moved.
+    pub(crate) fn new(config: ControllerConfig, image: &MetadataImage, now: Instant) -> Self {
+        let sessions = image
+            .brokers()
+            .map(|b| {
+                (
+                    b.broker_id,
+                    Session {
+                        last_contact: now,
+                        heard: false,
+                        shutdown_offset: None,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            config,
+            sessions,
+            last_rebalance: now,
+        }
+    }
+
+    /// Decides one request.
+    pub(crate) fn handle(&mut self, ctx: &Ctx, req: ControllerRequest) -> Outcome {
+        match req {
+            ControllerRequest::RegisterBroker {
+                broker_id,
+                incarnation_id,
+                endpoints,
+                rack,
+                observer_addr,
+            } => self.register_broker(
+                ctx,
+                broker_id,
+                incarnation_id,
+                endpoints,
+                rack,
+                observer_addr,
+            ),
+            ControllerRequest::BrokerHeartbeat {
+                broker_id,
+                broker_epoch,
+                current_metadata_offset,
+                want_fence,
+                want_shutdown,
+            } => self.broker_heartbeat(
+                ctx,
+                broker_id,
+                broker_epoch,
+                current_metadata_offset,
+                want_fence,
+                want_shutdown,
+            ),
+            ControllerRequest::AlterPartition {
+                broker_id,
+                broker_epoch,
+                topics,
+            } => self.alter_partition(ctx, broker_id, broker_epoch, &topics),
+            ControllerRequest::AllocateProducerIds {
+                broker_id,
+                broker_epoch,
+            } => self.allocate_producer_ids(ctx, broker_id, broker_epoch),
+            ControllerRequest::CreateTopics {
+                topics,
+                validate_only,
+            } => self.create_topics(ctx, &topics, validate_only),
+            ControllerRequest::CreatePartitions {
+                topic,
+                count,
+                assignments,
+                validate_only,
+            } => self.create_partitions(ctx, &topic, count, assignments.as_deref(), validate_only),
+            ControllerRequest::ElectLeaders {
+                election_type,
+                partitions,
+            } => self.elect_leaders(ctx, election_type, partitions.as_deref()),
+            ControllerRequest::AlterPartitionReassignments { reassignments } => {
+                self.alter_partition_reassignments(ctx, &reassignments)
+            }
+            ControllerRequest::ListPartitionReassignments { partitions } => {
+                self.list_partition_reassignments(ctx, partitions.as_deref())
+            }
+            ControllerRequest::Propose { records } => self.propose_records(ctx, records),
+        }
+    }
+
+    /// The periodic work: fence brokers whose session expired, bring every
+    /// partition in line with broker liveness, and (every
+    /// `leader.imbalance.check.interval`) move leadership back to preferred
+    /// replicas. Returns the records to propose.
+    pub(crate) fn tick(&mut self, ctx: &Ctx) -> Vec<MetadataRecord> {
+        let mut records = self.expire_sessions(ctx);
+        let next = project(ctx.image, &records);
+        records.extend(self.reconcile_partitions(&next));
+        if records.is_empty()
+            && ctx.now.duration_since(self.last_rebalance) >= self.config.imbalance_check_interval
+        {
+            self.last_rebalance = ctx.now;
+            if bool_config(
+                ctx.image,
+                None,
+                "auto.leader.rebalance.enable",
+                self.config.auto_leader_rebalance,
+            ) {
+                records = self.preferred_leader_rebalance(ctx.image);
+                if !records.is_empty() {
+                    tracing::info!(
+                        partitions = records.len(),
+                        "auto leader rebalance: moving leadership to preferred replicas"
+                    );
+                }
+            }
+        }
+        records
+    }
+}
+
+/// Everything the controller task needs of its quorum member.
+pub(crate) struct Runner {
+    pub raft: Raft<TypeConfig>,
+    pub voters: BTreeMap<NodeId, String>,
+    pub image: watch::Receiver<PublishedImage>,
+    pub propose_timeout: Duration,
+    pub config: ControllerConfig,
+}
+
+impl Runner {
+    /// The controller task; see the module doc. Ends when every sender of
+    /// `calls` is gone.
+    pub(crate) async fn run(self, mut calls: mpsc::Receiver<Call>) {
+        let mut metrics = self.raft.metrics();
+        let mut active: Option<(u64, ControllerState)> = None;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                call = calls.recv() => {
+                    let Some((req, reply)) = call else { return };
+                    let result = match self.activate(&mut active).await {
+                        Some(state) => self.handle(state, req).await,
+                        None => Err(self.not_leader()),
+                    };
+                    if matches!(result, Err(ProposeError::NotLeader { .. })) {
+                        active = None;
+                    }
+                    let _ = reply.send(result);
+                }
+                _ = tick.tick() => {
+                    if let Some(state) = self.activate(&mut active).await {
+                        let (image, applied_index) = self.current();
+                        let ctx = Ctx { image: &image, applied_index, now: Instant::now() };
+                        let records = state.tick(&ctx);
+                        if !records.is_empty() {
+                            if let Err(e) = self.propose(records).await {
+                                tracing::warn!(error = %e, "controller tick: proposal failed");
+                                if matches!(e, ProposeError::NotLeader { .. }) {
+                                    active = None;
+                                }
+                            }
+                        }
+                    }
+                }
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let m = metrics.borrow_and_update();
+                    let still = m.state == ServerState::Leader
+                        && active.as_ref().is_some_and(|(term, _)| *term == m.current_term);
+                    if !still && active.is_some() {
+                        tracing::info!(node_id = m.id, "no longer the active controller");
+                        active = None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn current(&self) -> (std::sync::Arc<MetadataImage>, u64) {
+        let p = self.image.borrow();
+        (p.image.clone(), p.last_applied_index.unwrap_or(0))
+    }
+
+    fn not_leader(&self) -> ProposeError {
+        let leader = self.raft.metrics().borrow().current_leader;
+        let leader_id = leader.map(|l| l as NodeId);
+        ProposeError::NotLeader {
+            leader_id,
+            leader_addr: leader_id.and_then(|id| self.voters.get(&id).cloned()),
+        }
+    }
+
+    /// The controller state when this node is the leader, created on the
+    /// first call of a new term once the log committed before it is applied.
+    async fn activate<'a>(
+        &self,
+        active: &'a mut Option<(u64, ControllerState)>,
+    ) -> Option<&'a mut ControllerState> {
+        let (is_leader, term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.state == ServerState::Leader, m.current_term)
+        };
+        if !is_leader {
+            *active = None;
+            return None;
+        }
+        if active.as_ref().is_some_and(|(t, _)| *t == term) {
+            return active.as_mut().map(|(_, s)| s);
+        }
+        // Decide only on a complete image: wait for everything committed
+        // by earlier leaders (up to this term's first entry) to be applied.
+        match tokio::time::timeout(self.propose_timeout, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "not activating the controller");
+                return None;
+            }
+            Err(_) => return None,
+        }
+        let (image, _) = self.current();
+        tracing::info!(
+            term,
+            brokers = image.brokers().count(),
+            "this node is the active controller"
+        );
+        *active = Some((
+            term,
+            ControllerState::new(self.config.clone(), &image, Instant::now()),
+        ));
+        active.as_mut().map(|(_, s)| s)
+    }
+
+    async fn handle(
+        &self,
+        state: &mut ControllerState,
+        req: ControllerRequest,
+    ) -> Result<ControllerResponse, ProposeError> {
+        let (image, applied_index) = self.current();
+        let ctx = Ctx {
+            image: &image,
+            applied_index,
+            now: Instant::now(),
+        };
+        let mut out = state.handle(&ctx, req);
+        if let Some((id, addr)) = out.observer.take() {
+            crate::add_observer_on(&self.raft, &self.voters, self.propose_timeout, id, addr)
+                .await?;
+        }
+        if out.records.is_empty() {
+            out.response.set_log_index(applied_index);
+            return Ok(out.response);
+        }
+        let index = self.propose(out.records).await?;
+        out.response.set_log_index(index);
+        if let Some(id) = out.shutdown_of {
+            state.controlled_shutdown_started(id, index);
+        }
+        Ok(out.response)
+    }
+
+    async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, ProposeError> {
+        crate::propose_on(&self.raft, self.propose_timeout, records).await
+    }
+}
