@@ -237,6 +237,37 @@ fn gauge_family(
     Ok(())
 }
 
+/// Partition-state counts from the metadata image, as Kafka's
+/// ReplicaManager and controller gauges count them.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ClusterCounts {
+    /// Partitions whose leader is this node.
+    leaders: i64,
+    /// Of those, the ones whose ISR is smaller than their replica set.
+    under_replicated: i64,
+    /// Partitions with no leader (cluster-wide).
+    offline: i64,
+}
+
+impl ClusterCounts {
+    fn of(image: &strom_metadata::image::MetadataImage, node_id: i32) -> Self {
+        let mut c = ClusterCounts::default();
+        for t in image.topics() {
+            for p in t.partitions.values() {
+                if p.leader < 0 {
+                    c.offline += 1;
+                } else if p.leader == node_id {
+                    c.leaders += 1;
+                    if p.isr.len() < p.replicas.len() {
+                        c.under_replicated += 1;
+                    }
+                }
+            }
+        }
+        c
+    }
+}
+
 impl Collector for BrokerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let Some(broker) = self.broker.upgrade() else {
@@ -262,12 +293,17 @@ impl Collector for BrokerCollector {
                 start.push((labels, p.log_start_offset().0));
             }
         }
-        // A single node leads every partition it hosts, and every replica is
-        // in sync. Replication (issue 7) replaces these three with counts
-        // from the partition state.
-        let leaders = partitions;
-        let under_replicated = 0;
-        let offline = 0;
+        let cluster = ClusterCounts::of(&broker.metadata.quorum().image(), broker.node_id());
+        let leaders = cluster.leaders;
+        let under_replicated = cluster.under_replicated;
+        // Kafka reports offline partitions (and the controller count) on the
+        // active controller only, so that summing over brokers counts once.
+        let active_controller = broker
+            .metadata
+            .quorum()
+            .leader()
+            .is_some_and(|(id, _)| id == broker.node_id());
+        let offline = if active_controller { cluster.offline } else { 0 };
         gauge(
             &mut encoder,
             "kafka_server_replicamanager_partitioncount",
@@ -290,7 +326,7 @@ impl Collector for BrokerCollector {
             &mut encoder,
             "kafka_controller_kafkacontroller_activecontrollercount",
             "1 if this node is the active controller",
-            1,
+            active_controller as i64,
         )?;
         gauge(
             &mut encoder,
@@ -367,6 +403,56 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
         assert!(!text.contains("topic=\"a\""), "{text}");
+    }
+
+    #[test]
+    fn cluster_counts_follow_the_partition_registrations() {
+        use strom_metadata::records::{MetadataRecord, PartitionRecord, TopicRecord};
+        let topic_id = uuid::Uuid::new_v4();
+        let part = |id, leader, replicas: &[i32], isr: &[i32]| {
+            MetadataRecord::Partition(PartitionRecord {
+                partition_id: id,
+                topic_id,
+                replicas: replicas.to_vec(),
+                isr: isr.to_vec(),
+                removing_replicas: vec![],
+                adding_replicas: vec![],
+                leader,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            })
+        };
+        let mut image = strom_metadata::image::MetadataImage::default();
+        image
+            .replay_batch(&[
+                MetadataRecord::Topic(TopicRecord {
+                    name: "t".into(),
+                    topic_id,
+                }),
+                part(0, 1, &[1, 2, 3], &[1, 2, 3]),
+                part(1, 1, &[1, 2, 3], &[1, 3]),
+                part(2, 2, &[2, 1, 3], &[2]),
+                part(3, -1, &[3, 1], &[3]),
+            ])
+            .unwrap();
+        let counts = |node| ClusterCounts::of(&image, node);
+        assert_eq!(
+            counts(1),
+            ClusterCounts {
+                leaders: 2,
+                under_replicated: 1,
+                offline: 1
+            }
+        );
+        assert_eq!(
+            counts(2),
+            ClusterCounts {
+                leaders: 1,
+                under_replicated: 1,
+                offline: 1
+            }
+        );
+        assert_eq!(counts(3).leaders, 0);
     }
 
     #[test]

@@ -49,6 +49,75 @@ pub enum ClusterCmd {
     /// The metadata quorum (DescribeQuorum): leader, epoch, high watermark,
     /// and each voter's and observer's log end offset and lag.
     Quorum,
+    /// Move partitions' replicas (AlterPartitionReassignments), as
+    /// kafka-reassign-partitions: `--topic T --partition P --replicas 1,2,3`
+    /// or `--json-file` in its format, with `--execute` (the default),
+    /// `--verify` (exits 1 while any move is unfinished), `--cancel` or
+    /// `--list` (every reassignment in progress).
+    Reassign(ReassignArgs),
+    /// Elect leaders (ElectLeaders), as kafka-leader-election: the preferred
+    /// replica, or with UNCLEAN any live replica even out of the ISR.
+    ElectLeaders(ElectLeadersArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ReassignArgs {
+    /// The topic of the partition to move.
+    #[arg(long, short = 't', requires = "partition")]
+    topic: Option<String>,
+    /// The partition to move.
+    #[arg(long, short = 'p', requires = "topic")]
+    partition: Option<i32>,
+    /// Its new replicas, preferred leader first: `1,2,3`.
+    #[arg(long, value_delimiter = ',', requires = "topic")]
+    replicas: Vec<i32>,
+    /// A kafka-reassign-partitions JSON file:
+    /// `{"version":1,"partitions":[{"topic":"t","partition":0,"replicas":[1,2,3]}]}`.
+    #[arg(
+        long = "json-file",
+        visible_alias = "reassignment-json-file",
+        conflicts_with = "topic"
+    )]
+    json_file: Option<std::path::PathBuf>,
+    /// Start the reassignment (the default).
+    #[arg(long, conflicts_with_all = ["verify", "cancel", "list"])]
+    execute: bool,
+    /// Whether the reassignment is done: replicas equal the target and no
+    /// move is in progress.
+    #[arg(long, conflicts_with_all = ["cancel", "list"])]
+    verify: bool,
+    /// Cancel the reassignment of these partitions (back to the original replicas).
+    #[arg(long, conflicts_with = "list")]
+    cancel: bool,
+    /// List every reassignment in progress.
+    #[arg(long)]
+    list: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ElectLeadersArgs {
+    /// PREFERRED or UNCLEAN.
+    #[arg(long = "election-type", default_value = "PREFERRED")]
+    election_type: String,
+    /// The topic of the partition (with --partition).
+    #[arg(long, short = 't', requires = "partition")]
+    topic: Option<String>,
+    /// The partition (with --topic).
+    #[arg(long, short = 'p', requires = "topic")]
+    partition: Option<i32>,
+    /// Every partition of every topic.
+    #[arg(long = "all-topic-partitions", conflicts_with_all = ["topic", "path_to_json_file"])]
+    all_topic_partitions: bool,
+    /// A kafka-leader-election JSON file:
+    /// `{"partitions":[{"topic":"t","partition":0}]}`.
+    #[arg(long = "path-to-json-file", conflicts_with = "topic")]
+    path_to_json_file: Option<std::path::PathBuf>,
+    /// Shorthand for `--election-type PREFERRED`.
+    #[arg(long, conflicts_with = "unclean")]
+    preferred: bool,
+    /// Shorthand for `--election-type UNCLEAN`.
+    #[arg(long)]
+    unclean: bool,
 }
 
 #[derive(Subcommand)]
@@ -91,6 +160,8 @@ pub fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<ExitCode> {
             offline,
         } => partitions(ctx, &topics, under_replicated, offline),
         ClusterCmd::Quorum => quorum(ctx),
+        ClusterCmd::Reassign(args) => reassign(ctx, args),
+        ClusterCmd::ElectLeaders(args) => elect_leaders(ctx, args),
     }
 }
 
@@ -549,6 +620,431 @@ fn quorum(ctx: &Ctx) -> Result<ExitCode> {
         t.print()?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A raw connection to the first bootstrap broker that answers (the others
+/// may be down: these commands are used while nodes fail).
+fn connect_any(ctx: &Ctx) -> Result<crate::raw::RawClient> {
+    let mut last = None;
+    for addr in ctx.connect.bootstrap().split(',').map(str::trim) {
+        if addr.is_empty() {
+            continue;
+        }
+        match crate::raw::connect(addr, &ctx.connect.props, ctx.connect.timeout()) {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow!("no bootstrap address")))
+}
+
+/// Kafka's name of an error code (`NONE` for 0).
+fn error_name(code: i16) -> String {
+    match kafka_protocol::error::ResponseError::try_from_code(code) {
+        _ if code == 0 => "NONE".into(),
+        Some(e) => format!("{e:?}"),
+        None => format!("error code {code}"),
+    }
+}
+
+/// "NAME: message" for a failed partition or request.
+fn error_line(code: i16, message: Option<&str>) -> String {
+    match message.filter(|m| !m.is_empty()) {
+        Some(m) => format!("{}: {m}", error_name(code)),
+        None => error_name(code),
+    }
+}
+
+/// One partition of a kafka-reassign-partitions JSON file.
+#[derive(serde::Deserialize, Serialize, Clone, Debug, PartialEq)]
+struct ReassignEntry {
+    topic: String,
+    partition: i32,
+    #[serde(default)]
+    replicas: Vec<i32>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReassignFile {
+    #[serde(default)]
+    partitions: Vec<ReassignEntry>,
+}
+
+fn read_json_file<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+fn reassign_entries(args: &ReassignArgs) -> Result<Vec<ReassignEntry>> {
+    if let Some(path) = &args.json_file {
+        let file: ReassignFile = read_json_file(path)?;
+        if file.partitions.is_empty() {
+            bail!("{}: no partitions to reassign", path.display());
+        }
+        return Ok(file.partitions);
+    }
+    match (&args.topic, args.partition) {
+        (Some(topic), Some(partition)) => Ok(vec![ReassignEntry {
+            topic: topic.clone(),
+            partition,
+            replicas: args.replicas.clone(),
+        }]),
+        _ => {
+            bail!("name the partitions: --topic T --partition P [--replicas 1,2,3] or --json-file")
+        }
+    }
+}
+
+/// (topic, partition, replicas, adding, removing) of reassignments in
+/// progress; `None`: all of them.
+type Ongoing = Vec<(String, i32, Vec<i32>, Vec<i32>, Vec<i32>)>;
+
+fn list_reassignments(
+    c: &mut crate::raw::RawClient,
+    ctx: &Ctx,
+    partitions: Option<&[ReassignEntry]>,
+) -> Result<Ongoing> {
+    use kafka_protocol::messages::list_partition_reassignments_request::{
+        ListPartitionReassignmentsRequest, ListPartitionReassignmentsTopics,
+    };
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::StrBytes;
+    let topics = partitions.map(|ps| {
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for p in ps {
+            by_topic.entry(&p.topic).or_default().push(p.partition);
+        }
+        by_topic
+            .into_iter()
+            .map(|(t, idx)| {
+                ListPartitionReassignmentsTopics::default()
+                    .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                    .with_partition_indexes(idx)
+            })
+            .collect()
+    });
+    let req = ListPartitionReassignmentsRequest::default()
+        .with_timeout_ms(ctx.connect.timeout().as_millis() as i32)
+        .with_topics(topics);
+    let resp = c.call(&req, 0)?;
+    if resp.error_code != 0 {
+        bail!(
+            "ListPartitionReassignments: {}",
+            error_line(resp.error_code, resp.error_message.as_deref())
+        );
+    }
+    let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect();
+    Ok(resp
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                (
+                    t.name.to_string(),
+                    p.partition_index,
+                    ids(&p.replicas),
+                    ids(&p.adding_replicas),
+                    ids(&p.removing_replicas),
+                )
+            })
+        })
+        .collect())
+}
+
+fn reassign(ctx: &Ctx, args: ReassignArgs) -> Result<ExitCode> {
+    let mut c = connect_any(ctx)?;
+    if args.list {
+        let ongoing = list_reassignments(&mut c, ctx, None)?;
+        if ctx.format.is_json() {
+            print_json(
+                &ongoing
+                    .iter()
+                    .map(|(t, p, r, a, rm)| {
+                        json!({"topic": t, "partition": p, "replicas": r, "adding": a, "removing": rm})
+                    })
+                    .collect::<Vec<_>>(),
+            )?;
+        } else {
+            let mut t = Table::new(&["TOPIC", "PARTITION", "REPLICAS", "ADDING", "REMOVING"]);
+            for (topic, p, r, a, rm) in &ongoing {
+                t.row(vec![
+                    topic.clone(),
+                    p.to_string(),
+                    crate::output::ids(r),
+                    crate::output::ids(a),
+                    crate::output::ids(rm),
+                ]);
+            }
+            t.print()?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let entries = reassign_entries(&args)?;
+    if args.verify {
+        return reassign_verify(ctx, &mut c, &entries);
+    }
+    if !args.cancel {
+        if let Some(e) = entries.iter().find(|e| e.replicas.is_empty()) {
+            bail!(
+                "no target replicas for {}-{} (--replicas 1,2,3)",
+                e.topic,
+                e.partition
+            );
+        }
+    }
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        AlterPartitionReassignmentsRequest, ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{BrokerId, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut by_topic: BTreeMap<&str, Vec<ReassignablePartition>> = BTreeMap::new();
+    for e in &entries {
+        by_topic.entry(&e.topic).or_default().push(
+            ReassignablePartition::default()
+                .with_partition_index(e.partition)
+                .with_replicas(
+                    (!args.cancel).then(|| e.replicas.iter().map(|&b| BrokerId(b)).collect()),
+                ),
+        );
+    }
+    let req = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(ctx.connect.timeout().as_millis() as i32)
+        .with_topics(
+            by_topic
+                .into_iter()
+                .map(|(t, ps)| {
+                    ReassignableTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        );
+    let resp = c.call(&req, 0)?;
+    if resp.error_code != 0 {
+        bail!(
+            "AlterPartitionReassignments: {}",
+            error_line(resp.error_code, resp.error_message.as_deref())
+        );
+    }
+    let results: Vec<(String, i32, Option<String>)> = resp
+        .responses
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                (
+                    t.name.to_string(),
+                    p.partition_index,
+                    (p.error_code != 0)
+                        .then(|| error_line(p.error_code, p.error_message.as_deref())),
+                )
+            })
+        })
+        .collect();
+    let failed = results.iter().filter(|r| r.2.is_some()).count();
+    let verb = if args.cancel { "cancel" } else { "start" };
+    if ctx.format.is_json() {
+        print_json(
+            &results
+                .iter()
+                .map(|(t, p, e)| json!({"topic": t, "partition": p, "error": e}))
+                .collect::<Vec<_>>(),
+        )?;
+    } else {
+        for (t, p, e) in &results {
+            match e {
+                None if args.cancel => println!("Cancelled the reassignment of {t}-{p}"),
+                None => println!("Started the reassignment of {t}-{p}"),
+                Some(e) => println!("Cannot {verb} the reassignment of {t}-{p}: {e}"),
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Kafka's `--verify`: a partition is done when no reassignment is in
+/// progress and its replicas are the target (in order).
+fn reassign_verify(
+    ctx: &Ctx,
+    c: &mut crate::raw::RawClient,
+    entries: &[ReassignEntry],
+) -> Result<ExitCode> {
+    let ongoing = list_reassignments(c, ctx, Some(entries))?;
+    let (_, md) = cluster_info(ctx)?;
+    let current = |topic: &str, partition: i32| -> Option<Vec<i32>> {
+        md.topics()
+            .iter()
+            .find(|t| t.name() == topic)?
+            .partitions()
+            .iter()
+            .find(|p| p.id() == partition)
+            .map(|p| p.replicas().to_vec())
+    };
+    let mut rows = Vec::new();
+    for e in entries {
+        let status = if ongoing.iter().any(|o| o.0 == e.topic && o.1 == e.partition) {
+            "in progress"
+        } else {
+            match current(&e.topic, e.partition) {
+                None => "unknown partition",
+                Some(r) if e.replicas.is_empty() || r == e.replicas => "complete",
+                Some(_) => "not started or failed",
+            }
+        };
+        rows.push((e, status));
+    }
+    let done = rows.iter().all(|(_, s)| *s == "complete");
+    if ctx.format.is_json() {
+        print_json(&json!({
+            "complete": done,
+            "partitions": rows.iter().map(|(e, s)| json!({
+                "topic": e.topic, "partition": e.partition, "replicas": e.replicas, "status": s,
+            })).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        for (e, s) in &rows {
+            match *s {
+                "complete" => println!(
+                    "Reassignment of partition {}-{} is completed.",
+                    e.topic, e.partition
+                ),
+                "in progress" => println!(
+                    "Reassignment of partition {}-{} is still in progress.",
+                    e.topic, e.partition
+                ),
+                other => println!(
+                    "Reassignment of partition {}-{}: {other} (replicas {:?}).",
+                    e.topic,
+                    e.partition,
+                    current(&e.topic, e.partition).unwrap_or_default()
+                ),
+            }
+        }
+    }
+    Ok(if done {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct ElectionFile {
+    partitions: Vec<ElectionEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct ElectionEntry {
+    topic: String,
+    partition: i32,
+}
+
+/// Kafka's ElectionType from the command line (0 preferred, 1 unclean).
+fn election_type(args: &ElectLeadersArgs) -> Result<(i8, &'static str)> {
+    if args.unclean {
+        return Ok((1, "UNCLEAN"));
+    }
+    if args.preferred {
+        return Ok((0, "PREFERRED"));
+    }
+    match args.election_type.to_ascii_uppercase().as_str() {
+        "PREFERRED" => Ok((0, "PREFERRED")),
+        "UNCLEAN" => Ok((1, "UNCLEAN")),
+        other => bail!("--election-type must be PREFERRED or UNCLEAN, not {other}"),
+    }
+}
+
+fn elect_leaders(ctx: &Ctx, args: ElectLeadersArgs) -> Result<ExitCode> {
+    use kafka_protocol::messages::elect_leaders_request::{ElectLeadersRequest, TopicPartitions};
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::StrBytes;
+    let (kind, kind_name) = election_type(&args)?;
+    let partitions: Option<Vec<(String, i32)>> = if args.all_topic_partitions {
+        None
+    } else if let Some(path) = &args.path_to_json_file {
+        let file: ElectionFile = read_json_file(path)?;
+        Some(
+            file.partitions
+                .into_iter()
+                .map(|e| (e.topic, e.partition))
+                .collect(),
+        )
+    } else if let (Some(t), Some(p)) = (&args.topic, args.partition) {
+        Some(vec![(t.clone(), p)])
+    } else {
+        bail!("name the partitions: --topic T --partition P, --path-to-json-file or --all-topic-partitions");
+    };
+    let topics = partitions.map(|ps| {
+        let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for (t, p) in ps {
+            by_topic.entry(t).or_default().push(p);
+        }
+        by_topic
+            .into_iter()
+            .map(|(t, ps)| {
+                TopicPartitions::default()
+                    .with_topic(TopicName(StrBytes::from_string(t)))
+                    .with_partitions(ps)
+            })
+            .collect()
+    });
+    let req = ElectLeadersRequest::default()
+        .with_election_type(kind)
+        .with_topic_partitions(topics)
+        .with_timeout_ms(ctx.connect.timeout().as_millis() as i32);
+    let mut c = connect_any(ctx)?;
+    let resp = c.call(&req, 2)?;
+    if resp.error_code != 0 {
+        bail!("ElectLeaders: {}", error_name(resp.error_code));
+    }
+    const ELECTION_NOT_NEEDED: i16 = 84;
+    let mut elected = Vec::new();
+    let mut not_needed = Vec::new();
+    let mut failed = Vec::new();
+    for t in &resp.replica_election_results {
+        for p in &t.partition_result {
+            let name = format!("{}-{}", t.topic.as_str(), p.partition_id);
+            match p.error_code {
+                0 => elected.push(name),
+                ELECTION_NOT_NEEDED => not_needed.push(name),
+                code => failed.push((name, error_line(code, p.error_message.as_deref()))),
+            }
+        }
+    }
+    if ctx.format.is_json() {
+        print_json(&json!({
+            "election_type": kind_name,
+            "elected": elected,
+            "not_needed": not_needed,
+            "failed": failed.iter().map(|(n, e)| json!({"partition": n, "error": e})).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        // kafka-leader-election's wording.
+        if !elected.is_empty() {
+            println!(
+                "Successfully completed leader election ({kind_name}) for partitions {}",
+                elected.join(", ")
+            );
+        }
+        if !not_needed.is_empty() {
+            println!(
+                "Valid replica already elected for partitions {}",
+                not_needed.join(", ")
+            );
+        }
+        for (name, e) in &failed {
+            println!("Error completing leader election ({kind_name}) for partition: {name}: {e}");
+        }
+    }
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[cfg(test)]
