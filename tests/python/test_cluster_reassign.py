@@ -1,0 +1,110 @@
+"""Issue 7: reassignment onto a broker added to a running cluster, preferred-leader
+election, and replication factor checks — through `strom cluster reassign`,
+`strom cluster elect-leaders` (AlterPartitionReassignments, ListPartitionReassignments,
+ElectLeaders) and confluent-kafka's admin client.
+"""
+
+import json
+
+import pytest
+
+from cluster import cluster_factory, produce  # noqa: F401 (fixture)
+from strom_helpers import wait_until
+
+
+def test_reassign_onto_an_added_broker_copies_the_data_first(cluster_factory, tmp_path):
+    from confluent_kafka.admin import AdminClient, NewTopic
+    c = cluster_factory(n=3)
+    topic = "moving"
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    admin.create_topics([NewTopic(topic, replica_assignment=[[1, 2]])],
+                        request_timeout=30)[topic].result(timeout=30)
+    c.wait_isr(topic, 0, 2)
+    leader = c.leader_of(topic, 0)
+    values = [b"moving-%05d" % i for i in range(3000)]
+    for i in range(0, len(values), 500):
+        err, _ = produce(c.node(leader).bootstrap, topic, 0, values[i:i + 500])
+        assert err == 0
+
+    new = c.add_node()
+    assert new.node_id == 4
+    c.wait_brokers([1, 2, 3, 4])
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": topic, "partition": 0, "replicas": [4, 2], "log_dirs": ["any", "any"]}]}))
+    r = c.cli("cluster", "reassign", "--json-file", str(plan), "--execute")
+    assert f"Started the reassignment of {topic}-0" in r.stdout, r.stdout
+
+    def verified():
+        return c.cli("cluster", "reassign", "--json-file", str(plan), "--verify",
+                     check=False).returncode == 0
+    wait_until(verified, 90, "the reassignment to complete (--verify)", 0.5)
+    assert not c.cli_json("cluster", "reassign", "--list"), "a reassignment is still listed"
+    leader, replicas, isr = c.partition_state(topic, 0)
+    assert replicas == [4, 2] and sorted(isr) == [2, 4] and leader in (2, 4), (leader, replicas, isr)
+    # the new replica holds exactly the leader's data
+    wait_until(lambda: new.log_bytes(topic, 0) == c.node(2).log_bytes(topic, 0), 30,
+               "node 4's log to equal node 2's")
+    assert values[-1] in new.log_bytes(topic, 0)
+    # the removed replica's log goes away
+    wait_until(lambda: not c.node(1).partition_dir(topic, 0).exists(), 30,
+               "node 1 to delete its replica")
+
+    # a single partition by flags, and a cancel of something not moving
+    r = c.cli("cluster", "reassign", "--topic", topic, "--partition", "0", "--cancel",
+              check=False)
+    assert r.returncode != 0 and "NoReassignmentInProgress" in r.stdout, r.stdout
+    # an unknown broker is refused with Kafka's code
+    r = c.cli("cluster", "reassign", "--topic", topic, "--partition", "0", "--replicas", "4,9",
+              check=False)
+    assert r.returncode != 0 and "InvalidReplicaAssignment" in r.stdout, r.stdout
+
+
+def test_preferred_leader_election_after_a_restart(cluster_factory):
+    from confluent_kafka.admin import AdminClient, NewTopic
+    c = cluster_factory(n=3, overrides={"auto.leader.rebalance.enable": "false"})
+    topic = "pref"
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    admin.create_topics([NewTopic(topic, replica_assignment=[[1, 2, 3], [2, 3, 1]])],
+                        request_timeout=30)[topic].result(timeout=30)
+    assert c.leader_of(topic, 0) == 1
+    c.wait_isr(topic, 0, 3)
+    c.node(1).kill9()
+    moved = c.leader_of(topic, 0, exclude=(1,), timeout=60)
+    assert moved in (2, 3)
+    c.node(1).restart()
+    c.wait_isr(topic, 0, 3, timeout=90)
+    assert c.leader_of(topic, 0) == moved, "leadership moved back without an election"
+
+    r = c.cli("cluster", "elect-leaders", "--election-type", "PREFERRED", "--topic", topic,
+              "--partition", "0")
+    assert f"Successfully completed leader election (PREFERRED) for partitions {topic}-0" in r.stdout
+    assert c.leader_of(topic, 0) == 1
+    # the other partition already has its preferred leader
+    out = c.cli_json("cluster", "elect-leaders", "--preferred", "--all-topic-partitions")
+    assert f"{topic}-1" in out["not_needed"] and f"{topic}-0" in out["not_needed"], out
+    assert not out["failed"], out
+    # unknown partition: Kafka's UNKNOWN_TOPIC_OR_PARTITION, exit 1
+    r = c.cli("cluster", "elect-leaders", "--preferred", "--topic", topic, "--partition", "7",
+              check=False)
+    assert r.returncode == 1 and "UnknownTopicOrPartition" in r.stdout, r.stdout
+
+
+def test_replication_factor_above_the_live_brokers_is_refused(cluster_factory):
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+    c = cluster_factory(n=3)
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    fs = admin.create_topics([NewTopic("rf4", 1, 4)], request_timeout=30)
+    with pytest.raises(KafkaException) as e:
+        fs["rf4"].result(timeout=30)
+    assert e.value.args[0].code() == KafkaError.INVALID_REPLICATION_FACTOR
+    assert "rf4" not in c.any_metadata().topics
+    # RF 3 spreads over all three with a leader each
+    c.create_topic("rf3", 3, 3)
+    md = c.any_metadata(["rf3"])
+    for p, (err, leader, replicas, isr) in md.topics["rf3"][1].items():
+        assert err == 0 and sorted(replicas) == [1, 2, 3] and leader == replicas[0], (p, replicas)
+    leaders = {md.topics["rf3"][1][p][1] for p in range(3)}
+    assert leaders == {1, 2, 3}, f"leaders not balanced: {leaders}"
