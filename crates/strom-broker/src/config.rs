@@ -87,6 +87,8 @@ pub struct BrokerConfig {
     /// `process.roles`, `controller.quorum.voters`, the controller listener
     /// and `metadata.log.dir`: this node's part in the metadata quorum.
     pub quorum: crate::metadata::QuorumSettings,
+    /// `replica.*`: follower fetching and ISR maintenance.
+    pub replication: crate::replication::ReplicationConfig,
     /// Every key given, after overrides (for the start-up line).
     pub raw: BTreeMap<String, String>,
     /// Keys given that Strom does not use.
@@ -371,9 +373,12 @@ impl BrokerConfig {
             .map_err(|(key, value, reason)| invalid(&key, &value, &reason))?;
         let sasl = crate::security::sasl::SaslConfig::from_raw(&raw, &listeners)?;
         let quorum = quorum_settings(&raw, node_id, &mut listeners, &mut advertised_listeners)?;
+        let replication = crate::replication::ReplicationConfig::from_raw(&raw)
+            .map_err(|(key, value, reason)| invalid(&key, &value, &reason))?;
         let ignored = raw
             .keys()
             .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+            .filter(|k| !crate::replication::REPLICATION_KEYS.contains(&k.as_str()))
             .filter(|k| !crate::security::sasl::is_sasl_key(k))
             .filter(|k| !crate::security::tls::is_tls_key(k))
             .cloned()
@@ -400,6 +405,7 @@ impl BrokerConfig {
             authorizer,
             sasl,
             quorum,
+            replication,
             raw,
             ignored,
         })

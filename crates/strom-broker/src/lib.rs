@@ -18,6 +18,7 @@ pub mod network;
 pub mod partition;
 pub mod quota;
 pub mod replica_manager;
+pub mod replication;
 pub mod security;
 pub mod topic;
 pub mod topic_admin;

@@ -10,7 +10,9 @@
 //! and appends run on the blocking pool so an fsync never stalls the async
 //! workers. Reads are positional reads from the page cache.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use strom_protocol::batch::{BatchIter, Compression};
@@ -92,11 +94,110 @@ pub fn recompress(records: &[u8], target: Compression) -> Result<Option<Vec<u8>>
     Ok(Some(out))
 }
 
-/// This broker's replica of one partition (always the leader for now).
+/// A partition's registration in the metadata image, as the replica
+/// manager applies it (Kafka's `PartitionState` of LeaderAndIsr).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionState {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub adding_replicas: Vec<i32>,
+    pub removing_replicas: Vec<i32>,
+}
+
+impl From<&strom_metadata::image::PartitionRegistration> for PartitionState {
+    fn from(r: &strom_metadata::image::PartitionRegistration) -> Self {
+        PartitionState {
+            leader: r.leader,
+            leader_epoch: r.leader_epoch,
+            partition_epoch: r.partition_epoch,
+            replicas: r.replicas.clone(),
+            isr: r.isr.clone(),
+            adding_replicas: r.adding_replicas.clone(),
+            removing_replicas: r.removing_replicas.clone(),
+        }
+    }
+}
+
+/// What the leader knows of one follower (Kafka's `Replica` state).
+#[derive(Clone, Copy, Debug)]
+pub struct FollowerState {
+    /// The follower's log end offset: its last fetch offset (`-1` unknown).
+    pub log_end_offset: Offset,
+    /// The last time the follower was caught up to the leader's log end
+    /// (Kafka's `lastCaughtUpTimeMs`): what ISR shrinking measures.
+    pub last_caught_up_ms: i64,
+    /// The leader's log end offset at the follower's previous fetch.
+    last_fetch_leader_leo: Offset,
+    last_fetch_ms: i64,
+}
+
+impl FollowerState {
+    fn new(now_ms: i64) -> Self {
+        FollowerState {
+            log_end_offset: Offset(-1),
+            // a new leader gives every follower a full lag period
+            last_caught_up_ms: now_ms,
+            last_fetch_leader_leo: Offset(-1),
+            last_fetch_ms: now_ms,
+        }
+    }
+}
+
+/// The replication side of a partition: role, epochs, ISR, followers.
+/// Guarded by one mutex that the single-node hot path never takes.
+#[derive(Debug)]
+pub struct ReplicaSet {
+    /// This broker's id; `-1` until the first applied state.
+    pub local_id: i32,
+    /// The leader's id (`-1`: none).
+    pub leader: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub adding_replicas: Vec<i32>,
+    pub removing_replicas: Vec<i32>,
+    /// The committed ISR (empty until the first apply: the local node alone).
+    pub isr: Vec<i32>,
+    /// An AlterPartition in flight: the ISR asked for. Until it commits the
+    /// high watermark uses the maximal ISR (committed ∪ asked), as Kafka does.
+    pub pending_isr: Option<Vec<i32>>,
+    /// Leader only: each follower's fetch state.
+    pub followers: HashMap<i32, FollowerState>,
+    /// First offset of the current leader epoch on this leader.
+    pub epoch_start_offset: Offset,
+}
+
+impl ReplicaSet {
+    /// The ISR the high watermark waits for: committed ∪ pending.
+    pub fn maximal_isr(&self) -> Vec<i32> {
+        let mut out = self.isr.clone();
+        if let Some(p) = &self.pending_isr {
+            for r in p {
+                if !out.contains(r) {
+                    out.push(*r);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// This broker's replica of one partition: the leader (serving clients,
+/// tracking followers) or a follower (fed by a replica fetcher).
 pub struct Partition {
     pub topic_partition: TopicPartition,
     pub topic_id: Uuid,
-    pub leader_epoch: LeaderEpoch,
+    leader_epoch: AtomicI32,
+    /// The hot path's role check (one atomic load).
+    is_leader: AtomicBool,
+    /// Leader whose maximal ISR is itself alone: an append moves the high
+    /// watermark at once (the single-node path: no lock, no wait).
+    solo: AtomicBool,
+    /// Size of the committed ISR (`min.insync.replicas` checks).
+    isr_size: AtomicUsize,
+    replica_set: Mutex<ReplicaSet>,
     log: Arc<Log>,
     /// Serializes high-watermark moves so concurrent appends never move it back.
     hw_lock: Mutex<()>,
@@ -148,12 +249,42 @@ pub fn complete_all(written: &[(usize, Arc<Partition>, LogAppendInfo)]) -> Vec<(
 }
 
 /// Runs [`append_all`] on the blocking pool: one task per produce request,
-/// however many partitions it carries.
+/// however many partitions it carries. The appends come back with the
+/// results (a caller may wait on their partitions).
+#[allow(clippy::type_complexity)]
 pub fn start_appends(
     appends: Vec<(Arc<Partition>, Bytes)>,
     now_ms: i64,
-) -> JoinHandle<Vec<Result<LogAppendInfo, LogError>>> {
-    tokio::task::spawn_blocking(move || append_all(&appends, now_ms))
+) -> JoinHandle<(
+    Vec<(Arc<Partition>, Bytes)>,
+    Vec<Result<LogAppendInfo, LogError>>,
+)> {
+    tokio::task::spawn_blocking(move || {
+        let results = append_all(&appends, now_ms);
+        (appends, results)
+    })
+}
+
+/// An ISR change a leader asks the controller for (AlterPartition).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IsrChange {
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<i32>,
+}
+
+/// What [`Partition::apply_state`] made of this replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    /// `new_epoch`: the leader epoch changed, so the follower must truncate
+    /// (OffsetForLeaderEpoch) before fetching.
+    Follower {
+        leader: i32,
+        new_epoch: bool,
+    },
+    /// Not in the assignment any more: stop fetching.
+    NotReplica,
 }
 
 impl Partition {
@@ -168,7 +299,22 @@ impl Partition {
         Partition {
             topic_partition,
             topic_id,
-            leader_epoch,
+            leader_epoch: AtomicI32::new(leader_epoch.0),
+            is_leader: AtomicBool::new(true),
+            solo: AtomicBool::new(true),
+            isr_size: AtomicUsize::new(1),
+            replica_set: Mutex::new(ReplicaSet {
+                local_id: -1,
+                leader: -1,
+                partition_epoch: -1,
+                replicas: Vec::new(),
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
+                isr: Vec::new(),
+                pending_isr: None,
+                followers: HashMap::new(),
+                epoch_start_offset: log.log_end_offset(),
+            }),
             log,
             hw_lock: Mutex::new(()),
             changed: Notify::new(),
@@ -200,9 +346,10 @@ impl Partition {
     ) -> JoinHandle<Result<LogAppendInfo, LogError>> {
         let (this, records) = (self.clone(), records.into());
         tokio::task::spawn_blocking(move || {
+            this.check_leader()?;
             let info = this
                 .log
-                .append_control(&records, this.leader_epoch, now_ms)?;
+                .append_control(&records, this.leader_epoch(), now_ms)?;
             this.advance_high_watermark(info.last_offset.plus(1));
             Ok(info)
         })
@@ -211,17 +358,18 @@ impl Partition {
     /// Writes producer batches as leader, without the flush policy's fsync
     /// (see [`Partition::complete_append`]). Blocks: blocking pool only.
     fn write_append(&self, records: &[u8], now_ms: i64) -> Result<LogAppendInfo, LogError> {
+        self.check_leader()?;
         let log = &self.log;
         // `compression.type` other than `producer`: batches of another
         // codec are recompressed (the only produce-path decompression).
         match log.config().compression {
             Some(target) => match recompress(records, target)? {
                 Some(converted) => {
-                    log.append_as_leader_unflushed(&converted, self.leader_epoch, now_ms)
+                    log.append_as_leader_unflushed(&converted, self.leader_epoch(), now_ms)
                 }
-                None => log.append_as_leader_unflushed(records, self.leader_epoch, now_ms),
+                None => log.append_as_leader_unflushed(records, self.leader_epoch(), now_ms),
             },
-            None => log.append_as_leader_unflushed(records, self.leader_epoch, now_ms),
+            None => log.append_as_leader_unflushed(records, self.leader_epoch(), now_ms),
         }
     }
 
@@ -234,11 +382,391 @@ impl Partition {
         Ok(())
     }
 
+    /// After a local append: with the leader alone in the ISR the high
+    /// watermark covers the append at once (one atomic load on the hot
+    /// path); otherwise it moves when the ISR has the data too.
     fn advance_high_watermark(&self, hw: Offset) {
+        if self.solo.load(Ordering::Acquire) {
+            self.raise_high_watermark(hw);
+        } else {
+            let rs = self.replica_set();
+            self.maybe_increment_high_watermark(&rs);
+        }
+        // followers long-poll on the log end offset, consumers on the HW
+        self.changed.notify_waiters();
+    }
+
+    /// A follower refuses local appends (NOT_LEADER_OR_FOLLOWER at the edge).
+    fn check_leader(&self) -> Result<(), LogError> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(LogError::Closed(format!(
+                "{} (this broker is not its leader)",
+                self.topic_partition
+            )))
+        }
+    }
+
+    /// Moves the high watermark up to `hw` (never back).
+    fn raise_high_watermark(&self, hw: Offset) -> bool {
         let _g = self.hw_lock.lock().unwrap();
         if hw > self.log.high_watermark() {
             self.log.update_high_watermark(hw);
+            true
+        } else {
+            false
         }
+    }
+
+    fn replica_set(&self) -> MutexGuard<'_, ReplicaSet> {
+        self.replica_set.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Leader: the high watermark becomes the smallest log end offset of
+    /// the maximal ISR (Kafka's `maybeIncrementLeaderHW`), never lower than
+    /// before. A follower that has not fetched since the election counts
+    /// as unknown and holds it.
+    fn maybe_increment_high_watermark(&self, rs: &ReplicaSet) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        let mut hw = self.log.log_end_offset();
+        for r in rs.maximal_isr() {
+            if r == rs.local_id {
+                continue;
+            }
+            match rs.followers.get(&r) {
+                Some(f) => hw = hw.min(f.log_end_offset),
+                None => return false,
+            }
+        }
+        self.raise_high_watermark(hw)
+    }
+
+    /// The current leader epoch.
+    pub fn leader_epoch(&self) -> LeaderEpoch {
+        LeaderEpoch(self.leader_epoch.load(Ordering::Acquire))
+    }
+
+    /// Whether this replica is the leader (serves produce and consumer
+    /// fetches).
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.load(Ordering::Acquire)
+    }
+
+    /// The replication state (role, ISR, followers), locked.
+    pub fn replication(&self) -> MutexGuard<'_, ReplicaSet> {
+        self.replica_set()
+    }
+
+    /// Applies a registration from the metadata image. Returns what this
+    /// replica became, or `None` when `state` is stale (an older leader or
+    /// partition epoch than already applied) and was ignored.
+    pub fn apply_state(&self, local_id: i32, state: &PartitionState, now_ms: i64) -> Option<Role> {
+        let mut rs = self.replica_set();
+        let epoch = self.leader_epoch.load(Ordering::Acquire);
+        let known = rs.partition_epoch >= 0;
+        if known
+            && (state.leader_epoch < epoch
+                || (state.leader_epoch == epoch && state.partition_epoch < rs.partition_epoch))
+        {
+            return None;
+        }
+        let new_epoch = !known || state.leader_epoch != epoch;
+        rs.local_id = local_id;
+        rs.partition_epoch = state.partition_epoch;
+        rs.replicas = state.replicas.clone();
+        rs.adding_replicas = state.adding_replicas.clone();
+        rs.removing_replicas = state.removing_replicas.clone();
+        rs.isr = state.isr.clone();
+        rs.pending_isr = None;
+        rs.leader = state.leader;
+        self.isr_size.store(state.isr.len(), Ordering::Release);
+        let role = if state.leader == local_id {
+            if new_epoch || !self.is_leader() {
+                // Kafka's makeLeader: the epoch starts at the log end; every
+                // follower's state is reset and must fetch again.
+                let leo = self.log.log_end_offset();
+                rs.epoch_start_offset = leo;
+                rs.followers = state
+                    .replicas
+                    .iter()
+                    .filter(|r| **r != local_id)
+                    .map(|r| (*r, FollowerState::new(now_ms)))
+                    .collect();
+                self.log
+                    .assign_leader_epoch(LeaderEpoch(state.leader_epoch), leo);
+            } else {
+                // same epoch (ISR or assignment change): keep what is known
+                let replicas = state.replicas.clone();
+                rs.followers.retain(|r, _| replicas.contains(r));
+                for r in replicas.iter().filter(|r| **r != local_id) {
+                    rs.followers
+                        .entry(*r)
+                        .or_insert_with(|| FollowerState::new(now_ms));
+                }
+            }
+            self.leader_epoch
+                .store(state.leader_epoch, Ordering::Release);
+            self.is_leader.store(true, Ordering::Release);
+            let solo = rs.maximal_isr().iter().all(|r| *r == local_id);
+            self.solo.store(solo, Ordering::Release);
+            self.maybe_increment_high_watermark(&rs);
+            Role::Leader
+        } else {
+            self.is_leader.store(false, Ordering::Release);
+            self.solo.store(false, Ordering::Release);
+            self.leader_epoch
+                .store(state.leader_epoch, Ordering::Release);
+            rs.followers.clear();
+            if state.replicas.contains(&local_id) {
+                Role::Follower {
+                    leader: state.leader,
+                    new_epoch,
+                }
+            } else {
+                Role::NotReplica
+            }
+        };
+        drop(rs);
+        // waiting fetches and acks=all produces re-check their conditions
+        self.changed.notify_waiters();
+        Some(role)
+    }
+
+    /// Leader: records a follower's fetch (Kafka's
+    /// `updateFollowerFetchState`): its log end offset is the fetch offset,
+    /// and it was caught up at this fetch if it reached the log end offset
+    /// the leader had at its previous fetch. Moves the high watermark.
+    /// `Err` when `replica_id` is not a replica of this partition.
+    pub fn update_follower_fetch_state(
+        &self,
+        replica_id: i32,
+        fetch_offset: Offset,
+        now_ms: i64,
+    ) -> Result<(), ()> {
+        let leo = self.log.log_end_offset();
+        let mut rs = self.replica_set();
+        let Some(f) = rs.followers.get_mut(&replica_id) else {
+            return Err(());
+        };
+        if fetch_offset >= leo {
+            f.last_caught_up_ms = f.last_caught_up_ms.max(now_ms);
+        } else if fetch_offset >= f.last_fetch_leader_leo {
+            f.last_caught_up_ms = f.last_caught_up_ms.max(f.last_fetch_ms);
+        }
+        f.last_fetch_leader_leo = leo;
+        f.last_fetch_ms = now_ms;
+        f.log_end_offset = fetch_offset;
+        if self.maybe_increment_high_watermark(&rs) {
+            drop(rs);
+            self.changed.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Leader: reads for a follower's fetch, up to the log end offset (a
+    /// follower copies what is not committed yet).
+    pub fn read_for_follower(
+        &self,
+        fetch_offset: Offset,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<FetchDataInfo, LogError> {
+        self.log.read(
+            fetch_offset,
+            max_bytes,
+            self.log.log_end_offset(),
+            min_one_batch,
+        )
+    }
+
+    /// Leader, after a follower's fetch: the ISR to ask for when that
+    /// follower has caught up and is not in it (Kafka's `maybeExpandIsr`:
+    /// its log end offset reached the high watermark and the current
+    /// epoch's start). Marks the request pending, so it is asked once.
+    pub fn isr_expansion_for(&self, replica_id: i32) -> Option<IsrChange> {
+        let mut rs = self.replica_set();
+        if !self.is_leader() || rs.pending_isr.is_some() || rs.isr.contains(&replica_id) {
+            return None;
+        }
+        let f = rs.followers.get(&replica_id)?;
+        if f.log_end_offset < self.log.high_watermark() || f.log_end_offset < rs.epoch_start_offset
+        {
+            return None;
+        }
+        let mut new_isr = rs.isr.clone();
+        new_isr.push(replica_id);
+        rs.pending_isr = Some(new_isr.clone());
+        self.solo.store(false, Ordering::Release);
+        Some(IsrChange {
+            leader_epoch: self.leader_epoch.load(Ordering::Acquire),
+            partition_epoch: rs.partition_epoch,
+            new_isr,
+        })
+    }
+
+    /// Leader: the ISR without the followers that have not caught up for
+    /// `max_lag_ms` (Kafka's `maybeShrinkIsr`), marked pending; `None` when
+    /// all keep up or a change is already in flight.
+    pub fn isr_shrink(&self, now_ms: i64, max_lag_ms: i64) -> Option<IsrChange> {
+        let mut rs = self.replica_set();
+        if !self.is_leader() || rs.pending_isr.is_some() {
+            return None;
+        }
+        let leo = self.log.log_end_offset();
+        let out: Vec<i32> = rs
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| *r != rs.local_id)
+            .filter(|r| match rs.followers.get(r) {
+                Some(f) => f.log_end_offset != leo && now_ms - f.last_caught_up_ms > max_lag_ms,
+                None => true,
+            })
+            .collect();
+        if out.is_empty() {
+            return None;
+        }
+        let new_isr: Vec<i32> = rs
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| !out.contains(r))
+            .collect();
+        rs.pending_isr = Some(new_isr.clone());
+        Some(IsrChange {
+            leader_epoch: self.leader_epoch.load(Ordering::Acquire),
+            partition_epoch: rs.partition_epoch,
+            new_isr,
+        })
+    }
+
+    /// Follower: appends batches fetched from the leader, if this replica is
+    /// still its follower in `leader_epoch` (role changes wait for the
+    /// append); then the high watermark follows the leader's (capped by our
+    /// log end) and the log start offset too. `Ok(false)`: not following
+    /// in that epoch any more, nothing appended.
+    pub fn append_as_follower(
+        &self,
+        records: &[u8],
+        leader_epoch: i32,
+        leader_high_watermark: Offset,
+        leader_log_start: Offset,
+        now_ms: i64,
+    ) -> Result<bool, LogError> {
+        let rs = self.replica_set();
+        if self.is_leader() || self.leader_epoch.load(Ordering::Acquire) != leader_epoch {
+            return Ok(false);
+        }
+        if !records.is_empty() {
+            self.log.append_as_follower(records, now_ms)?;
+        }
+        let hw = leader_high_watermark.min(self.log.log_end_offset());
+        self.raise_high_watermark(hw);
+        if leader_log_start > self.log.log_start_offset() && leader_log_start <= hw {
+            self.log.delete_records_before(leader_log_start, now_ms)?;
+        }
+        drop(rs);
+        self.changed.notify_waiters();
+        Ok(true)
+    }
+
+    /// Follower: truncates the log to `offset` (a divergent tail after a
+    /// leader change, or below the leader's end), if still following in
+    /// `leader_epoch`.
+    pub fn truncate_as_follower(
+        &self,
+        offset: Offset,
+        leader_epoch: i32,
+    ) -> Result<bool, LogError> {
+        let _rs = self.replica_set();
+        if self.is_leader() || self.leader_epoch.load(Ordering::Acquire) != leader_epoch {
+            return Ok(false);
+        }
+        if offset < self.log.log_end_offset() {
+            tracing::info!(partition = %self.topic_partition, offset = offset.0, log_end = self.log.log_end_offset().0, "truncating the follower's log");
+            self.log.truncate_to(offset)?;
+        }
+        Ok(true)
+    }
+
+    /// Follower whose log end fell below the leader's log start: empties
+    /// the log and restarts it there.
+    pub fn reset_as_follower(&self, offset: Offset, leader_epoch: i32) -> Result<bool, LogError> {
+        let _rs = self.replica_set();
+        if self.is_leader() || self.leader_epoch.load(Ordering::Acquire) != leader_epoch {
+            return Ok(false);
+        }
+        tracing::info!(partition = %self.topic_partition, offset = offset.0, "follower restarts its log at the leader's log start");
+        self.log.truncate_fully_and_start_at(offset)?;
+        Ok(true)
+    }
+
+    /// Whether an `acks=all` append must wait for followers (the leader is
+    /// not alone in its maximal ISR). One atomic load.
+    pub fn waits_for_followers(&self) -> bool {
+        !self.solo.load(Ordering::Acquire)
+    }
+
+    /// Kafka's DelayedProduce for one partition: resolves once the high
+    /// watermark reaches `required` (then NOT_ENOUGH_REPLICAS_AFTER_APPEND
+    /// if the ISR shrank below `min.insync.replicas` meanwhile), when this
+    /// replica stops leading in `leader_epoch` (NOT_LEADER_OR_FOLLOWER), or
+    /// at `deadline` (REQUEST_TIMED_OUT).
+    pub async fn wait_for_high_watermark(
+        &self,
+        required: Offset,
+        leader_epoch: LeaderEpoch,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), kafka_protocol::error::ResponseError> {
+        use kafka_protocol::error::ResponseError;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.is_leader() || self.leader_epoch() != leader_epoch {
+                return Err(ResponseError::NotLeaderOrFollower);
+            }
+            if self.high_watermark() >= required {
+                return if self.insufficient_isr().is_some() {
+                    Err(ResponseError::NotEnoughReplicasAfterAppend)
+                } else {
+                    Ok(())
+                };
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(ResponseError::RequestTimedOut);
+            }
+        }
+    }
+
+    /// Leader: marks an AlterPartition in flight (`None`: it ended without
+    /// a committed change). The high watermark uses the maximal ISR meanwhile.
+    pub fn set_pending_isr(&self, pending: Option<Vec<i32>>) {
+        let mut rs = self.replica_set();
+        rs.pending_isr = pending;
+        let solo = self.is_leader() && rs.maximal_isr().iter().all(|r| *r == rs.local_id);
+        self.solo.store(solo, Ordering::Release);
+    }
+
+    /// Leader: adopts the ISR the controller committed for our AlterPartition.
+    pub fn adopt_isr(&self, leader_epoch: i32, partition_epoch: i32, isr: Vec<i32>) {
+        let mut rs = self.replica_set();
+        if leader_epoch != self.leader_epoch.load(Ordering::Acquire)
+            || partition_epoch < rs.partition_epoch
+        {
+            return;
+        }
+        rs.partition_epoch = partition_epoch;
+        self.isr_size.store(isr.len(), Ordering::Release);
+        rs.isr = isr;
+        rs.pending_isr = None;
+        let solo = self.is_leader() && rs.isr.iter().all(|r| *r == rs.local_id);
+        self.solo.store(solo, Ordering::Release);
+        self.maybe_increment_high_watermark(&rs);
+        drop(rs);
         self.changed.notify_waiters();
     }
 
@@ -291,10 +819,9 @@ impl Partition {
     pub fn end_offset_for_epoch(&self, requested: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
         self.log.end_offset_for_epoch(requested)
     }
-    /// Size of the in-sync replica set (`Isr`). One node: the leader alone;
-    /// replication will track followers here.
+    /// Size of the committed in-sync replica set (`Isr`).
     pub fn isr_len(&self) -> usize {
-        1
+        self.isr_size.load(Ordering::Acquire).max(1)
     }
     /// `Some((isr, min.insync.replicas))` when the ISR is too small for an
     /// `acks=all` append (NOT_ENOUGH_REPLICAS), checked before writing.

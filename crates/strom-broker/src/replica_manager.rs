@@ -5,14 +5,20 @@
 //! in a slice indexed by partition number.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
-use crate::partition::Partition;
+use crate::broker::{now_ms, Broker};
+use crate::partition::{Partition, PartitionState};
 
 /// The hosted partitions. Writers: topic create/delete. Readers: handlers.
 #[derive(Default)]
 pub struct ReplicaManager {
     topics: RwLock<HashMap<String, Arc<[Arc<Partition>]>>>,
+    /// The replica fetchers of the partitions this broker follows.
+    pub fetchers: crate::replication::fetcher::ReplicaFetcherManager,
+    /// Whether the ISR-shrink task runs (started when first leading).
+    pub(crate) isr_task_started: AtomicBool,
 }
 
 impl ReplicaManager {
@@ -40,6 +46,40 @@ impl ReplicaManager {
 
     pub fn remove_topic(&self, topic: &str) -> Option<Arc<[Arc<Partition>]>> {
         self.topics.write().unwrap().remove(topic)
+    }
+
+    /// Makes each partition the leader or a follower as the metadata image
+    /// now registers it (Kafka's `applyDelta` / LeaderAndIsr): B's lifecycle
+    /// calls this after every applied image change with the hosted
+    /// partitions whose registration changed, and once with all of them at
+    /// start-up. A new leader starts its epoch at its log end and tracks its
+    /// followers; a follower stops serving clients and is handed to the
+    /// replica fetchers (truncation first, then fetching); a partition this
+    /// broker no longer replicates stops fetching (the log is deleted by the
+    /// caller). Stale states (older epochs than applied) are ignored.
+    pub fn apply_partition_states(
+        &self,
+        broker: &Arc<Broker>,
+        changes: Vec<(Arc<Partition>, PartitionState)>,
+    ) {
+        let local = broker.node_id();
+        let now = now_ms();
+        for (partition, state) in changes {
+            match partition.apply_state(local, &state, now) {
+                None => {}
+                Some(role) => crate::replication::on_role_change(broker, &partition, role),
+            }
+        }
+    }
+
+    /// Every hosted partition.
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.topics
+            .read()
+            .unwrap()
+            .values()
+            .flat_map(|p| p.iter().cloned())
+            .collect()
     }
 
     /// Number of hosted partitions.

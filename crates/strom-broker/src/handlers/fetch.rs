@@ -159,7 +159,13 @@ pub async fn handle(
 
     // Kafka: a follower needs ClusterAction, a consumer Read on each topic
     // (checked on every fetch, session partitions included).
-    let follower = req.replica_id.0.max(req.replica_state.replica_id.0) >= 0;
+    // A follower's fetch: v15+ carry the id in `replica_state`.
+    let replica_id = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let follower = replica_id >= 0;
     let follower_ok = !follower || ctx.authorize_cluster(broker, AclOperation::ClusterAction);
     let mut last_auth: Option<(String, bool)> = None;
     let targets: Vec<Target> = targets_in
@@ -220,7 +226,14 @@ pub async fn handle(
         for w in waits.iter_mut() {
             w.as_mut().enable();
         }
-        let (parts, total, has_error) = read_all(&targets, max_bytes, isolation, incremental);
+        let (parts, total, has_error) = read_all(
+            broker,
+            &targets,
+            max_bytes,
+            isolation,
+            incremental,
+            replica_id,
+        );
         if total >= min_bytes || has_error || max_wait.is_zero() || Instant::now() >= deadline {
             break parts;
         }
@@ -316,10 +329,12 @@ pub async fn handle(
 /// Reads every target once. Returns the partitions to report, the bytes
 /// read, and whether any partition has an error (which answers at once).
 fn read_all(
+    broker: &Arc<Broker>,
     targets: &[Target],
     max_bytes: usize,
     isolation: IsolationLevel,
     incremental: bool,
+    replica_id: i32,
 ) -> (Vec<(PartitionKey, PartitionData)>, usize, bool) {
     let mut out = Vec::with_capacity(targets.len());
     let mut total = 0usize;
@@ -334,6 +349,22 @@ fn read_all(
                 d.high_watermark = -1;
                 has_error = true;
             }
+            Ok(p) if replica_id >= 0 => {
+                let budget = (t.max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
+                match follower_read(broker, p, t, replica_id, budget, total == 0) {
+                    Ok(records) => {
+                        total += records.len();
+                        d.records = Some(records);
+                    }
+                    Err(code) => {
+                        d.error_code = code.code();
+                        has_error = true;
+                    }
+                }
+                d.high_watermark = p.high_watermark().0;
+                d.last_stable_offset = p.last_stable_offset().0;
+                d.log_start_offset = p.log_start_offset().0;
+            }
             Ok(p) => {
                 d.high_watermark = p.high_watermark().0;
                 d.last_stable_offset = p.last_stable_offset().0;
@@ -341,12 +372,9 @@ fn read_all(
                 if isolation == IsolationLevel::ReadCommitted {
                     d.aborted_transactions = Some(Vec::new());
                 }
-                let epoch_error = match t.current_leader_epoch {
-                    -1 => None,
-                    e if e < p.leader_epoch.0 => Some(ResponseError::FencedLeaderEpoch),
-                    e if e > p.leader_epoch.0 => Some(ResponseError::UnknownLeaderEpoch),
-                    _ => None,
-                };
+                // no KIP-392 follower fetching: consumers read the leader
+                let epoch_error = epoch_error(t.current_leader_epoch, p)
+                    .or_else(|| (!p.is_leader()).then_some(ResponseError::NotLeaderOrFollower));
                 if let Some(code) = epoch_error {
                     d.error_code = code.code();
                     has_error = true;
@@ -385,6 +413,60 @@ fn read_all(
         }
     }
     (out, total, has_error)
+}
+
+/// Kafka's fencing of a fetch by the sender's `current_leader_epoch`
+/// (`-1`: not checked).
+fn epoch_error(current_leader_epoch: i32, p: &Partition) -> Option<ResponseError> {
+    match current_leader_epoch {
+        -1 => None,
+        e if e < p.leader_epoch().0 => Some(ResponseError::FencedLeaderEpoch),
+        e if e > p.leader_epoch().0 => Some(ResponseError::UnknownLeaderEpoch),
+        _ => None,
+    }
+}
+
+/// A follower's fetch on the leader (Kafka's `Partition.fetchRecords` from
+/// a follower): the epoch is checked, this broker must lead and the sender
+/// be a replica; the read goes up to the log end offset, and the fetch
+/// offset becomes the follower's log end offset (moving the high
+/// watermark, and asking to add a caught-up follower to the ISR).
+fn follower_read(
+    broker: &Arc<Broker>,
+    p: &Arc<Partition>,
+    t: &Target,
+    replica_id: i32,
+    budget: usize,
+    min_one_batch: bool,
+) -> Result<Bytes, ResponseError> {
+    if let Some(code) = epoch_error(t.current_leader_epoch, p) {
+        return Err(code);
+    }
+    if !p.is_leader() {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    let info = p
+        .read_for_follower(t.fetch_offset, budget, min_one_batch)
+        .map_err(|e| {
+            if !matches!(e, LogError::OffsetOutOfRange { .. }) {
+                tracing::warn!(partition = %p.topic_partition, error = %e, "follower fetch read failed");
+            }
+            log_error_code(&e)
+        })?;
+    if p.update_follower_fetch_state(replica_id, t.fetch_offset, crate::broker::now_ms())
+        .is_err()
+    {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    if let Some(change) = p.isr_expansion_for(replica_id) {
+        tracing::info!(partition = %p.topic_partition, new_isr = ?change.new_isr, "expanding the ISR");
+        tokio::spawn(crate::replication::isr::alter_isr(
+            broker.clone(),
+            p.clone(),
+            change,
+        ));
+    }
+    Ok(info.records)
 }
 
 /// The aborted transactions overlapping the batches read from `from`.

@@ -63,7 +63,7 @@ pub async fn handle(
                                 let r = base.with_offset(offset).with_timestamp(timestamp);
                                 // leader_epoch exists from v4 on.
                                 if version >= 4 && offset >= 0 {
-                                    r.with_leader_epoch(part.leader_epoch.0)
+                                    r.with_leader_epoch(part.leader_epoch().0)
                                 } else {
                                     r
                                 }
@@ -90,10 +90,10 @@ fn lookup(
     isolation: IsolationLevel,
 ) -> Result<(i64, i64), ResponseError> {
     if current_leader_epoch != -1 {
-        if current_leader_epoch < p.leader_epoch.0 {
+        if current_leader_epoch < p.leader_epoch().0 {
             return Err(ResponseError::FencedLeaderEpoch);
         }
-        if current_leader_epoch > p.leader_epoch.0 {
+        if current_leader_epoch > p.leader_epoch().0 {
             return Err(ResponseError::UnknownLeaderEpoch);
         }
     }

@@ -89,7 +89,7 @@ fn end_offset(
     current_leader_epoch: i32,
     requested: i32,
 ) -> Result<Option<(i32, i64)>, ResponseError> {
-    check_current_epoch(current_leader_epoch, p.leader_epoch.0)?;
+    check_current_epoch(current_leader_epoch, p.leader_epoch().0)?;
     Ok(p.end_offset_for_epoch(LeaderEpoch(requested))
         .map(|(e, o)| (e.0, o.0)))
 }

@@ -12,6 +12,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
+use strom_protocol::{LeaderEpoch, Offset};
 use strom_storage::{LogAppendInfo, LogError};
 use tracing::warn;
 
@@ -74,6 +75,9 @@ pub async fn handle(
             } else {
                 match broker.replicas.partition(topic.name.as_str(), p.index) {
                     None => Pending::Failed(ResponseError::UnknownTopicOrPartition, None),
+                    Some(partition) if !partition.is_leader() => {
+                        Pending::Failed(ResponseError::NotLeaderOrFollower, None)
+                    }
                     Some(partition) => match &p.records {
                         None => Pending::Failed(
                             ResponseError::CorruptMessage,
@@ -104,26 +108,32 @@ pub async fn handle(
     // deferred answer, so the client's next request is written while this
     // one's fsync runs (and one fsync covers both).
     let defer = acks != 0 && appends.iter().any(|(p, _)| p.flushes_before_ack());
-    let partitions: Vec<Arc<Partition>> = if defer {
-        appends.iter().map(|(p, _)| p.clone()).collect()
-    } else {
-        Vec::new()
-    };
+    // The task hands the appends back: acks=all needs their partitions to
+    // wait on, without cloning them for every request.
     let task = if defer {
-        tokio::task::spawn_blocking(move || write_all(&appends, now))
+        tokio::task::spawn_blocking(move || {
+            let r = write_all(&appends, now);
+            (appends, r)
+        })
     } else if appends.is_empty() {
-        tokio::task::spawn_blocking(Vec::new)
+        tokio::task::spawn_blocking(|| (Vec::new(), Vec::new()))
     } else {
         start_appends(appends, now)
     };
-    let mut results: Vec<Option<Result<LogAppendInfo, LogError>>> = match task.await {
-        Ok(results) => results.into_iter().map(Some).collect(),
+    let (appended, mut results): (
+        Vec<(Arc<Partition>, Bytes)>,
+        Vec<Option<Result<LogAppendInfo, LogError>>>,
+    ) = match task.await {
+        Ok((appended, results)) => (appended, results.into_iter().map(Some).collect()),
         Err(join) => {
             // a panic in the append task: every append of it is unknown
             warn!(error = %join, "append task failed");
-            Vec::new()
+            (Vec::new(), Vec::new())
         }
     };
+    // acks=all appends the ISR has yet to replicate (Kafka's
+    // DelayedProduce): (slot, partition, required high watermark, epoch).
+    let mut replicating: Vec<(usize, Arc<Partition>, Offset, LeaderEpoch)> = Vec::new();
     // Appends written but not yet durable: (append index, partition, info),
     // and where each one's answer sits in `responses`.
     let mut written: Vec<(usize, Arc<Partition>, LogAppendInfo)> = Vec::new();
@@ -151,9 +161,23 @@ pub async fn handle(
             }
             Pending::Appending(i) => match results.get_mut(i).and_then(Option::take) {
                 Some(Ok(info)) => {
-                    if defer {
+                    let p = &appended[i].0;
+                    // one atomic load: a leader alone in its ISR has moved
+                    // the high watermark already
+                    let wait_isr = acks == -1 && p.waits_for_followers();
+                    if defer || wait_isr {
                         slots.push((ti, responses[ti].partition_responses.len()));
-                        written.push((slots.len() - 1, partitions[i].clone(), info.clone()));
+                    }
+                    if defer {
+                        written.push((slots.len() - 1, p.clone(), info.clone()));
+                    }
+                    if wait_isr {
+                        replicating.push((
+                            slots.len() - 1,
+                            p.clone(),
+                            info.last_offset.plus(1),
+                            p.leader_epoch(),
+                        ));
                     }
                     topic_metrics[ti]
                         .get_or_insert_with(|| broker.metrics.topic(responses[ti].name.as_str()))
@@ -197,17 +221,30 @@ pub async fn handle(
         };
     }
     let response = ProduceResponse::default().with_responses(responses);
-    if written.is_empty() {
+    if written.is_empty() && replicating.is_empty() {
         return ProduceReply::Response(response);
     }
-    let durable = tokio::task::spawn_blocking(move || complete_all(&written));
+    let durable =
+        (!written.is_empty()).then(|| tokio::task::spawn_blocking(move || complete_all(&written)));
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     ProduceReply::Deferred(
         response,
         Box::pin(async move {
-            let failed = durable.await;
+            let failed = match durable {
+                Some(durable) => durable.await,
+                None => Ok(Vec::new()),
+            };
+            // then the ISR: each partition's high watermark must pass its append
+            let mut replication_failed: Vec<(usize, i16, Option<String>)> = Vec::new();
+            for (slot, p, required, epoch) in replicating {
+                if let Err(code) = p.wait_for_high_watermark(required, epoch, deadline).await {
+                    replication_failed.push((slot, code.code(), None));
+                }
+            }
             let patch: Box<dyn FnOnce(&mut ProduceResponse) + Send> =
                 Box::new(move |resp: &mut ProduceResponse| {
-                    let failed: Vec<(usize, i16, Option<String>)> = match failed {
+                    let mut failed: Vec<(usize, i16, Option<String>)> = match failed {
                         Ok(failed) => failed
                             .into_iter()
                             .map(|(slot, e)| (slot, log_error_code(&e).code(), Some(e.to_string())))
@@ -219,6 +256,7 @@ pub async fn handle(
                             (0..slots.len()).map(|slot| (slot, code, None)).collect()
                         }
                     };
+                    failed.extend(replication_failed);
                     for (slot, code, message) in failed {
                         let (ti, pi) = slots[slot];
                         let pr = &mut resp.responses[ti].partition_responses[pi];
