@@ -156,3 +156,6 @@ pub fn inter_broker_listener(config: &crate::config::BrokerConfig) -> String {
         .map(|l| l.name.clone())
         .unwrap_or_else(|| "PLAINTEXT".into())
 }
+
+#[cfg(test)]
+mod tests;
