@@ -29,6 +29,7 @@ impl ControllerState {
             last_contact: now,
             heard: true,
             shutdown_offset: None,
+            registration_offset: None,
         });
         s.last_contact = now;
         s.heard = true;
@@ -38,6 +39,12 @@ impl ControllerState {
         self.sessions.get(&broker_id).is_some_and(|s| {
             s.heard && now.duration_since(s.last_contact) < self.config.session_timeout
         })
+    }
+
+    pub(super) fn registered_at(&mut self, broker_id: NodeId, index: u64) {
+        if let Some(s) = self.sessions.get_mut(&broker_id) {
+            s.registration_offset = Some(index);
+        }
     }
 
     pub(super) fn controlled_shutdown_started(&mut self, broker_id: NodeId, index: u64) {
@@ -124,11 +131,13 @@ impl ControllerState {
                 last_contact: ctx.now,
                 heard: true,
                 shutdown_offset: None,
+                registration_offset: None,
             },
         );
         tracing::info!(broker_id, broker_epoch, %incarnation_id, "broker registered");
         let mut out = Outcome::with_records(answer(ApiError::NONE, broker_epoch), records);
         out.observer = observer;
+        out.registered = Some(broker_id);
         out
     }
 
@@ -163,7 +172,12 @@ impl ControllerState {
             });
         };
         self.touch(broker_id, ctx.now);
-        let caught_up = current_metadata_offset >= b.broker_epoch;
+        let registration_offset = self
+            .sessions
+            .get(&broker_id)
+            .and_then(|s| s.registration_offset)
+            .map_or(b.broker_epoch, |o| o as i64);
+        let caught_up = current_metadata_offset >= b.broker_epoch.max(registration_offset);
         let change = |fenced: i8, in_controlled_shutdown: i8| {
             MetadataRecord::BrokerRegistrationChange(BrokerRegistrationChangeRecord {
                 broker_id,
@@ -232,6 +246,7 @@ impl ControllerState {
                 last_contact: ctx.now,
                 heard: false,
                 shutdown_offset: None,
+                registration_offset: None,
             });
             let silent = ctx.now.duration_since(s.last_contact);
             if silent >= self.config.session_timeout {

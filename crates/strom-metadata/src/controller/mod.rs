@@ -80,6 +80,9 @@ struct Session {
     /// Log index of the controlled-shutdown change; the broker may stop once
     /// it has applied that far.
     shutdown_offset: Option<u64>,
+    /// Log index of its registration: it is unfenced only once it has
+    /// applied that far (the epoch is a lower bound of it).
+    registration_offset: Option<u64>,
 }
 
 /// The in-memory state of the active controller for one leadership term;
@@ -108,6 +111,8 @@ pub(crate) struct Outcome {
     pub observer: Option<(NodeId, String)>,
     /// A broker entering controlled shutdown: remember the log index.
     pub shutdown_of: Option<NodeId>,
+    /// A broker registering: remember the log index.
+    pub registered: Option<NodeId>,
 }
 
 impl Outcome {
@@ -117,6 +122,7 @@ impl Outcome {
             response,
             observer: None,
             shutdown_of: None,
+            registered: None,
         }
     }
     fn with_records(response: ControllerResponse, records: Vec<MetadataRecord>) -> Self {
@@ -174,6 +180,7 @@ impl ControllerState {
                         last_contact: now,
                         heard: false,
                         shutdown_offset: None,
+                        registration_offset: None,
                     },
                 )
             })
@@ -408,7 +415,12 @@ impl Runner {
             now: Instant::now(),
         };
         let mut out = state.handle(&ctx, req);
-        if let Some((id, addr)) = out.observer.take() {
+        // Voters follow the log already; only broker-only nodes are added.
+        if let Some((id, addr)) = out
+            .observer
+            .take()
+            .filter(|(id, _)| !self.voters.contains_key(id))
+        {
             crate::add_observer_on(&self.raft, &self.voters, self.propose_timeout, id, addr)
                 .await?;
         }
@@ -420,6 +432,9 @@ impl Runner {
         out.response.set_log_index(index);
         if let Some(id) = out.shutdown_of {
             state.controlled_shutdown_started(id, index);
+        }
+        if let Some(id) = out.registered {
+            state.registered_at(id, index);
         }
         Ok(out.response)
     }
