@@ -41,6 +41,10 @@ pub async fn handle(
                 Some(_) if is_internal(t.name.as_str()) => {
                     result.with_error_code(ResponseError::TopicAuthorizationFailed.code())
                 }
+                // the leader moves the log start; followers follow it when they fetch
+                Some(part) if !part.is_leader() => {
+                    result.with_error_code(ResponseError::NotLeaderOrFollower.code())
+                }
                 Some(_) if p.offset < -1 => {
                     result.with_error_code(ResponseError::OffsetOutOfRange.code())
                 }

@@ -97,6 +97,10 @@ fn lookup(
             return Err(ResponseError::UnknownLeaderEpoch);
         }
     }
+    // offsets are the leader's to tell (its high watermark)
+    if !p.is_leader() {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
     let visible_end = match isolation {
         IsolationLevel::ReadUncommitted => p.high_watermark(),
         IsolationLevel::ReadCommitted => p.last_stable_offset(),

@@ -90,6 +90,11 @@ fn end_offset(
     requested: i32,
 ) -> Result<Option<(i32, i64)>, ResponseError> {
     check_current_epoch(current_leader_epoch, p.leader_epoch().0)?;
+    // followers truncate against the leader's cache, consumers ask the
+    // leader too (Kafka serves it from the leader only)
+    if !p.is_leader() {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
     Ok(p.end_offset_for_epoch(LeaderEpoch(requested))
         .map(|(e, o)| (e.0, o.0)))
 }
