@@ -31,28 +31,37 @@
 //! [`MetadataQuorum::image`] returns the current image and
 //! [`MetadataQuorum::subscribe`] a `watch::Receiver` that changes after every
 //! applied batch, so a broker swaps in the new `Arc<MetadataImage>` and diffs
-//! it against the old one (topics created/removed, leaders moved). Writes go
-//! through [`MetadataQuorum::propose`] on the active controller (the Raft
-//! leader); elsewhere it answers [`ProposeError::NotLeader`] with the leader's
-//! id and address, and the caller forwards.
+//! it against the old one (topics created/removed, leaders moved). Brokers
+//! write through [`MetadataQuorum::controller_call`] from any node;
+//! [`MetadataQuorum::propose`] appends directly and works only on the Raft
+//! leader (elsewhere it answers [`ProposeError::NotLeader`] with the
+//! leader's id and address).
+//!
+//! # The active controller
+//! The Raft leader also runs the controller ([`controller`]): brokers send
+//! it [`ControllerRequest`]s (registration, heartbeats, AlterPartition,
+//! producer-id blocks, CreateTopics/CreatePartitions, ElectLeaders,
+//! reassignments, and any other change as a validated record batch) through
+//! [`MetadataQuorum::controller_call`] on their own node, which forwards
+//! over the controller listener and follows leader changes. It fences
+//! brokers that stop heartbeating and re-elects leaders from the ISR in the
+//! same batch, runs controlled shutdown, places replicas rack-aware with
+//! balanced leaders, and moves leadership back to preferred replicas.
 //!
 //! # What remains for issue 7
-//! - Wiring into the broker: replace the JSON `MetadataStore` with this
-//!   crate (`process.roles`, `controller.quorum.voters` via
-//!   [`parse_quorum_voters`], the controller listener, `metadata.log.dir`),
-//!   Metadata answered from the image on every node, DescribeQuorum (v0–v2)
-//!   from [`MetadataQuorum::describe`], CreateTopics/DeleteTopics/configs/
-//!   ACLs/SCRAM/quotas proposed as records (and forwarded to the leader on
-//!   [`ProposeError::NotLeader`]); moving today's JSON image into the log once.
-//! - Broker-only nodes following the log: [`MetadataQuorum::start_observer`]
-//!   exists; the controller must `add_observer` each registering broker.
-//!   Broker registration and heartbeats, fencing on missed heartbeats,
-//!   controlled shutdown.
-//! - Controller logic: replica placement (rack-aware), leader election from
-//!   the ISR, AlterPartition handling, reassignment, producer-id blocks —
-//!   each an operation that validates against the image and proposes records.
-//! - Process-level fault tests (SIGKILL/SIGSTOP of `strom server`s); the
-//!   in-process tests here cover graceful stop, restart and a partition.
+//! - Timing knobs: `broker.session.timeout.ms` and friends are
+//!   [`QuorumConfig`] fields; the broker must fill them from its config.
+//! - The controller is in-process logic only: brokers (issue 7's broker
+//!   side) must register, heartbeat, send AlterPartition and forward their
+//!   admin writes through `controller_call`.
+//! - Not built: KIP-966 eligible leader replicas,
+//!   `leader.imbalance.per.broker.percentage` (every imbalanced partition
+//!   moves at each check), unregistering brokers (UnregisterBroker), broker
+//!   feature/version negotiation in registration, reassignment throttles,
+//!   controller metrics.
+//! - Process-level fault tests (SIGKILL/SIGSTOP of `strom server`s) live
+//!   with the broker; the in-process tests here cover graceful stop,
+//!   restart, a partition, and controller failover.
 
 pub mod controller;
 pub mod controller_api;

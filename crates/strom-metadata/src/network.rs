@@ -1,9 +1,12 @@
-//! Raft RPCs between controller voters over TCP (the controller listener).
+//! Raft RPCs between controller voters, and brokers' requests to the
+//! active controller, over TCP (the controller listener).
 //!
 //! Frames are `[u32 BE length][JSON]`; JSON because `serde_json` is already
 //! in the build and metadata traffic is small. A request is one of
-//! AppendEntries, Vote, InstallSnapshot (a chunk); the reply carries
-//! openraft's result for it. A connection carries one request at a time:
+//! AppendEntries, Vote, InstallSnapshot (a chunk), or a
+//! [`ControllerRequest`]; the reply carries openraft's result for it, or
+//! the controller's answer (`Err(NotLeader)` when this node is not the
+//! active controller: Kafka's NOT_CONTROLLER, the caller re-resolves). A connection carries one request at a time:
 //! openraft opens one client per target and stream, so this is its natural
 //! unit.
 //!

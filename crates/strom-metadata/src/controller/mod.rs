@@ -20,11 +20,11 @@
 //! Lifecycle: one task per quorum member, for its whole life. It is the
 //! active controller only while its node is the Raft leader; on each new
 //! leadership term it first waits until everything committed before is
-//! applied, then starts afresh from the image ([`ControllerState::new`]
+//! applied, then starts afresh from the image (`ControllerState::new`
 //! grants every registered broker a new session, as Kafka does on
 //! failover). On other nodes it answers NOT_CONTROLLER.
 //!
-//! The decision logic lives in [`ControllerState`] (pure: an image and a
+//! The decision logic lives in `ControllerState` (pure: an image and a
 //! clock in, records and an answer out), split by Kafka's managers:
 //! `cluster` (ClusterControlManager/BrokerHeartbeatManager) and
 //! `replication` (ReplicationControlManager), with `placement`
