@@ -145,9 +145,11 @@ fn offset_for_leader_epoch_answers_from_the_epoch_cache() {
         (NONE, 0, 6),
         "no current epoch given"
     );
-    // above every known epoch, or an empty partition: UNDEFINED_EPOCH_OFFSET
+    // above every known epoch: UNDEFINED_EPOCH_OFFSET
     assert_eq!(ask(&mut c, "ofle", 0, -1, 1), (NONE, -1, -1));
-    assert_eq!(ask(&mut c, "ofle", 1, 0, 0), (NONE, -1, -1));
+    // an empty partition: becoming leader started epoch 0 at offset 0
+    // (Kafka's makeLeader assigns the epoch's start offset)
+    assert_eq!(ask(&mut c, "ofle", 1, 0, 0), (NONE, 0, 0));
     // a sender that knows of a newer leader epoch than this broker
     assert_eq!(ask(&mut c, "ofle", 0, 1, 0).0, UNKNOWN_LEADER_EPOCH);
     assert_eq!(ask(&mut c, "ofle", 0, 1, 0).2, -1);
@@ -457,7 +459,8 @@ fn offset_for_leader_epoch_authorization() {
     // ANONYMOUS may no longer describe it)
     allow(&mut c, CLUSTER, "kafka-cluster", "User:ANONYMOUS", ALTER);
     allow(&mut c, TOPIC, "closed", "User:alice", READ);
-    assert_eq!(ask(&mut c, "open", 0, -1, 0), (NONE, -1, -1));
+    // an empty partition: its leader started epoch 0 at offset 0
+    assert_eq!(ask(&mut c, "open", 0, -1, 0), (NONE, 0, 0));
     let denied = ask(&mut c, "closed", 0, -1, 0);
     assert_eq!(denied, (TOPIC_AUTHORIZATION_FAILED, -1, -1));
     let p = epoch_end(&mut c, 4, 2, ("closed", 0, -1, 0));
