@@ -443,3 +443,247 @@ impl Runner {
         crate::propose_on(&self.raft, self.propose_timeout, records).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller_api::error_codes as ec;
+    use crate::controller_api::CreatableTopic;
+    use crate::records::{BrokerEndpoint, ConfigRecord, NO_LEADER};
+    use uuid::Uuid;
+
+    fn config() -> ControllerConfig {
+        ControllerConfig {
+            session_timeout: Duration::from_millis(9000),
+            imbalance_check_interval: Duration::from_secs(300),
+            auto_leader_rebalance: true,
+            unclean_leader_election: false,
+        }
+    }
+
+    /// A controller and its image, driven by hand: each outcome's records
+    /// are applied as the quorum would.
+    struct Harness {
+        state: ControllerState,
+        image: MetadataImage,
+        index: u64,
+        now: Instant,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            let now = Instant::now();
+            let image = MetadataImage::default();
+            Self {
+                state: ControllerState::new(config(), &image, now),
+                image,
+                index: 0,
+                now,
+            }
+        }
+        fn apply(&mut self, records: &[MetadataRecord]) {
+            if !records.is_empty() {
+                self.image.replay_batch(records).expect("valid batch");
+                self.index += 1;
+            }
+        }
+        fn handle(&mut self, req: ControllerRequest) -> ControllerResponse {
+            let ctx = Ctx {
+                image: &self.image.clone(),
+                applied_index: self.index,
+                now: self.now,
+            };
+            let out = self.state.handle(&ctx, req);
+            self.apply(&out.records);
+            if let Some(id) = out.registered {
+                self.state.registered_at(id, self.index);
+            }
+            out.response
+        }
+        fn tick(&mut self) -> usize {
+            let ctx = Ctx {
+                image: &self.image.clone(),
+                applied_index: self.index,
+                now: self.now,
+            };
+            let records = self.state.tick(&ctx);
+            self.apply(&records);
+            records.len()
+        }
+        fn register(&mut self, id: i32) -> i64 {
+            match self.handle(ControllerRequest::RegisterBroker {
+                broker_id: id,
+                incarnation_id: Uuid::new_v4(),
+                endpoints: vec![BrokerEndpoint {
+                    name: "PLAINTEXT".into(),
+                    host: "h".into(),
+                    port: 1,
+                    security_protocol: 0,
+                }],
+                rack: None,
+                observer_addr: None,
+            }) {
+                ControllerResponse::RegisterBroker {
+                    error,
+                    broker_epoch,
+                } if error.is_none() => broker_epoch,
+                other => panic!("{other:?}"),
+            }
+        }
+        fn heartbeat(&mut self, id: i32, epoch: i64) -> ControllerResponse {
+            self.handle(ControllerRequest::BrokerHeartbeat {
+                broker_id: id,
+                broker_epoch: epoch,
+                current_metadata_offset: self.index as i64,
+                want_fence: false,
+                want_shutdown: false,
+            })
+        }
+        fn create(&mut self, name: &str, assignment: Vec<i32>, configs: &[(&str, &str)]) {
+            let r = self.handle(ControllerRequest::CreateTopics {
+                topics: vec![CreatableTopic {
+                    name: name.into(),
+                    num_partitions: -1,
+                    replication_factor: -1,
+                    assignments: [(0, assignment)].into_iter().collect(),
+                    configs: configs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                }],
+                validate_only: false,
+            });
+            match r {
+                ControllerResponse::CreateTopics { topics, .. } => {
+                    assert!(topics[0].error.is_none(), "{:?}", topics[0].error)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        fn partition(&self, name: &str) -> crate::image::PartitionRegistration {
+            self.image.topic(name).unwrap().partitions[&0].clone()
+        }
+    }
+
+    #[test]
+    fn sessions_expire_at_the_timeout_and_heartbeats_renew_them() {
+        let mut h = Harness::new();
+        let e1 = h.register(1);
+        let e2 = h.register(2);
+        assert!(e2 > e1);
+        for (id, e) in [(1, e1), (2, e2)] {
+            match h.heartbeat(id, e) {
+                ControllerResponse::BrokerHeartbeat {
+                    error,
+                    is_caught_up: true,
+                    is_fenced: false,
+                    should_shutdown: false,
+                } if error.is_none() => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        h.create("t", vec![1, 2], &[]);
+        assert_eq!(h.partition("t").leader, 1);
+        // 2 keeps beating, 1 does not.
+        h.now += Duration::from_millis(8000);
+        h.heartbeat(2, e2);
+        assert_eq!(h.tick(), 0);
+        h.now += Duration::from_millis(1000);
+        assert!(h.tick() > 0, "broker 1 fenced at 9 s");
+        assert!(h.image.broker(1).unwrap().fenced && !h.image.broker(2).unwrap().fenced);
+        let p = h.partition("t");
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (2, vec![2], 1));
+        // A stale epoch does not renew anything.
+        match h.heartbeat(2, e2 + 1) {
+            ControllerResponse::BrokerHeartbeat { error, .. } => {
+                assert_eq!(error.error_code, ec::STALE_BROKER_EPOCH)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_new_controller_grants_fresh_sessions() {
+        let mut h = Harness::new();
+        let e1 = h.register(1);
+        h.heartbeat(1, e1);
+        h.now += Duration::from_secs(60);
+        // Takeover long after the last heartbeat: not fenced at once…
+        h.state = ControllerState::new(config(), &h.image, h.now);
+        assert_eq!(h.tick(), 0);
+        // …only a session after the takeover.
+        h.now += Duration::from_secs(8);
+        assert_eq!(h.tick(), 0);
+        h.now += Duration::from_secs(1);
+        assert!(h.tick() > 0);
+        assert!(h.image.broker(1).unwrap().fenced);
+    }
+
+    #[test]
+    fn duplicate_registration_is_refused_while_the_old_one_is_alive() {
+        let mut h = Harness::new();
+        let e1 = h.register(1);
+        h.heartbeat(1, e1);
+        match h.handle(ControllerRequest::RegisterBroker {
+            broker_id: 1,
+            incarnation_id: Uuid::new_v4(),
+            endpoints: vec![],
+            rack: None,
+            observer_addr: None,
+        }) {
+            ControllerResponse::RegisterBroker { error, .. } => {
+                assert_eq!(error.error_code, ec::DUPLICATE_BROKER_REGISTRATION)
+            }
+            other => panic!("{other:?}"),
+        }
+        // Once its session has lapsed, the newcomer wins.
+        h.now += Duration::from_secs(10);
+        assert!(h.register(1) > e1);
+    }
+
+    #[test]
+    fn unclean_election_follows_the_topic_config() {
+        let mut h = Harness::new();
+        let e1 = h.register(1);
+        let e2 = h.register(2);
+        h.heartbeat(1, e1);
+        h.heartbeat(2, e2);
+        h.create("clean", vec![1, 2], &[]);
+        h.create(
+            "dirty",
+            vec![1, 2],
+            &[("unclean.leader.election.enable", "true")],
+        );
+        // Only 1 in sync on both, then 1 goes silent.
+        for t in ["clean", "dirty"] {
+            let p = h.partition(t);
+            let id = h.image.topic(t).unwrap().id;
+            h.apply(&[MetadataRecord::PartitionChange(
+                crate::records::PartitionChangeRecord {
+                    topic_id: id,
+                    partition_id: 0,
+                    isr: Some(vec![1]),
+                    ..Default::default()
+                },
+            )]);
+            assert_eq!(p.leader, 1);
+        }
+        h.now += Duration::from_secs(5);
+        h.heartbeat(2, e2);
+        h.now += Duration::from_secs(5);
+        h.tick();
+        let clean = h.partition("clean");
+        assert_eq!((clean.leader, clean.isr), (NO_LEADER, vec![1]));
+        let dirty = h.partition("dirty");
+        assert_eq!((dirty.leader, dirty.isr), (2, vec![2]));
+        // A cluster-wide default turns it on for every topic.
+        h.apply(&[MetadataRecord::Config(ConfigRecord {
+            resource_type: resource_type::BROKER,
+            resource_name: String::new(),
+            name: "unclean.leader.election.enable".into(),
+            value: Some("true".into()),
+        })]);
+        h.tick();
+        assert_eq!(h.partition("clean").leader, 2);
+    }
+}
