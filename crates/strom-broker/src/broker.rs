@@ -15,9 +15,9 @@ use uuid::Uuid;
 
 use crate::config::{BrokerConfig, Listener};
 use crate::fetch_session::FetchSessionCache;
-use crate::metadata::{MetadataError, MetadataStore, TopicMetadata};
+use crate::metadata::{MetadataError, MetadataStore, PartitionRegistration, TopicMetadata};
 use crate::metrics::BrokerMetrics;
-use crate::partition::Partition;
+use crate::partition::{Partition, PartitionState};
 use crate::replica_manager::ReplicaManager;
 use crate::topic;
 
@@ -45,6 +45,9 @@ pub enum TopicError {
     Storage(#[from] LogError),
     #[error("metadata error: {0}")]
     Metadata(#[from] MetadataError),
+    /// The active controller refused it (a Kafka error code and message).
+    #[error("{}", .0.message.clone().unwrap_or_default())]
+    Rejected(strom_metadata::controller_api::ApiError),
 }
 
 /// What a CreateTopics entry (or auto-creation) asks for.
@@ -89,6 +92,37 @@ pub struct Broker {
     /// This broker's epoch from its registration with the active controller
     /// (-1 until registered); sent with heartbeats and AlterPartition.
     broker_epoch: std::sync::atomic::AtomicI64,
+    /// What [`Broker::apply_image`] last made of the metadata image.
+    hosted: std::sync::Mutex<Hosted>,
+    /// This broker itself, for the replica manager's hook (set in `open`).
+    this: std::sync::OnceLock<std::sync::Weak<Broker>>,
+}
+
+struct HostedTopic {
+    id: Uuid,
+    registrations: Vec<PartitionRegistration>,
+    configs: BTreeMap<String, String>,
+}
+
+/// Whether `node` replicates any partition of `t` (then it hosts the whole
+/// topic: the replica manager indexes a topic's partitions by number, so a
+/// partition it does not replicate is an empty placeholder that never leads
+/// nor fetches).
+fn replicates(t: &TopicMetadata, node: i32) -> bool {
+    t.registrations
+        .iter()
+        .any(|r| r.replicas.contains(&node) || r.adding_replicas.contains(&node))
+}
+
+/// The hosted topics as of the last applied image: each topic's id and the
+/// registrations its partitions were last given to the replica manager.
+#[derive(Default)]
+struct Hosted {
+    topics: BTreeMap<String, HostedTopic>,
+    /// Set once the broker registered (or gave up waiting for a
+    /// controller): from then on registration changes reach the replica
+    /// manager; before, partitions keep `Partition::new`'s leader role.
+    applying: bool,
 }
 
 /// Wall-clock milliseconds since the epoch (Kafka timestamps).
@@ -125,37 +159,7 @@ impl Broker {
                 .unwrap_or_default();
             topic::log_config(&defaults, &overrides)
         })?;
-        let mut by_tp: BTreeMap<(String, i32), _> = logs
-            .into_iter()
-            .map(|(tp, log)| ((tp.topic.clone(), tp.partition), log))
-            .collect();
         let replicas = ReplicaManager::default();
-        for t in image.topics() {
-            let mut parts = Vec::with_capacity(t.partitions as usize);
-            for p in 0..t.partitions {
-                let tp = TopicPartition {
-                    topic: t.name.clone(),
-                    partition: p,
-                };
-                let log = match by_tp.remove(&(t.name.clone(), p)) {
-                    Some(log) => log,
-                    None => {
-                        warn!(partition = %tp, "partition directory missing; creating an empty log");
-                        log_manager.create_log(&tp, topic::log_config(&defaults, &t.configs))?
-                    }
-                };
-                parts.push(Arc::new(Partition::new(
-                    tp,
-                    t.id,
-                    LeaderEpoch(t.leader_epoch),
-                    log,
-                )));
-            }
-            replicas.add_topic(&t.name, parts);
-        }
-        for ((topic, p), log) in by_tp {
-            warn!(topic, partition = p, dir = %log.dir().display(), "log directory of an unknown topic left untouched");
-        }
         let advertised = RwLock::new(config.advertised_listeners.clone());
         let groups = crate::group::GroupCoordinator::new(config.group.clone());
         let transactions = crate::txn::TransactionCoordinator::new(config.txn.clone());
@@ -179,7 +183,16 @@ impl Broker {
             admin_lock: tokio::sync::Mutex::new(()),
             last_producer_expiry: std::sync::atomic::AtomicI64::new(now_ms()),
             broker_epoch: std::sync::atomic::AtomicI64::new(-1),
+            hosted: std::sync::Mutex::new(Hosted::default()),
+            this: std::sync::OnceLock::new(),
         });
+        let _ = broker.this.set(Arc::downgrade(&broker));
+        broker.apply_image()?;
+        for (tp, log) in logs {
+            if broker.replicas.partition(&tp.topic, tp.partition).is_none() {
+                warn!(partition = %tp, dir = %log.dir().display(), "log directory of a partition this broker does not replicate left untouched");
+            }
+        }
         broker
             .metrics
             .set_group_lag_source(Box::new(crate::group_lag::LagSource {
@@ -212,6 +225,11 @@ impl Broker {
             .or_else(|| adv.first())
             .cloned()
             .expect("at least one listener")
+    }
+
+    /// Every advertised listener, with the ports actually bound.
+    pub fn advertised_listeners(&self) -> Vec<Listener> {
+        self.advertised.read().unwrap().clone()
     }
 
     /// Records the port actually bound for `listener` when it was configured
@@ -254,37 +272,50 @@ impl Broker {
                 req.name, other.name
             )));
         }
+        let topic = strom_metadata::controller_api::CreatableTopic {
+            name: req.name.clone(),
+            num_partitions,
+            replication_factor,
+            assignments: req.assignments.clone(),
+            configs: req.configs.clone(),
+        };
+        let created = self
+            .metadata
+            .create_topics(vec![topic], validate_only)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| TopicError::InvalidRequest("no answer for the topic".into()))?;
+        if created.error.error_code != 0 {
+            return Err(match created.error.error_code {
+                36 => TopicError::AlreadyExists(req.name),
+                _ => TopicError::Rejected(created.error),
+            });
+        }
         let meta = TopicMetadata {
             name: req.name.clone(),
-            id: Uuid::new_v4(),
-            partitions: num_partitions,
-            replication_factor,
+            id: created.topic_id,
+            partitions: created.num_partitions,
+            replication_factor: created.replication_factor,
             configs: req.configs.clone(),
             leader_epoch: 0,
+            registrations: vec![],
         };
         if validate_only {
             return Ok(Arc::new(meta));
         }
-        let log_config = topic::log_config(&self.config.log, &meta.configs);
-        let mut parts = Vec::with_capacity(num_partitions as usize);
-        for p in 0..num_partitions {
-            let tp = TopicPartition {
-                topic: meta.name.clone(),
-                partition: p,
-            };
-            let log = self.log_manager.create_log(&tp, log_config.clone())?;
-            parts.push(Arc::new(Partition::new(tp, meta.id, LeaderEpoch(0), log)));
-        }
-        self.metadata.add_topic(meta.clone())?;
-        self.replicas.add_topic(&meta.name, parts);
-        info!(topic = %meta.name, partitions = num_partitions, id = %meta.id, "created topic");
-        Ok(Arc::new(meta))
+        self.apply_image()?;
+        info!(topic = %meta.name, partitions = meta.partitions, replication_factor = meta.replication_factor, id = %meta.id, "created topic");
+        Ok(self
+            .metadata
+            .image()
+            .topic(&req.name)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(meta)))
     }
 
-    /// Partition count and replication factor after defaults, checked
-    /// against the live brokers (one, for now).
+    /// Partition count and replication factor after defaults (the active
+    /// controller checks them against the live brokers).
     fn validate_layout(&self, req: &NewTopic) -> Result<(i32, i16), TopicError> {
-        let live_brokers = 1;
         if !req.assignments.is_empty() {
             if req.num_partitions != -1 || req.replication_factor != -1 {
                 return Err(TopicError::InvalidRequest(
@@ -309,11 +340,6 @@ impl Broker {
                         "All partitions should have the same number of replicas".into(),
                     ));
                 }
-                if let Some(bad) = replicas.iter().find(|&&id| id != self.node_id()) {
-                    return Err(TopicError::InvalidReplicaAssignment(format!(
-                        "Unknown broker id {bad} in the replica assignment"
-                    )));
-                }
             }
             return Ok((n, rf as i16));
         }
@@ -337,11 +363,6 @@ impl Broker {
                 "Replication factor must be larger than 0.".into(),
             ));
         }
-        if rf as i32 > live_brokers {
-            return Err(TopicError::InvalidReplicationFactor(format!(
-                "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {live_brokers} broker(s) are registered."
-            )));
-        }
         Ok((partitions, rf))
     }
 
@@ -354,20 +375,173 @@ impl Broker {
             return Err(TopicError::UnknownTopic);
         };
         self.metadata.remove_topic(name)?;
-        self.replicas.remove_topic(name);
-        self.fetch_sessions.forget_topic(name);
-        self.metrics.forget_topic(name);
-        for p in 0..t.partitions {
-            let tp = TopicPartition {
-                topic: name.to_string(),
-                partition: p,
-            };
-            if let Err(e) = self.log_manager.delete_log(&tp) {
-                warn!(partition = %tp, error = %e, "failed to delete log of deleted topic");
-            }
-        }
+        // The image no longer has it: its partitions stop and their logs go.
+        self.apply_image()?;
         info!(topic = name, id = %t.id, "deleted topic");
         Ok(t.id)
+    }
+
+    /// Makes the hosted partitions follow the metadata image (Kafka's
+    /// `ReplicaManager.applyDelta`): creates the logs and partitions of
+    /// topics this node now replicates, stops and deletes those it no longer
+    /// does (deleted topics included), applies changed topic configs, and
+    /// hands every partition whose registration changed to the replica
+    /// manager (leader/follower). Idempotent; called after each applied
+    /// image change and by this node's own topic writes.
+    pub fn apply_image(&self) -> Result<(), TopicError> {
+        let mut hosted = self.hosted.lock().unwrap_or_else(|e| e.into_inner());
+        let image = self.metadata.image();
+        let me = self.node_id();
+        let gone: Vec<String> = hosted
+            .topics
+            .iter()
+            .filter(|(name, h)| {
+                image
+                    .topic(name)
+                    .is_none_or(|t| t.id != h.id || !replicates(t, me))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            let h = hosted.topics.remove(&name).expect("listed above");
+            self.unhost_topic(&name, &h, hosted.applying);
+        }
+        let mut changes = Vec::new();
+        for t in image.topics().filter(|t| replicates(t, me)) {
+            let prev = hosted.topics.remove(&t.name);
+            let known = prev.as_ref().map_or(0, |h| h.registrations.len());
+            let log_config = topic::log_config(&self.config.log, &t.configs);
+            if known < t.registrations.len() {
+                let mut parts: Vec<Arc<Partition>> = self
+                    .replicas
+                    .topic_partitions(&t.name)
+                    .map(|p| p.to_vec())
+                    .unwrap_or_default();
+                for p in parts.len()..t.registrations.len() {
+                    let tp = TopicPartition::new(&t.name, p as i32);
+                    let log = self.log_manager.create_log(&tp, log_config.clone())?;
+                    let epoch = t.registrations[p].leader_epoch;
+                    parts.push(Arc::new(Partition::new(tp, t.id, LeaderEpoch(epoch), log)));
+                }
+                self.replicas.add_topic(&t.name, parts);
+            }
+            if prev.as_ref().is_some_and(|h| h.configs != t.configs) {
+                for p in self
+                    .replicas
+                    .topic_partitions(&t.name)
+                    .iter()
+                    .flat_map(|p| p.iter())
+                {
+                    p.log().set_config(log_config.clone());
+                }
+            }
+            if let Some(parts) = self.replicas.topic_partitions(&t.name) {
+                for (i, reg) in t.registrations.iter().enumerate() {
+                    let before = prev.as_ref().and_then(|h| h.registrations.get(i));
+                    if before != Some(reg) {
+                        if let Some(p) = parts.get(i) {
+                            changes.push((p.clone(), PartitionState::from(reg)));
+                        }
+                    }
+                }
+            }
+            hosted.topics.insert(
+                t.name.clone(),
+                HostedTopic {
+                    id: t.id,
+                    registrations: t.registrations.clone(),
+                    configs: t.configs.clone(),
+                },
+            );
+        }
+        if hosted.applying && !changes.is_empty() {
+            if let Some(this) = self.this.get().and_then(|w| w.upgrade()) {
+                self.replicas.apply_partition_states(&this, changes);
+            }
+        }
+        Ok(())
+    }
+
+    /// From now on registrations reach the replica manager; every hosted
+    /// partition gets its current one (the lifecycle calls this once the
+    /// broker is registered).
+    pub fn start_applying_image(&self) -> Result<(), TopicError> {
+        let mut hosted = self.hosted.lock().unwrap_or_else(|e| e.into_inner());
+        hosted.applying = true;
+        let mut changes = Vec::new();
+        for (name, h) in &hosted.topics {
+            if let Some(parts) = self.replicas.topic_partitions(name) {
+                for (p, reg) in parts.iter().zip(&h.registrations) {
+                    changes.push((p.clone(), PartitionState::from(reg)));
+                }
+            }
+        }
+        drop(hosted);
+        if let Some(this) = self.this.get().and_then(|w| w.upgrade()) {
+            self.replicas.apply_partition_states(&this, changes);
+        }
+        self.apply_image()
+    }
+
+    /// Stops a topic's partitions (they stop leading and fetching) and
+    /// deletes their logs, as Kafka does for a replica it no longer has.
+    fn unhost_topic(&self, name: &str, h: &HostedTopic, applying: bool) {
+        if let Some(parts) = self.replicas.remove_topic(name) {
+            if applying {
+                let stop = parts
+                    .iter()
+                    .zip(&h.registrations)
+                    .map(|(p, r)| {
+                        let state = PartitionState {
+                            leader: -1,
+                            leader_epoch: r.leader_epoch,
+                            partition_epoch: r.partition_epoch + 1,
+                            ..Default::default()
+                        };
+                        (p.clone(), state)
+                    })
+                    .collect();
+                if let Some(this) = self.this.get().and_then(|w| w.upgrade()) {
+                    self.replicas.apply_partition_states(&this, stop);
+                }
+            }
+        }
+        self.fetch_sessions.forget_topic(name);
+        self.metrics.forget_topic(name);
+        for p in 0..h.registrations.len() {
+            let tp = TopicPartition::new(name, p as i32);
+            if let Err(e) = self.log_manager.delete_log(&tp) {
+                warn!(partition = %tp, error = %e, "failed to delete log of a partition no longer hosted");
+            }
+        }
+        info!(topic = name, id = %h.id, "stopped hosting topic");
+    }
+
+    /// After an image change: the group and transaction coordinators load
+    /// the `__consumer_offsets` / `__transaction_state` partitions this
+    /// node now leads and unload those it no longer leads.
+    pub async fn on_partition_leadership(&self) {
+        self.groups.on_leadership(self).await;
+        self.transactions.on_leadership(self).await;
+    }
+
+    /// The replication factor of an internal topic created on demand: the
+    /// configured one (`offsets.topic.replication.factor`,
+    /// `transaction.state.log.replication.factor`, Kafka's default 3)
+    /// capped to the live brokers, with a warning, so that one node works.
+    pub fn internal_replication_factor(&self, key: &str) -> i16 {
+        let configured = self
+            .config
+            .raw
+            .get(key)
+            .and_then(|v| v.trim().parse::<i16>().ok())
+            .unwrap_or(3);
+        let live = self.metadata.image().live_brokers().count().max(1);
+        let rf = configured.min(live as i16).max(1);
+        if rf < configured {
+            warn!(key, configured, live_brokers = live, "fewer live brokers than the configured replication factor; creating the internal topic with {rf}");
+        }
+        rf
     }
 
     /// Flushes logs whose `flush.ms` is due (called by a ticker), and

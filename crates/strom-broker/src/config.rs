@@ -111,6 +111,11 @@ const KNOWN_KEYS: &[&str] = &[
     "inter.broker.listener.name",
     "controller.listener.names",
     "process.roles",
+    // broker lifecycle (issue 7)
+    "broker.heartbeat.interval.ms",
+    "broker.session.timeout.ms",
+    "broker.rack",
+    "controlled.shutdown.enable",
     "controller.quorum.voters",
     "metadata.log.dir",
     "log.dirs",
@@ -409,6 +414,16 @@ impl BrokerConfig {
             raw,
             ignored,
         })
+    }
+
+    /// `inter.broker.listener.name`: the listener replicas fetch from (by
+    /// default the first of `listeners` that is not a controller listener).
+    pub fn inter_broker_listener(&self) -> String {
+        self.raw
+            .get("inter.broker.listener.name")
+            .map(|v| v.trim().to_string())
+            .or_else(|| self.listeners.first().map(|l| l.name.clone()))
+            .unwrap_or_else(|| "PLAINTEXT".into())
     }
 
     /// The advertised address for the listener called `name`.

@@ -46,12 +46,19 @@ pub fn topic_error_code(e: &TopicError) -> ResponseError {
         TopicError::UnknownTopic => ResponseError::UnknownTopicOrPartition,
         TopicError::Storage(e) => log_error_code(e),
         TopicError::Metadata(e) => metadata_error_code(e),
+        TopicError::Rejected(e) => {
+            ResponseError::try_from_code(e.error_code).unwrap_or(ResponseError::UnknownServerError)
+        }
     }
 }
 
 /// Kafka's error code when the metadata image cannot be changed.
 pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
     match e {
+        MetadataError::Controller(e) => {
+            ResponseError::try_from_code(e.error_code).unwrap_or(ResponseError::UnknownServerError)
+        }
+        MetadataError::InconsistentClusterId { .. } => ResponseError::InconsistentClusterId,
         MetadataError::Io { .. }
         | MetadataError::Corrupt { .. }
         | MetadataError::NodeIdMismatch { .. }
@@ -67,6 +74,7 @@ pub fn coordinator_error_code(e: &CoordinatorError) -> ResponseError {
         CoordinatorError::NotAvailable | CoordinatorError::Topic(_) => {
             ResponseError::CoordinatorNotAvailable
         }
+        CoordinatorError::NotCoordinator => ResponseError::NotCoordinator,
         // The partition is gone or closing: the client looks up the
         // coordinator again.
         CoordinatorError::Log(LogError::Closed(_)) => ResponseError::NotCoordinator,

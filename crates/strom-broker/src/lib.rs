@@ -12,6 +12,7 @@ pub mod fetch_session;
 pub mod group;
 pub mod group_lag;
 pub mod handlers;
+pub mod lifecycle;
 pub mod metadata;
 pub mod metrics;
 pub mod network;
@@ -42,6 +43,8 @@ pub enum ServerError {
     Storage(#[from] strom_storage::LogError),
     #[error(transparent)]
     Tls(#[from] security::tls::TlsConfigError),
+    #[error(transparent)]
+    Metadata(#[from] metadata::MetadataError),
 }
 
 /// Runs a broker until `shutdown` resolves: start-up (recovery included),
@@ -61,9 +64,12 @@ pub async fn run(
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await
         .expect("broker start-up task panicked")?;
+    // Bound before registering so the registration carries the real ports;
+    // connections wait in the backlog until the broker serves (as Kafka).
+    let listeners = network::bind_listeners(&broker).await?;
+    let lifecycle = lifecycle::start(&broker).await?;
     broker.groups.startup(&broker).await;
     broker.transactions.startup(&broker).await;
-    let listeners = network::bind_listeners(&broker).await?;
     let admin = admin::bind(&broker).await?;
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(a) = admin_addr {
@@ -136,6 +142,8 @@ pub async fn run(
 
     shutdown.await;
     info!("shutting down");
+    // Leaderships move away while this broker still serves.
+    lifecycle.shutdown().await;
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;

@@ -25,6 +25,10 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use strom_metadata::controller_api::{
+    ApiError, ControllerRequest, ControllerResponse, CreatableTopic, CreatedTopic,
+};
+pub use strom_metadata::image::{BrokerRegistration, PartitionRegistration};
 use strom_metadata::records::{self as rec, resource_type, MetadataRecord};
 use strom_metadata::{MetadataQuorum, ProposeError, PublishedImage, QuorumConfig};
 use tokio::sync::watch;
@@ -47,8 +51,23 @@ pub struct TopicMetadata {
     pub replication_factor: i16,
     /// Topic-level config overrides (Kafka names), only those set explicitly.
     pub configs: BTreeMap<String, String>,
-    /// Leader epoch of every partition (one node: stays 0 until leaders move).
+    /// The highest leader epoch of its partitions (a fallback; each
+    /// partition's own is in `registrations`).
     pub leader_epoch: i32,
+    /// Each partition's registration (replicas, ISR, leader, epochs),
+    /// indexed by partition number; empty only in an image not yet written
+    /// to the metadata log (validate-only answers, the legacy import).
+    #[serde(default)]
+    pub registrations: Vec<PartitionRegistration>,
+}
+
+impl TopicMetadata {
+    /// Partition `p`'s registration.
+    pub fn registration(&self, p: i32) -> Option<&PartitionRegistration> {
+        usize::try_from(p)
+            .ok()
+            .and_then(|i| self.registrations.get(i))
+    }
 }
 
 /// An immutable snapshot of cluster metadata.
@@ -63,6 +82,10 @@ pub struct MetadataImage {
     acls: Arc<AclIndex>,
     /// SCRAM credentials per user and mechanism (AlterUserScramCredentials).
     scram: Arc<ScramCredentials>,
+    /// Registered brokers (fenced ones included), by id.
+    brokers: Arc<BTreeMap<i32, Arc<BrokerRegistration>>>,
+    /// The metadata log index this image reflects (`None`: nothing applied).
+    pub applied_index: Option<u64>,
 }
 
 /// SCRAM credentials: user → mechanism → salt, stored key, server key,
@@ -95,6 +118,23 @@ impl MetadataImage {
         mechanism: ScramMechanism,
     ) -> Option<&ScramCredential> {
         self.scram.get(user)?.get(&mechanism)
+    }
+    /// The registration of broker `id`.
+    pub fn broker(&self, id: i32) -> Option<&Arc<BrokerRegistration>> {
+        self.brokers.get(&id)
+    }
+    /// Registered brokers in id order, fenced ones included.
+    pub fn brokers(&self) -> impl Iterator<Item = &Arc<BrokerRegistration>> {
+        self.brokers.values()
+    }
+    /// Registered brokers that are not fenced (Kafka's "alive" brokers:
+    /// what Metadata lists and what placement may use).
+    pub fn live_brokers(&self) -> impl Iterator<Item = &Arc<BrokerRegistration>> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+    /// Whether broker `id` is registered and unfenced.
+    pub fn is_live(&self, id: i32) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
     }
     fn insert(&mut self, t: TopicMetadata) {
         self.by_id.insert(t.id, t.name.clone());
@@ -141,6 +181,17 @@ pub enum MetadataError {
     /// forwarding writes to it is a later step.
     #[error("not the active controller (leader: {leader:?})")]
     NotController { leader: Option<i32> },
+    /// The active controller refused the change (a Kafka error code).
+    #[error("{}", .0.message.clone().unwrap_or_else(|| format!("controller error {}", .0.error_code)))]
+    Controller(ApiError),
+    /// The metadata log belongs to another cluster than this node's log dirs
+    /// (Kafka's INCONSISTENT_CLUSTER_ID).
+    #[error("INCONSISTENT_CLUSTER_ID: {path} has cluster.id {stored}, but the metadata quorum's cluster id is {quorum}; this node belongs to another cluster (empty its log dirs to join this one)")]
+    InconsistentClusterId {
+        path: PathBuf,
+        stored: String,
+        quorum: String,
+    },
     /// Not committed in time (no majority); it may still commit later.
     #[error("metadata change not committed in time: {0}")]
     Timeout(String),
@@ -180,7 +231,9 @@ impl Default for QuorumSettings {
 
 /// Holds this node's quorum member and the broker-shaped image of its log.
 pub struct MetadataStore {
+    /// The cluster id this node proposes, shown until the log carries one.
     cluster_id: String,
+    log_dirs: Vec<PathBuf>,
     node_id: i32,
     quorum: Arc<MetadataQuorum>,
     published: watch::Receiver<PublishedImage>,
@@ -234,11 +287,13 @@ impl MetadataStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(io_err(&legacy_file)(e)),
             };
+        // meta.properties gets the cluster id once the metadata log agrees
+        // on one (see `adopt_cluster_id`); until then this is only proposed.
         let cluster_id = existing_cluster_id(log_dirs)
             .or_else(|| legacy.as_ref().map(|l| l.cluster_id.clone()))
             .unwrap_or_else(new_cluster_id);
         for d in log_dirs {
-            write_meta_properties(d, node_id, &cluster_id)?;
+            check_node_id(d, node_id)?;
         }
         let log_dir = settings
             .log_dir
@@ -252,6 +307,7 @@ impl MetadataStore {
             .enable_all()
             .build()
             .map_err(io_err(&log_dir))?;
+        let is_voter = settings.controller;
         let settings = settings.clone();
         let quorum = run_blocking(&runtime, async move {
             start_quorum(node_id, &settings, &log_dir).await
@@ -260,6 +316,7 @@ impl MetadataStore {
         let published = quorum.subscribe();
         let store = MetadataStore {
             cluster_id,
+            log_dirs: log_dirs.to_vec(),
             node_id,
             quorum,
             published,
@@ -268,10 +325,51 @@ impl MetadataStore {
             runtime: Some(runtime),
         };
         *store.cache.write().unwrap() = store.convert_published();
+        // A voter agrees on the cluster id now (the first leader writes its
+        // own into the log); a broker-only node receives the log only once
+        // registered, and its lifecycle adopts the id then.
+        if is_voter {
+            let (quorum, proposal) = (store.quorum.clone(), store.cluster_id.clone());
+            let runtime = store.runtime.as_ref().expect("runtime lives until drop");
+            match run_blocking(runtime, agree_cluster_id(quorum, proposal, LEADER_WAIT)) {
+                Some(id) => store.adopt_cluster_id(&id)?,
+                None => tracing::warn!(
+                    "the metadata log has no cluster id yet (no quorum leader); meta.properties is written once it has"
+                ),
+            }
+        }
         if let Some(old) = legacy {
             store.migrate(old, &legacy_file)?;
         }
         Ok(store)
+    }
+
+    /// Checks the metadata log's cluster id against `meta.properties` and
+    /// writes it there if the dirs have none yet: a node whose dirs belong
+    /// to another cluster must not join this one (INCONSISTENT_CLUSTER_ID).
+    pub fn adopt_cluster_id(&self, id: &str) -> Result<(), MetadataError> {
+        for d in &self.log_dirs {
+            let path = d.join("meta.properties");
+            if let Some(stored) = read_properties(&path).and_then(|m| m.get("cluster.id").cloned())
+            {
+                if stored != id {
+                    return Err(MetadataError::InconsistentClusterId {
+                        path,
+                        stored,
+                        quorum: id.to_string(),
+                    });
+                }
+            }
+        }
+        for d in &self.log_dirs {
+            write_meta_properties(d, self.node_id, id)?;
+        }
+        Ok(())
+    }
+
+    /// The cluster id the metadata log carries, if any yet.
+    pub fn log_cluster_id(&self) -> Option<String> {
+        log_cluster_id(&self.quorum.image()).cloned()
     }
 
     /// This node's quorum member (DescribeQuorum, tests).
@@ -334,7 +432,11 @@ impl MetadataStore {
         let p = self.published.borrow().clone();
         (
             p.last_applied_index,
-            Arc::new(from_log_image(&p.image, &self.cluster_id)),
+            Arc::new(from_log_image(
+                &p.image,
+                &self.cluster_id,
+                p.last_applied_index,
+            )),
         )
     }
 
@@ -402,18 +504,306 @@ impl MetadataStore {
             return Ok(current);
         }
         let quorum = self.quorum.clone();
-        let runtime = self.runtime.as_ref().expect("runtime lives until drop");
-        run_blocking(runtime, async move { quorum.propose(records).await }).map_err(
-            |e| match e {
-                ProposeError::NotLeader { leader_id, .. } => {
-                    MetadataError::NotController { leader: leader_id }
-                }
-                ProposeError::Timeout(_) => MetadataError::Timeout(e.to_string()),
-                e => MetadataError::Quorum(e.to_string()),
-            },
-        )?;
+        run_blocking(self.rt(), async move {
+            let index = submit(&quorum, records).await?;
+            wait_applied(&quorum, index).await
+        })?;
         Ok(self.image())
     }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("runtime lives until drop")
+    }
+
+    /// Runs `fut` on the metadata runtime (its own small runtime, so the
+    /// broker lifecycle's heartbeats keep their pace however busy the
+    /// request workers are).
+    pub fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.rt().spawn(fut)
+    }
+
+    /// Sends `req` to the active controller (in-process when this node is
+    /// it, forwarded otherwise) and returns its answer. Callable from any
+    /// runtime.
+    pub async fn controller_call(
+        &self,
+        req: ControllerRequest,
+    ) -> Result<ControllerResponse, ProposeError> {
+        let quorum = self.quorum.clone();
+        self.spawn(async move { quorum.controller_call(req).await })
+            .await
+            .unwrap_or_else(|e| Err(ProposeError::Unavailable(e.to_string())))
+    }
+
+    /// Waits until this node's image has applied the metadata log up to
+    /// `index` (an answer's `log_index`); false on timeout.
+    pub async fn wait_for_index(&self, index: u64, timeout: Duration) -> bool {
+        let mut rx = self.published.clone();
+        let reached = |p: &PublishedImage| p.last_applied_index.is_some_and(|i| i >= index);
+        let wait = async {
+            loop {
+                if reached(&rx.borrow_and_update()) {
+                    return true;
+                }
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+    }
+
+    /// CreateTopics through the active controller, which checks existence
+    /// and the replication factor against the live brokers and places the
+    /// replicas. Returns once this node's image shows the new topics.
+    pub fn create_topics(
+        &self,
+        topics: Vec<CreatableTopic>,
+        validate_only: bool,
+    ) -> Result<Vec<CreatedTopic>, MetadataError> {
+        let _one_writer = self.writer.lock().unwrap();
+        let quorum = self.quorum.clone();
+        let node_id = self.node_id;
+        run_blocking(self.rt(), async move {
+            let req = ControllerRequest::CreateTopics {
+                topics: topics.clone(),
+                validate_only,
+            };
+            let (created, index) = match quorum.controller_call(req).await {
+                Ok(ControllerResponse::CreateTopics { topics, log_index }) => (topics, log_index),
+                Ok(other) => return Err(unexpected(other)),
+                Err(ProposeError::Unavailable(_)) if quorum.is_leader() => {
+                    create_topics_here(&quorum, node_id, topics, validate_only).await?
+                }
+                Err(e) => return Err(propose_error(e)),
+            };
+            if !validate_only && created.iter().any(|t| t.error.error_code == 0) {
+                wait_applied(&quorum, index).await?;
+            }
+            Ok(created)
+        })
+    }
+
+    /// CreatePartitions through the active controller; returns once this
+    /// node's image shows the new partitions.
+    pub fn create_partitions(
+        &self,
+        topic: &str,
+        count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<(), MetadataError> {
+        let _one_writer = self.writer.lock().unwrap();
+        let quorum = self.quorum.clone();
+        let req = ControllerRequest::CreatePartitions {
+            topic: topic.to_string(),
+            count,
+            assignments: assignments.clone(),
+            validate_only,
+        };
+        let answer = run_blocking(self.rt(), async move { quorum.controller_call(req).await });
+        let index = match answer {
+            Ok(ControllerResponse::CreatePartitions { error, log_index }) => {
+                check(error)?;
+                log_index
+            }
+            Ok(other) => return Err(unexpected(other)),
+            Err(ProposeError::Unavailable(_)) if self.quorum.is_leader() => {
+                drop(_one_writer);
+                // No controller in this build: one node places every new
+                // partition on itself.
+                if let Some(bad) = assignments
+                    .iter()
+                    .flatten()
+                    .flatten()
+                    .find(|&&id| id != self.node_id)
+                {
+                    return Err(MetadataError::Controller(ApiError {
+                        error_code: 39,
+                        message: Some(format!("Unknown broker id {bad} in the replica assignment")),
+                    }));
+                }
+                if validate_only {
+                    return Ok(());
+                }
+                let Some(t) = self.image().topic(topic).cloned() else {
+                    return Err(MetadataError::Controller(ApiError {
+                        error_code: 3,
+                        message: None,
+                    }));
+                };
+                self.update_topic(TopicMetadata {
+                    partitions: count,
+                    ..(*t).clone()
+                })?;
+                return Ok(());
+            }
+            Err(e) => return Err(propose_error(e)),
+        };
+        if !validate_only {
+            let quorum = self.quorum.clone();
+            run_blocking(self.rt(), async move { wait_applied(&quorum, index).await })?;
+        }
+        Ok(())
+    }
+}
+
+/// How long a write waits for this node to replay its own change.
+const APPLY_WAIT: Duration = Duration::from_secs(30);
+
+fn propose_error(e: ProposeError) -> MetadataError {
+    match e {
+        ProposeError::NotLeader { leader_id, .. } => {
+            MetadataError::NotController { leader: leader_id }
+        }
+        ProposeError::Timeout(_) => MetadataError::Timeout(e.to_string()),
+        e => MetadataError::Quorum(e.to_string()),
+    }
+}
+
+fn unexpected(answer: ControllerResponse) -> MetadataError {
+    MetadataError::Quorum(format!("unexpected controller answer {answer:?}"))
+}
+
+fn check(error: ApiError) -> Result<(), MetadataError> {
+    if error.error_code == 0 {
+        Ok(())
+    } else {
+        Err(MetadataError::Controller(error))
+    }
+}
+
+/// Sends records computed against this node's image to the active
+/// controller, which checks they still apply and commits them. While no
+/// controller answers in this build (`Unavailable` on the Raft leader), the
+/// leader proposes them itself.
+async fn submit(
+    quorum: &MetadataQuorum,
+    records: Vec<MetadataRecord>,
+) -> Result<u64, MetadataError> {
+    let req = ControllerRequest::Propose {
+        records: records.clone(),
+    };
+    match quorum.controller_call(req).await {
+        Ok(ControllerResponse::Propose { error, log_index }) => check(error).map(|_| log_index),
+        Ok(other) => Err(unexpected(other)),
+        Err(ProposeError::Unavailable(_)) if quorum.is_leader() => {
+            quorum.propose(records).await.map_err(propose_error)
+        }
+        Err(e) => Err(propose_error(e)),
+    }
+}
+
+/// Waits until `quorum`'s image has applied `index`.
+async fn wait_applied(quorum: &MetadataQuorum, index: u64) -> Result<(), MetadataError> {
+    let mut rx = quorum.subscribe();
+    let wait = async {
+        loop {
+            if rx
+                .borrow_and_update()
+                .last_applied_index
+                .is_some_and(|i| i >= index)
+            {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    };
+    tokio::time::timeout(APPLY_WAIT, wait).await.map_err(|_| {
+        MetadataError::Timeout(format!(
+            "metadata log index {index} not applied here in time"
+        ))
+    })
+}
+
+/// CreateTopics without a controller (the interim single-node path): every
+/// replica on this node, so a replication factor above one is refused.
+async fn create_topics_here(
+    quorum: &MetadataQuorum,
+    node_id: i32,
+    topics: Vec<CreatableTopic>,
+    validate_only: bool,
+) -> Result<(Vec<CreatedTopic>, u64), MetadataError> {
+    let image = quorum.image();
+    let mut records = Vec::new();
+    let mut created = Vec::with_capacity(topics.len());
+    for t in topics {
+        let fail = |code: i16, msg: String| CreatedTopic {
+            name: t.name.clone(),
+            error: ApiError {
+                error_code: code,
+                message: Some(msg),
+            },
+            topic_id: Uuid::nil(),
+            num_partitions: -1,
+            replication_factor: -1,
+        };
+        let (partitions, rf) = if t.assignments.is_empty() {
+            (t.num_partitions, t.replication_factor)
+        } else {
+            let rf = t.assignments.values().next().map_or(0, |r| r.len());
+            (t.assignments.len() as i32, rf as i16)
+        };
+        if image.topic(&t.name).is_some() {
+            created.push(fail(36, format!("Topic '{}' already exists.", t.name)));
+            continue;
+        }
+        if let Some(bad) = t.assignments.values().flatten().find(|&&id| id != node_id) {
+            created.push(fail(
+                39,
+                format!("Unknown broker id {bad} in the replica assignment"),
+            ));
+            continue;
+        }
+        if rf > 1 {
+            created.push(fail(38, format!(
+                "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only 1 broker(s) are registered."
+            )));
+            continue;
+        }
+        let id = Uuid::new_v4();
+        let meta = TopicMetadata {
+            name: t.name.clone(),
+            id,
+            partitions,
+            replication_factor: rf,
+            configs: t.configs.clone(),
+            leader_epoch: 0,
+            registrations: vec![],
+        };
+        records.push(MetadataRecord::Topic(rec::TopicRecord {
+            name: t.name.clone(),
+            topic_id: id,
+        }));
+        records.extend((0..partitions).map(|p| partition_record(&meta, p, node_id)));
+        records.extend(
+            t.configs
+                .iter()
+                .map(|(k, v)| config_record(&t.name, k, Some(v))),
+        );
+        created.push(CreatedTopic {
+            name: t.name,
+            error: ApiError {
+                error_code: 0,
+                message: None,
+            },
+            topic_id: id,
+            num_partitions: partitions,
+            replication_factor: rf,
+        });
+    }
+    let index = if validate_only || records.is_empty() {
+        0
+    } else {
+        quorum.propose(records).await.map_err(propose_error)?
+    };
+    Ok((created, index))
 }
 
 impl Drop for MetadataStore {
@@ -444,6 +834,42 @@ fn run_blocking<T: Send + 'static>(
     });
     rx.recv()
         .expect("metadata runtime stopped while a call was pending")
+}
+
+/// Waits (up to `wait`) until the metadata log carries a cluster id; while
+/// this node leads and the log has none, it writes `proposal` (so the first
+/// leader of a new cluster names it).
+async fn agree_cluster_id(
+    quorum: Arc<MetadataQuorum>,
+    proposal: String,
+    wait: Duration,
+) -> Option<String> {
+    let mut rx = quorum.subscribe();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(id) = log_cluster_id(&rx.borrow_and_update().image) {
+            return Some(id.clone());
+        }
+        if quorum.is_leader() {
+            let record = MetadataRecord::Config(rec::ConfigRecord {
+                resource_type: resource_type::BROKER,
+                resource_name: String::new(),
+                name: CLUSTER_ID_CONFIG.into(),
+                value: Some(proposal.clone()),
+            });
+            match quorum.propose(vec![record]).await {
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot write the cluster id to the metadata log")
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        // Leadership changes do not touch the image: poll as well.
+        let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+    }
 }
 
 async fn start_quorum(
@@ -552,18 +978,55 @@ fn quota_entity_from_log(parts: &[rec::EntityData]) -> QuotaEntity {
     e
 }
 
-/// The broker's view of the log's image.
-fn from_log_image(log: &strom_metadata::MetadataImage, cluster_id: &str) -> MetadataImage {
+/// The config (on BROKER "", the cluster-wide resource) that carries the
+/// cluster id in the metadata log, so every node agrees on it.
+pub const CLUSTER_ID_CONFIG: &str = "cluster.id";
+
+/// The cluster id the metadata log holds, if it has one yet.
+pub fn log_cluster_id(log: &strom_metadata::MetadataImage) -> Option<&String> {
+    log.configs(resource_type::BROKER, "")
+        .and_then(|c| c.get(CLUSTER_ID_CONFIG))
+}
+
+/// The broker's view of the log's image; `cluster_id` is used until the log
+/// carries one.
+fn from_log_image(
+    log: &strom_metadata::MetadataImage,
+    cluster_id: &str,
+    applied_index: Option<u64>,
+) -> MetadataImage {
     let mut img = MetadataImage {
-        cluster_id: cluster_id.to_string(),
+        cluster_id: log_cluster_id(log).map_or(cluster_id, |c| c).to_string(),
+        applied_index,
+        brokers: Arc::new(log.brokers().map(|b| (b.broker_id, b.clone())).collect()),
         ..Default::default()
     };
     for t in log.topics() {
         let first = t.partitions.values().next();
+        // Partition ids are dense (0..n) in a valid log; a gap would be a
+        // controller bug, shown as a partition without leader or replicas.
+        let count = t.partitions.keys().next_back().map_or(0, |p| p + 1);
+        let registrations = (0..count)
+            .map(|p| {
+                t.partitions
+                    .get(&p)
+                    .cloned()
+                    .unwrap_or(PartitionRegistration {
+                        replicas: vec![],
+                        isr: vec![],
+                        removing_replicas: vec![],
+                        adding_replicas: vec![],
+                        leader: -1,
+                        leader_epoch: 0,
+                        partition_epoch: 0,
+                    })
+            })
+            .collect();
         img.insert(TopicMetadata {
+            registrations,
             name: t.name.to_string(),
             id: t.id,
-            partitions: t.partitions.len() as i32,
+            partitions: count,
             replication_factor: first.map_or(1, |p| p.replicas.len().max(1) as i16),
             configs: log
                 .configs(resource_type::TOPIC, &t.name)
@@ -788,21 +1251,29 @@ fn existing_cluster_id(log_dirs: &[PathBuf]) -> Option<String> {
         .find_map(|m| m.get("cluster.id").cloned())
 }
 
-/// Kafka's `meta.properties` (version 1, KRaft): refuses a dir that belongs to
-/// another node id, as Kafka does.
-fn write_meta_properties(dir: &Path, node_id: i32, cluster_id: &str) -> Result<(), MetadataError> {
+/// Refuses a dir whose `meta.properties` belongs to another node id, as Kafka does.
+fn check_node_id(dir: &Path, node_id: i32) -> Result<(), MetadataError> {
     let path = dir.join("meta.properties");
-    if let Some(m) = read_properties(&path) {
-        if let Some(stored) = m.get("node.id").and_then(|v| v.parse::<i32>().ok()) {
-            if stored != node_id {
-                return Err(MetadataError::NodeIdMismatch {
-                    path,
-                    stored,
-                    configured: node_id,
-                });
-            }
-            return Ok(());
+    if let Some(stored) =
+        read_properties(&path).and_then(|m| m.get("node.id").and_then(|v| v.parse::<i32>().ok()))
+    {
+        if stored != node_id {
+            return Err(MetadataError::NodeIdMismatch {
+                path,
+                stored,
+                configured: node_id,
+            });
         }
+    }
+    Ok(())
+}
+
+/// Kafka's `meta.properties` (version 1, KRaft), written once per dir.
+fn write_meta_properties(dir: &Path, node_id: i32, cluster_id: &str) -> Result<(), MetadataError> {
+    check_node_id(dir, node_id)?;
+    let path = dir.join("meta.properties");
+    if read_properties(&path).is_some_and(|m| m.contains_key("node.id")) {
+        return Ok(());
     }
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let directory_id =
@@ -825,6 +1296,7 @@ mod tests {
             replication_factor: 1,
             configs: BTreeMap::from([("segment.bytes".into(), "1000".into())]),
             leader_epoch: 0,
+            registrations: vec![],
         }
     }
 
@@ -843,7 +1315,13 @@ mod tests {
         let s = MetadataStore::open(&dirs, 1).unwrap();
         let img = s.image();
         assert_eq!(img.cluster_id, cid);
-        assert_eq!(**img.topic("a").unwrap(), a);
+        let got = img.topic("a").unwrap();
+        assert_eq!(
+            (got.id, got.partitions, &got.configs),
+            (a.id, 3, &a.configs)
+        );
+        let r = got.registration(2).unwrap();
+        assert_eq!((r.leader, &r.replicas, &r.isr), (1, &vec![1], &vec![1]));
         assert_eq!(img.topic_by_id(&a.id).unwrap().name, "a");
         assert!(img.topic("b").is_none());
     }

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strom_protocol::{LeaderEpoch, Offset};
-use strom_storage::{LogError, OffsetMap, TopicPartition};
+use strom_protocol::Offset;
+use strom_storage::{LogError, OffsetMap};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
@@ -128,37 +128,19 @@ impl Broker {
                         replicas.len()
                     )));
                 }
-                if let Some(bad) = replicas.iter().find(|&&id| id != self.node_id()) {
-                    return Err(TopicError::InvalidReplicaAssignment(format!(
-                        "Unknown broker id {bad} in the replica assignment"
-                    )));
-                }
             }
         }
+        // The active controller checks the brokers and places the replicas.
+        self.metadata
+            .create_partitions(name, count, assignments, validate_only)
+            .map_err(|e| match e {
+                crate::metadata::MetadataError::Controller(e) => TopicError::Rejected(e),
+                e => e.into(),
+            })?;
         if validate_only {
             return Ok(());
         }
-        let log_config = topic::log_config(&self.config.log, &t.configs);
-        let mut parts: Vec<Arc<Partition>> = self
-            .replicas
-            .topic_partitions(name)
-            .map(|p| p.to_vec())
-            .unwrap_or_default();
-        for p in t.partitions..count {
-            let tp = TopicPartition::new(name, p);
-            let log = self.log_manager().create_log(&tp, log_config.clone())?;
-            parts.push(Arc::new(Partition::new(
-                tp,
-                t.id,
-                LeaderEpoch(t.leader_epoch),
-                log,
-            )));
-        }
-        self.metadata.update_topic(TopicMetadata {
-            partitions: count,
-            ..(*t).clone()
-        })?;
-        self.replicas.add_topic(name, parts);
+        self.apply_image()?;
         info!(
             topic = name,
             from = t.partitions,

@@ -22,6 +22,10 @@ use crate::group_lag::CommittedOffsets;
 pub enum CoordinatorError {
     #[error("the group coordinator is not available")]
     NotAvailable,
+    /// Another broker leads the group's `__consumer_offsets` partition (or
+    /// this one stopped leading it): the client finds the coordinator again.
+    #[error("this broker is not the coordinator of the group")]
+    NotCoordinator,
     #[error("cannot create {CONSUMER_OFFSETS}: {0}")]
     Topic(#[from] TopicError),
     #[error("__consumer_offsets log: {0}")]
@@ -35,11 +39,13 @@ impl CoordinatorError {
     }
 }
 
-/// The group coordinator of this broker (leader of every
-/// `__consumer_offsets` partition while there is one node).
+/// The group coordinator of this broker: one shard per `__consumer_offsets`
+/// partition this broker leads (Kafka's `onElection`: loaded by replaying
+/// the partition; `onResignation`: dropped, its task stops).
 pub struct GroupCoordinator {
     config: GroupConfig,
-    shards: RwLock<Option<Arc<[ShardHandle]>>>,
+    /// Loaded shards by partition.
+    shards: RwLock<BTreeMap<i32, ShardHandle>>,
     init: tokio::sync::Mutex<()>,
     /// Published by the shards for the lag metrics (`crate::group_lag`).
     committed: Arc<CommittedOffsets>,
@@ -49,7 +55,7 @@ impl GroupCoordinator {
     pub fn new(config: GroupConfig) -> Self {
         GroupCoordinator {
             config,
-            shards: RwLock::new(None),
+            shards: RwLock::new(BTreeMap::new()),
             init: tokio::sync::Mutex::new(()),
             committed: Arc::default(),
         }
@@ -64,82 +70,130 @@ impl GroupCoordinator {
         &self.config
     }
 
-    /// At broker start: loads every partition of `__consumer_offsets` if the
-    /// topic exists (otherwise it is created on first use).
+    /// At broker start: loads the `__consumer_offsets` partitions this
+    /// broker leads (the topic is created on first use).
     pub async fn startup(&self, broker: &Broker) {
-        if broker.replicas.topic_partitions(CONSUMER_OFFSETS).is_some() {
-            if let Err(e) = self.shards(broker, false).await {
-                tracing::warn!(error = %e, "group coordinator did not start");
-            }
-        }
+        self.on_leadership(broker).await;
     }
 
-    async fn shards(
-        &self,
-        broker: &Broker,
-        create: bool,
-    ) -> Result<Arc<[ShardHandle]>, CoordinatorError> {
-        if let Some(s) = self.shards.read().unwrap().clone() {
-            return Ok(s);
-        }
+    /// After a metadata change: loads the partitions this broker now leads,
+    /// drops those it no longer leads.
+    pub async fn on_leadership(&self, broker: &Broker) {
         let _guard = self.init.lock().await;
-        if let Some(s) = self.shards.read().unwrap().clone() {
-            return Ok(s);
+        let image = broker.metadata.image();
+        let Some(t) = image.topic(CONSUMER_OFFSETS) else {
+            if !self.shards.read().unwrap().is_empty() {
+                self.shards.write().unwrap().clear();
+            }
+            return;
+        };
+        let me = broker.node_id();
+        let hosted = broker.replicas.topic_partitions(CONSUMER_OFFSETS);
+        let mut shards = self.shards.write().unwrap();
+        for p in 0..t.partitions {
+            let leads = t.registration(p).is_none_or(|r| r.leader == me);
+            let part = hosted
+                .as_ref()
+                .and_then(|h| h.get(p as usize))
+                .filter(|_| leads);
+            match (part, shards.contains_key(&p)) {
+                (Some(part), false) => {
+                    info!(
+                        partition = p,
+                        "group coordinator: loading {CONSUMER_OFFSETS} partition"
+                    );
+                    let h = ShardHandle::start(
+                        part.clone(),
+                        self.config.clone(),
+                        self.committed.clone(),
+                    );
+                    shards.insert(p, h);
+                }
+                (None, true) => {
+                    info!(
+                        partition = p,
+                        "group coordinator: unloading {CONSUMER_OFFSETS} partition"
+                    );
+                    shards.remove(&p);
+                }
+                _ => {}
+            }
         }
-        if broker.replicas.topic_partitions(CONSUMER_OFFSETS).is_none() {
-            if !create {
-                return Err(CoordinatorError::NotAvailable);
-            }
-            let new = NewTopic {
-                name: CONSUMER_OFFSETS.to_string(),
-                num_partitions: self.config.offsets_topic_num_partitions,
-                replication_factor: 1,
-                assignments: BTreeMap::new(),
-                configs: BTreeMap::from([
-                    ("cleanup.policy".to_string(), "compact".to_string()),
-                    (
-                        "segment.bytes".to_string(),
-                        self.config.offsets_topic_segment_bytes.to_string(),
-                    ),
-                    ("compression.type".to_string(), "producer".to_string()),
-                ]),
-            };
-            match broker.create_topic(new, false).await {
-                Ok(_) | Err(TopicError::AlreadyExists(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-            info!(
+        shards.retain(|p, _| *p < t.partitions);
+    }
+
+    /// Creates `__consumer_offsets` (Kafka's `offsets.topic.*` settings,
+    /// the replication factor capped to the live brokers) unless it exists.
+    async fn ensure_topic(&self, broker: &Broker) -> Result<(), CoordinatorError> {
+        if broker.metadata.image().topic(CONSUMER_OFFSETS).is_some() {
+            return Ok(());
+        }
+        let new = NewTopic {
+            name: CONSUMER_OFFSETS.to_string(),
+            num_partitions: self.config.offsets_topic_num_partitions,
+            replication_factor: broker
+                .internal_replication_factor("offsets.topic.replication.factor"),
+            assignments: BTreeMap::new(),
+            configs: BTreeMap::from([
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                (
+                    "segment.bytes".to_string(),
+                    self.config.offsets_topic_segment_bytes.to_string(),
+                ),
+                ("compression.type".to_string(), "producer".to_string()),
+            ]),
+        };
+        match broker.create_topic(new, false).await {
+            Ok(_) => info!(
                 partitions = self.config.offsets_topic_num_partitions,
                 "created {CONSUMER_OFFSETS}"
-            );
+            ),
+            Err(TopicError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
         }
-        let parts = broker
-            .replicas
-            .topic_partitions(CONSUMER_OFFSETS)
-            .ok_or(CoordinatorError::NotAvailable)?;
-        let handles: Arc<[ShardHandle]> = parts
-            .iter()
-            .map(|p| ShardHandle::start(p.clone(), self.config.clone(), self.committed.clone()))
-            .collect();
-        *self.shards.write().unwrap() = Some(handles.clone());
-        Ok(handles)
+        self.on_leadership(broker).await;
+        Ok(())
     }
 
-    /// Makes sure the coordinator runs (creating `__consumer_offsets` if
-    /// needed); FindCoordinator calls it.
+    /// Makes sure `__consumer_offsets` exists; FindCoordinator calls it.
     pub async fn ensure_started(&self, broker: &Broker) -> Result<(), CoordinatorError> {
-        self.shards(broker, true).await.map(|_| ())
+        self.ensure_topic(broker).await
     }
 
-    /// The shard that owns `group_id`.
+    /// The `__consumer_offsets` partition of `group_id`, if the topic exists.
+    pub fn partition_of(&self, broker: &Broker, group_id: &str) -> Option<i32> {
+        let n = broker.metadata.image().topic(CONSUMER_OFFSETS)?.partitions;
+        Some(partition_for(group_id, n))
+    }
+
+    fn loaded(&self, broker: &Broker, group_id: &str) -> Result<ShardHandle, CoordinatorError> {
+        let p = self
+            .partition_of(broker, group_id)
+            .ok_or(CoordinatorError::NotAvailable)?;
+        self.shards
+            .read()
+            .unwrap()
+            .get(&p)
+            .cloned()
+            .ok_or(CoordinatorError::NotCoordinator)
+    }
+
+    /// The shard that owns `group_id` (creating `__consumer_offsets` on
+    /// first use); NOT_COORDINATOR when another broker leads its partition.
     pub async fn shard_for(
         &self,
         broker: &Broker,
         group_id: &str,
     ) -> Result<ShardHandle, CoordinatorError> {
-        let shards = self.shards(broker, true).await?;
-        let p = partition_for(group_id, shards.len() as i32) as usize;
-        Ok(shards[p].clone())
+        self.ensure_topic(broker).await?;
+        match self.loaded(broker, group_id) {
+            Err(CoordinatorError::NotCoordinator) => {
+                // Leadership may have arrived before its callback ran.
+                self.on_leadership(broker).await;
+                self.loaded(broker, group_id)
+            }
+            other => other,
+        }
     }
 
     /// The shard that owns `group_id`, without creating `__consumer_offsets`
@@ -149,27 +203,29 @@ impl GroupCoordinator {
         broker: &Broker,
         group_id: &str,
     ) -> Result<Option<ShardHandle>, CoordinatorError> {
-        let shards = self.all_shards(broker).await?;
-        if shards.is_empty() {
+        if self.partition_of(broker, group_id).is_none() {
             return Ok(None);
         }
-        let p = partition_for(group_id, shards.len() as i32) as usize;
-        Ok(Some(shards[p].clone()))
+        match self.loaded(broker, group_id) {
+            Err(CoordinatorError::NotCoordinator) => {
+                self.on_leadership(broker).await;
+                self.loaded(broker, group_id).map(Some)
+            }
+            other => other.map(Some),
+        }
     }
 
-    /// Every shard; empty while `__consumer_offsets` does not exist (listing
-    /// groups must not create it).
+    /// Every loaded shard (the groups this broker coordinates); empty while
+    /// `__consumer_offsets` does not exist (listing groups must not create it).
     pub async fn all_shards(
         &self,
         broker: &Broker,
     ) -> Result<Arc<[ShardHandle]>, CoordinatorError> {
-        match self.shards(broker, false).await {
-            Err(CoordinatorError::NotAvailable)
-                if broker.replicas.topic_partitions(CONSUMER_OFFSETS).is_none() =>
-            {
-                Ok(Arc::from(Vec::new()))
-            }
-            other => other,
+        if broker.metadata.image().topic(CONSUMER_OFFSETS).is_some()
+            && self.shards.read().unwrap().is_empty()
+        {
+            self.on_leadership(broker).await;
         }
+        Ok(self.shards.read().unwrap().values().cloned().collect())
     }
 }

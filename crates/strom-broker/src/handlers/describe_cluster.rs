@@ -6,7 +6,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::metadata::{CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED};
+use super::metadata::{controller_id, live_brokers, CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::security::acl::{ResourceType, CLUSTER_NAME};
@@ -16,19 +16,28 @@ pub async fn handle(
     ctx: &RequestContext,
     req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let listener = broker.advertised_listener(&ctx.listener);
-    // One combined broker+controller node answers for both endpoint types.
-    let me = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(broker.node_id()))
-        .with_host(StrBytes::from_string(listener.host))
-        .with_port(listener.port as i32);
+    let image = broker.metadata.image();
+    let live = live_brokers(broker, &image, &ctx.listener);
+    // Controllers are not reachable on broker listeners: both endpoint
+    // types list the brokers (as a combined-mode cluster answers).
+    let controller_id = controller_id(broker, &live);
+    let brokers = live
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .collect();
     DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
         .with_cluster_id(StrBytes::from_string(
             broker.metadata.image().cluster_id.clone(),
         ))
-        .with_controller_id(BrokerId(broker.node_id()))
-        .with_brokers(vec![me])
+        .with_controller_id(BrokerId(controller_id))
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
             if broker.authorizer.enabled() {
                 ctx.authorized_operations(

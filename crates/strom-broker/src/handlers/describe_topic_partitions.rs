@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::metadata::{is_internal, TOPIC_OPERATIONS};
+use super::metadata::{is_internal, partition_view, TOPIC_OPERATIONS};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::security::acl::{AclOperation, ResourceType};
@@ -56,7 +56,8 @@ pub async fn handle(
     let mut budget = req
         .response_partition_limit
         .clamp(1, MAX_PARTITIONS_PER_RESPONSE);
-    let me = BrokerId(broker.node_id());
+    let me = broker.node_id();
+    let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect::<Vec<_>>();
     let mut topics = Vec::new();
     let mut next_cursor = None;
     for name in names {
@@ -104,13 +105,16 @@ pub async fn handle(
                 );
                 break;
             }
+            let v = partition_view(&image, t, p, me);
             partitions.push(
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(p)
-                    .with_leader_id(me)
-                    .with_leader_epoch(t.leader_epoch)
-                    .with_replica_nodes(vec![me])
-                    .with_isr_nodes(vec![me])
+                    .with_error_code(v.error_code())
+                    .with_leader_id(BrokerId(v.leader))
+                    .with_leader_epoch(v.leader_epoch)
+                    .with_replica_nodes(ids(v.replicas))
+                    .with_isr_nodes(ids(v.isr))
+                    .with_offline_replicas(ids(v.offline))
                     .with_eligible_leader_replicas(Some(vec![]))
                     .with_last_known_elr(Some(vec![])),
             );

@@ -1,6 +1,7 @@
 //! FindCoordinator (key 10): which broker coordinates a group (key type 0)
-//! or a transactional id (key type 1). One node: always this one; the group
-//! coordinator is started (and `__consumer_offsets` created) on first use.
+//! or a transactional id (key type 1): the leader of the key's partition of
+//! `__consumer_offsets` / `__transaction_state` (created on first use),
+//! COORDINATOR_NOT_AVAILABLE while that partition has no leader.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use super::metadata::{live_brokers, BrokerView};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::security::acl::{AclOperation, ResourceType};
@@ -20,7 +22,6 @@ pub async fn handle(
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     let version = ctx.version();
-    let listener = broker.advertised_listener(&ctx.listener);
     let keys = if version >= 4 {
         req.coordinator_keys
     } else {
@@ -68,19 +69,28 @@ pub async fn handle(
                 denied.map(|e| (e, e.to_string())).or_else(|| error.clone()),
             )
         })
-        .map(|(key, error)| match &error {
-            None => Coordinator::default()
+        .map(|(key, error)| {
+            let error = error.map(Err).unwrap_or_else(|| {
+                coordinator_of(broker, &ctx.listener, req.key_type, &key).ok_or((
+                    ResponseError::CoordinatorNotAvailable,
+                    "The coordinator is not available.".to_string(),
+                ))
+            });
+            (key, error)
+        })
+        .map(|(key, found)| match found {
+            Ok(b) => Coordinator::default()
                 .with_key(key)
-                .with_node_id(BrokerId(broker.node_id()))
-                .with_host(StrBytes::from_string(listener.host.clone()))
-                .with_port(i32::from(listener.port)),
-            Some((code, msg)) => Coordinator::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port),
+            Err((code, msg)) => Coordinator::default()
                 .with_key(key)
                 .with_node_id(BrokerId(-1))
                 .with_host(StrBytes::default())
                 .with_port(-1)
                 .with_error_code(code.code())
-                .with_error_message(Some(StrBytes::from_string(msg.clone()))),
+                .with_error_message(Some(StrBytes::from_string(msg))),
         })
         .collect();
     if version >= 4 {
@@ -96,4 +106,22 @@ pub async fn handle(
         resp.error_message = c.error_message;
     }
     resp
+}
+
+/// The broker leading the partition of `key` (a group id for key type 0,
+/// a transactional id for 1), with its endpoint for `listener`; `None`
+/// while that partition has no live leader.
+fn coordinator_of(broker: &Broker, listener: &str, key_type: i8, key: &str) -> Option<BrokerView> {
+    let topic = if key_type == 0 {
+        crate::group::CONSUMER_OFFSETS
+    } else {
+        TRANSACTION_STATE
+    };
+    let image = broker.metadata.image();
+    let t = image.topic(topic)?;
+    let p = crate::group::partition_for(key, t.partitions);
+    let leader = t.registration(p).map_or(broker.node_id(), |r| r.leader);
+    live_brokers(broker, &image, listener)
+        .into_iter()
+        .find(|b| b.id == leader)
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::RequestContext;
 use crate::broker::{Broker, NewTopic};
 use crate::errors::topic_error_code;
-use crate::metadata::TopicMetadata;
+use crate::metadata::{MetadataImage, TopicMetadata};
 use crate::security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 use crate::security::check;
 
@@ -30,6 +30,100 @@ pub const CLUSTER_OPERATIONS: i32 =
 /// Kafka's "authorized operations not requested" marker.
 pub const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
+/// A broker as a client connected on one listener sees it.
+pub struct BrokerView {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+/// The unfenced registered brokers with their endpoint for `listener` (a
+/// broker without that listener is left out, as Kafka does). Before any
+/// broker has registered (no active controller yet) this node alone.
+pub fn live_brokers(broker: &Broker, image: &MetadataImage, listener: &str) -> Vec<BrokerView> {
+    if image.brokers().next().is_none() {
+        let l = broker.advertised_listener(listener);
+        return vec![BrokerView {
+            id: broker.node_id(),
+            host: l.host,
+            port: i32::from(l.port),
+            rack: broker.config.raw.get("broker.rack").cloned(),
+        }];
+    }
+    image
+        .live_brokers()
+        .filter_map(|b| {
+            let e = b.endpoints.iter().find(|e| e.name == listener)?;
+            Some(BrokerView {
+                id: b.broker_id,
+                host: e.host.clone(),
+                port: i32::from(e.port),
+                rack: b.rack.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The controller id clients are told: the active controller when it is one
+/// of the listed brokers, otherwise (a dedicated controller, which clients
+/// cannot reach) a listed broker, as KRaft brokers answer.
+pub fn controller_id(broker: &Broker, listed: &[BrokerView]) -> i32 {
+    let leader = broker.metadata.quorum().leader().map(|(id, _)| id);
+    match leader {
+        Some(id) if listed.iter().any(|b| b.id == id) => id,
+        _ => listed.first().map_or(-1, |b| b.id),
+    }
+}
+
+/// One partition as clients see it.
+pub struct PartitionView {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// Replicas on fenced or unregistered brokers.
+    pub offline: Vec<i32>,
+}
+
+impl PartitionView {
+    /// LEADER_NOT_AVAILABLE while the partition has no leader, as Kafka.
+    pub fn error_code(&self) -> i16 {
+        if self.leader < 0 {
+            ResponseError::LeaderNotAvailable.code()
+        } else {
+            0
+        }
+    }
+}
+
+/// Partition `p` of `t` from its registration; replicas count as offline
+/// only once brokers register (before, this node alone answers).
+pub fn partition_view(image: &MetadataImage, t: &TopicMetadata, p: i32, me: i32) -> PartitionView {
+    let Some(r) = t.registration(p) else {
+        return PartitionView {
+            leader: me,
+            leader_epoch: t.leader_epoch,
+            replicas: vec![me],
+            isr: vec![me],
+            offline: vec![],
+        };
+    };
+    let registered = image.brokers().next().is_some();
+    PartitionView {
+        leader: r.leader,
+        leader_epoch: r.leader_epoch,
+        replicas: r.replicas.clone(),
+        isr: r.isr.clone(),
+        offline: r
+            .replicas
+            .iter()
+            .copied()
+            .filter(|id| registered && !image.is_live(*id))
+            .collect(),
+    }
+}
+
 /// Whether a topic is one of Kafka's internal topics.
 pub fn is_internal(name: &str) -> bool {
     name == "__consumer_offsets" || name == "__transaction_state"
@@ -41,11 +135,19 @@ pub async fn handle(
     req: MetadataRequest,
 ) -> MetadataResponse {
     let version = ctx.version();
-    let listener = broker.advertised_listener(&ctx.listener);
-    let brokers = vec![MetadataResponseBroker::default()
-        .with_node_id(BrokerId(broker.node_id()))
-        .with_host(StrBytes::from_string(listener.host))
-        .with_port(listener.port as i32)];
+    let image = broker.metadata.image();
+    let live = live_brokers(broker, &image, &ctx.listener);
+    let controller_id = controller_id(broker, &live);
+    let brokers = live
+        .into_iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .collect();
     let topic_ops = if req.include_topic_authorized_operations {
         TOPIC_OPERATIONS
     } else {
@@ -92,7 +194,7 @@ pub async fn handle(
         .with_cluster_id(Some(StrBytes::from_string(
             broker.metadata.image().cluster_id.clone(),
         )))
-        .with_controller_id(BrokerId(broker.node_id()))
+        .with_controller_id(BrokerId(controller_id))
         .with_topics(topics);
     if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
         resp.cluster_authorized_operations = ctx.authorized_operations(
@@ -193,15 +295,19 @@ fn by_id(broker: &Arc<Broker>, ctx: &RequestContext, id: Uuid, ops: i32) -> Meta
 }
 
 fn topic_response(broker: &Arc<Broker>, t: &TopicMetadata, ops: i32) -> MetadataResponseTopic {
-    let me = BrokerId(broker.node_id());
+    let image = broker.metadata.image();
+    let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect::<Vec<_>>();
     let partitions = (0..t.partitions)
         .map(|p| {
+            let v = partition_view(&image, t, p, broker.node_id());
             MetadataResponsePartition::default()
                 .with_partition_index(p)
-                .with_leader_id(me)
-                .with_leader_epoch(t.leader_epoch)
-                .with_replica_nodes(vec![me])
-                .with_isr_nodes(vec![me])
+                .with_error_code(v.error_code())
+                .with_leader_id(BrokerId(v.leader))
+                .with_leader_epoch(v.leader_epoch)
+                .with_replica_nodes(ids(v.replicas))
+                .with_isr_nodes(ids(v.isr))
+                .with_offline_replicas(ids(v.offline))
         })
         .collect();
     MetadataResponseTopic::default()

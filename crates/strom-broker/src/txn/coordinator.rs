@@ -210,7 +210,8 @@ struct Shard {
 /// (under `init`), each serializes its own operations.
 pub struct TransactionCoordinator {
     config: TxnConfig,
-    shards: RwLock<Option<Arc<[Arc<Shard>]>>>,
+    /// Loaded shards by partition: those this broker leads.
+    shards: RwLock<BTreeMap<i32, Arc<Shard>>>,
     init: tokio::sync::Mutex<()>,
 }
 
@@ -220,89 +221,119 @@ impl TransactionCoordinator {
     pub fn new(config: TxnConfig) -> Self {
         TransactionCoordinator {
             config,
-            shards: RwLock::new(None),
+            shards: RwLock::new(BTreeMap::new()),
             init: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// At broker start: loads `__transaction_state` if it exists, finishes
-    /// transactions caught between their prepare and complete records.
+    /// At broker start: loads the `__transaction_state` partitions this
+    /// broker leads, finishing transactions caught between their prepare
+    /// and complete records.
     pub async fn startup(&self, broker: &Broker) {
-        if broker
-            .replicas
-            .topic_partitions(TRANSACTION_STATE)
-            .is_some()
-        {
-            if let Err(e) = self.shards(broker, false).await {
-                warn!(error = ?e, "transaction coordinator did not start");
-            }
-        }
+        self.on_leadership(broker).await;
     }
 
-    /// Makes sure the coordinator runs (creating `__transaction_state`);
+    /// Makes sure `__transaction_state` exists (creating it);
     /// FindCoordinator calls it.
     pub async fn ensure_started(&self, broker: &Broker) -> Res<()> {
-        self.shards(broker, true).await.map(|_| ())
-    }
-
-    async fn shards(&self, broker: &Broker, create: bool) -> Res<Arc<[Arc<Shard>]>> {
-        if let Some(s) = self.shards.read().unwrap().clone() {
-            return Ok(s);
+        if broker.metadata.image().topic(TRANSACTION_STATE).is_some() {
+            return Ok(());
         }
-        let _guard = self.init.lock().await;
-        if let Some(s) = self.shards.read().unwrap().clone() {
-            return Ok(s);
-        }
-        if broker
-            .replicas
-            .topic_partitions(TRANSACTION_STATE)
-            .is_none()
-        {
-            if !create {
+        let mut configs = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                self.config.state_log_segment_bytes.to_string(),
+            ),
+        ]);
+        let rf = broker.internal_replication_factor("transaction.state.log.replication.factor");
+        // `transaction.state.log.min.isr` (2), capped like the replication factor.
+        let min_isr = broker
+            .config
+            .raw
+            .get("transaction.state.log.min.isr")
+            .and_then(|v| v.trim().parse::<i16>().ok())
+            .unwrap_or(2)
+            .clamp(1, rf.max(1));
+        configs.insert("min.insync.replicas".to_string(), min_isr.to_string());
+        let new = NewTopic {
+            name: TRANSACTION_STATE.to_string(),
+            num_partitions: self.config.state_log_num_partitions,
+            replication_factor: rf,
+            assignments: BTreeMap::new(),
+            configs,
+        };
+        match broker.create_topic(new, false).await {
+            Ok(_) => info!("created {TRANSACTION_STATE}"),
+            Err(TopicError::AlreadyExists(_)) => {}
+            Err(e) => {
+                warn!(error = %e, "cannot create {TRANSACTION_STATE}");
                 return Err(E::CoordinatorNotAvailable);
             }
-            let new = NewTopic {
-                name: TRANSACTION_STATE.to_string(),
-                num_partitions: self.config.state_log_num_partitions,
-                replication_factor: 1,
-                assignments: BTreeMap::new(),
-                configs: BTreeMap::from([
-                    ("cleanup.policy".to_string(), "compact".to_string()),
-                    (
-                        "segment.bytes".to_string(),
-                        self.config.state_log_segment_bytes.to_string(),
-                    ),
-                ]),
-            };
-            match broker.create_topic(new, false).await {
-                Ok(_) | Err(TopicError::AlreadyExists(_)) => {}
-                Err(e) => {
-                    warn!(error = %e, "cannot create {TRANSACTION_STATE}");
-                    return Err(E::CoordinatorNotAvailable);
+        }
+        self.on_leadership(broker).await;
+        Ok(())
+    }
+
+    /// After a metadata change (Kafka's `onElection`/`onResignation`):
+    /// loads the partitions this broker now leads by replaying them and
+    /// completes their interrupted transactions; drops those it no longer
+    /// leads.
+    pub async fn on_leadership(&self, broker: &Broker) {
+        let _guard = self.init.lock().await;
+        let image = broker.metadata.image();
+        let Some(t) = image.topic(TRANSACTION_STATE) else {
+            self.shards.write().unwrap().clear();
+            return;
+        };
+        let me = broker.node_id();
+        let hosted = broker.replicas.topic_partitions(TRANSACTION_STATE);
+        let mut loaded = Vec::new();
+        for p in 0..t.partitions {
+            let leads = t.registration(p).is_none_or(|r| r.leader == me);
+            let part = hosted
+                .as_ref()
+                .and_then(|h| h.get(p as usize))
+                .filter(|_| leads)
+                .cloned();
+            let present = self.shards.read().unwrap().contains_key(&p);
+            match (part, present) {
+                (Some(part), false) => {
+                    let p2 = part.clone();
+                    let txns = match tokio::task::spawn_blocking(move || load(&p2)).await {
+                        Ok(Ok(txns)) => txns,
+                        other => {
+                            warn!(partition = p, result = ?other.map(|r| r.map(|_| ())), "cannot load {TRANSACTION_STATE} partition");
+                            continue;
+                        }
+                    };
+                    info!(
+                        partition = p,
+                        "transaction coordinator: loaded {TRANSACTION_STATE} partition"
+                    );
+                    let shard = Arc::new(Shard {
+                        partition: part,
+                        state: tokio::sync::Mutex::new(ShardState { txns }),
+                    });
+                    self.shards.write().unwrap().insert(p, shard.clone());
+                    loaded.push(shard);
                 }
+                (None, true) => {
+                    info!(
+                        partition = p,
+                        "transaction coordinator: unloading {TRANSACTION_STATE} partition"
+                    );
+                    self.shards.write().unwrap().remove(&p);
+                }
+                _ => {}
             }
-            info!("created {TRANSACTION_STATE}");
         }
-        let parts = broker
-            .replicas
-            .topic_partitions(TRANSACTION_STATE)
-            .ok_or(E::CoordinatorNotAvailable)?;
-        let mut shards = Vec::with_capacity(parts.len());
-        for p in parts.iter() {
-            let p2 = p.clone();
-            let txns = tokio::task::spawn_blocking(move || load(&p2))
-                .await
-                .map_err(|_| E::CoordinatorNotAvailable)?
-                .map_err(|_| E::CoordinatorNotAvailable)?;
-            shards.push(Arc::new(Shard {
-                partition: p.clone(),
-                state: tokio::sync::Mutex::new(ShardState { txns }),
-            }));
-        }
-        let shards: Arc<[Arc<Shard>]> = shards.into();
-        *self.shards.write().unwrap() = Some(shards.clone());
-        // finish what a crash interrupted
-        for shard in shards.iter() {
+        self.shards
+            .write()
+            .unwrap()
+            .retain(|p, _| *p < t.partitions);
+        // finish what a crash (or the previous coordinator) interrupted
+        for shard in loaded {
             let mut st = shard.state.lock().await;
             let stuck: Vec<String> = st
                 .txns
@@ -314,17 +345,41 @@ impl TransactionCoordinator {
                 .collect();
             for tid in stuck {
                 let commit = st.txns[&tid].state == TxnState::PrepareCommit;
-                if let Err(e) = complete(broker, shard, &mut st, &tid, commit).await {
+                if let Err(e) = complete(broker, &shard, &mut st, &tid, commit).await {
                     warn!(transactional_id = tid, error = ?e, "cannot complete transaction after restart");
                 }
             }
         }
-        Ok(shards)
     }
 
+    /// The `__transaction_state` partition of `tid`, if the topic exists.
+    pub fn partition_of(&self, broker: &Broker, tid: &str) -> Option<i32> {
+        let n = broker.metadata.image().topic(TRANSACTION_STATE)?.partitions;
+        Some(partition_for(tid, n))
+    }
+
+    fn loaded(&self) -> Vec<Arc<Shard>> {
+        self.shards.read().unwrap().values().cloned().collect()
+    }
+
+    /// The loaded shard of `tid`; NOT_COORDINATOR when another broker leads
+    /// its partition.
     async fn shard_for(&self, broker: &Broker, tid: &str) -> Res<Arc<Shard>> {
-        let shards = self.shards(broker, true).await?;
-        Ok(shards[partition_for(tid, shards.len() as i32) as usize].clone())
+        self.ensure_started(broker).await?;
+        let p = self
+            .partition_of(broker, tid)
+            .ok_or(E::CoordinatorNotAvailable)?;
+        if let Some(s) = self.shards.read().unwrap().get(&p) {
+            return Ok(s.clone());
+        }
+        // Leadership may have arrived before its callback ran.
+        self.on_leadership(broker).await;
+        self.shards
+            .read()
+            .unwrap()
+            .get(&p)
+            .cloned()
+            .ok_or(E::NotCoordinator)
     }
 
     /// InitProducerId with a transactional id: a new producer id, or the
@@ -479,10 +534,7 @@ impl TransactionCoordinator {
         topic: &str,
         partition: i32,
     ) -> Res<()> {
-        let Some(shards) = self.shards.read().unwrap().clone() else {
-            return Err(E::InvalidTxnState);
-        };
-        for shard in shards.iter() {
+        for shard in self.loaded().iter() {
             let st = shard.state.lock().await;
             if let Some(m) = st.txns.values().find(|m| m.producer_id == pid) {
                 if epoch < m.producer_epoch {
@@ -585,12 +637,9 @@ impl TransactionCoordinator {
     /// epoch so the producer is fenced (Kafka's
     /// `abortTimedOutTransactions`). Returns how many.
     pub async fn abort_timed_out(&self, broker: &Broker) -> usize {
-        let Some(shards) = self.shards.read().unwrap().clone() else {
-            return 0;
-        };
         let now = now_ms();
         let mut n = 0;
-        for shard in shards.iter() {
+        for shard in self.loaded().iter() {
             let mut st = shard.state.lock().await;
             let expired: Vec<String> = st
                 .txns
@@ -630,11 +679,9 @@ impl TransactionCoordinator {
     /// Every transaction (DescribeTransactions / ListTransactions), with
     /// `None` for partitions not loaded. `Err` when the topic does not exist.
     pub async fn snapshot(&self, broker: &Broker) -> Vec<(String, TxnMetadata)> {
-        let Ok(shards) = self.shards(broker, false).await else {
-            return Vec::new();
-        };
+        let _ = broker;
         let mut out = Vec::new();
-        for shard in shards.iter() {
+        for shard in self.loaded().iter() {
             let st = shard.state.lock().await;
             out.extend(st.txns.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
