@@ -34,6 +34,19 @@ def coordinator(c, key, key_type):
     return wait_until(ask, 60, f"a live coordinator for {key!r}", 0.2)
 
 
+def abort(producer, attempts=10):
+    """abort_transaction, again while it fails with a retriable error (the
+    coordinator is moving)."""
+    from confluent_kafka import KafkaException
+    for i in range(attempts):
+        try:
+            producer.abort_transaction(60)
+            return
+        except KafkaException as e:
+            if not e.args[0].retriable() or i == attempts - 1:
+                raise
+
+
 def fill(c, topic, n, partitions):
     from confluent_kafka import Producer
     p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "enable.idempotence": True})
@@ -65,7 +78,7 @@ def test_group_offsets_survive_the_coordinator_kill(cluster_factory):
     committed = consumer.commit(asynchronous=False)
     consumer.close()
     want = {(tp.partition, tp.offset) for tp in committed}
-    assert sum(o for _, o in want) == len(seen)
+    assert sum(max(o, 0) for _, o in want) == len(seen), want
 
     victim = coordinator(c, group, 0)
     c.node(victim).kill9()
@@ -112,7 +125,7 @@ def test_transactional_copy_survives_the_coordinator_kill(cluster_factory):
     consumer = Consumer(cconf)
     consumer.subscribe([src])
     producer = Producer({"bootstrap.servers": c.bootstrap, "transactional.id": txn_id,
-                         "transaction.timeout.ms": 30000, "message.timeout.ms": 60000})
+                         "transaction.timeout.ms": 60000, "message.timeout.ms": 60000})
     producer.init_transactions(60)
 
     copied = killed = 0
@@ -138,7 +151,7 @@ def test_transactional_copy_survives_the_coordinator_kill(cluster_factory):
         except KafkaException as e:
             err = e.args[0]
             if err.txn_requires_abort():
-                producer.abort_transaction(60)
+                abort(producer)
                 aborts += 1
             elif not err.retriable():
                 raise

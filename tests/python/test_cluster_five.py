@@ -43,6 +43,23 @@ def consume_all(c, expected):
         cons.close()
 
 
+def replica_report(c, written):
+    """Per partition: its state and how many of each batch's records every node's
+    log holds (for a failure message)."""
+    tags = sorted({v.rsplit(b"-", 1)[0] for v in written})
+    lines = []
+    for p in range(PARTITIONS):
+        lines.append(f"{TOPIC}-{p}: (leader, replicas, isr) = {c.partition_state(TOPIC, p)}")
+        for node in c.nodes.values():
+            try:
+                log = node.log_bytes(TOPIC, p)
+            except OSError:
+                continue
+            counts = {t.decode(): log.count(t + b"-") for t in tags}
+            lines.append(f"  node {node.node_id}: {counts}")
+    return "\n".join(lines)
+
+
 def test_five_nodes_serve_with_any_one_killed(cluster_factory):
     c = cluster_factory(n=5, voters=3)
     assert not c.node(4).voter and not c.node(5).voter
@@ -63,7 +80,8 @@ def test_five_nodes_serve_with_any_one_killed(cluster_factory):
         written += produce_batch(c, tag)
         got = consume_all(c, written)
         assert sorted(got) == sorted(written), (
-            f"with the {what} (node {victim}) down: {len(got)} records read, {len(written)} written")
+            f"with the {what} (node {victim}) down: {len(got)} records read, {len(written)} "
+            f"written\n{replica_report(c, written)}")
         if c.node(victim).voter:
             name = f"created-without-{victim}"
             c.create_topic(name, 2, 3)

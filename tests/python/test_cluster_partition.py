@@ -26,7 +26,7 @@ def test_isolated_leader_cannot_ack_and_its_divergent_tail_is_truncated(cluster_
 
     c = cluster_factory(n=3, proxied=[1])
     admin = AdminClient({"bootstrap.servers": c.bootstrap})
-    fs = admin.create_topics([NewTopic(TOPIC, replica_assignment=[[1, 2, 3]],
+    fs = admin.create_topics([NewTopic(TOPIC, 1, replica_assignment=[[1, 2, 3]],
                                        config={"min.insync.replicas": "2"})],
                              request_timeout=30)
     fs[TOPIC].result(timeout=30)

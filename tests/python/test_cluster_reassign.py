@@ -17,7 +17,7 @@ def test_reassign_onto_an_added_broker_copies_the_data_first(cluster_factory, tm
     c = cluster_factory(n=3)
     topic = "moving"
     admin = AdminClient({"bootstrap.servers": c.bootstrap})
-    admin.create_topics([NewTopic(topic, replica_assignment=[[1, 2]])],
+    admin.create_topics([NewTopic(topic, 1, replica_assignment=[[1, 2]])],
                         request_timeout=30)[topic].result(timeout=30)
     c.wait_isr(topic, 0, 2)
     leader = c.leader_of(topic, 0)
@@ -66,7 +66,7 @@ def test_preferred_leader_election_after_a_restart(cluster_factory):
     c = cluster_factory(n=3, overrides={"auto.leader.rebalance.enable": "false"})
     topic = "pref"
     admin = AdminClient({"bootstrap.servers": c.bootstrap})
-    admin.create_topics([NewTopic(topic, replica_assignment=[[1, 2, 3], [2, 3, 1]])],
+    admin.create_topics([NewTopic(topic, 2, replica_assignment=[[1, 2, 3], [2, 3, 1]])],
                         request_timeout=30)[topic].result(timeout=30)
     assert c.leader_of(topic, 0) == 1
     c.wait_isr(topic, 0, 3)
@@ -77,14 +77,23 @@ def test_preferred_leader_election_after_a_restart(cluster_factory):
     c.wait_isr(topic, 0, 3, timeout=90)
     assert c.leader_of(topic, 0) == moved, "leadership moved back without an election"
 
-    r = c.cli("cluster", "elect-leaders", "--election-type", "PREFERRED", "--topic", topic,
-              "--partition", "0")
-    assert f"Successfully completed leader election (PREFERRED) for partitions {topic}-0" in r.stdout
+    # every partition: only the one off its preferred leader is listed (Kafka leaves
+    # out ELECTION_NOT_NEEDED when no partitions are named)
+    out = c.cli_json("cluster", "elect-leaders", "--election-type", "PREFERRED",
+                     "--all-topic-partitions")
+    assert out["elected"] == [f"{topic}-0"] and not out["failed"], out
     assert c.leader_of(topic, 0) == 1
-    # the other partition already has its preferred leader
-    out = c.cli_json("cluster", "elect-leaders", "--preferred", "--all-topic-partitions")
-    assert f"{topic}-1" in out["not_needed"] and f"{topic}-0" in out["not_needed"], out
-    assert not out["failed"], out
+    # named partitions already led by their preferred replica: ELECTION_NOT_NEEDED
+    r = c.cli("cluster", "elect-leaders", "--preferred", "--topic", topic, "--partition", "1")
+    assert f"Valid replica already elected for partitions {topic}-1" in r.stdout, r.stdout
+    c.node(2).kill9()
+    assert c.leader_of(topic, 1, exclude=(2,), timeout=60) != 2
+    c.node(2).restart()
+    c.wait_isr(topic, 1, 3, timeout=90)
+    r = c.cli("cluster", "elect-leaders", "--election-type", "preferred", "--topic", topic,
+              "--partition", "1")
+    assert f"Successfully completed leader election (PREFERRED) for partitions {topic}-1" in r.stdout
+    assert c.leader_of(topic, 1) == 2
     # unknown partition: Kafka's UNKNOWN_TOPIC_OR_PARTITION, exit 1
     r = c.cli("cluster", "elect-leaders", "--preferred", "--topic", topic, "--partition", "7",
               check=False)
