@@ -464,9 +464,13 @@ impl Broker {
 
     /// From now on registrations reach the replica manager; every hosted
     /// partition gets its current one (the lifecycle calls this once the
-    /// broker is registered).
+    /// broker is registered). Later calls just apply the image.
     pub fn start_applying_image(&self) -> Result<(), TopicError> {
         let mut hosted = self.hosted.lock().unwrap_or_else(|e| e.into_inner());
+        if hosted.applying {
+            drop(hosted);
+            return self.apply_image();
+        }
         hosted.applying = true;
         let mut changes = Vec::new();
         for (name, h) in &hosted.topics {

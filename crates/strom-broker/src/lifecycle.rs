@@ -72,7 +72,7 @@ pub async fn start(broker: &Arc<Broker>) -> Result<Lifecycle, MetadataError> {
     let heartbeats = broker
         .metadata
         .spawn(heartbeat_loop(broker.clone(), state_tx, want_rx));
-    let follower = tokio::spawn(follow_image(broker.clone()));
+    let follower = tokio::spawn(follow_image(broker.clone(), state.clone()));
     let started = tokio::time::Instant::now();
     let ready = tokio::time::timeout(STARTUP_TIMEOUT, async {
         state
@@ -88,6 +88,9 @@ pub async fn start(broker: &Arc<Broker>) -> Result<Lifecycle, MetadataError> {
             "no active controller registered and unfenced this broker; serving anyway (metadata writes fail until a controller answers)"
         );
     } else {
+        // Serve only with the image that unfenced this broker applied (its
+        // leaderships are elected in the same batch).
+        start_applying(broker).await;
         info!(
             broker_epoch = broker.broker_epoch(),
             ms = started.elapsed().as_millis() as u64,
@@ -241,7 +244,6 @@ async fn heartbeat_loop(
                 broker.set_broker_epoch(broker_epoch);
                 info!(broker_epoch, %incarnation_id, "registered with the active controller");
                 state.send_replace(LifecycleState::Recovery);
-                start_applying(&broker).await;
             }
             Ok(ControllerResponse::RegisterBroker { error, .. }) => {
                 // DUPLICATE_BROKER_REGISTRATION while the previous
@@ -258,7 +260,6 @@ async fn heartbeat_loop(
             Err(e) if no_controller(&broker, &e) => {
                 info!("no active controller in this node's quorum; serving without a broker registration");
                 state.send_replace(LifecycleState::NoController);
-                start_applying(&broker).await;
                 return;
             }
             Err(e) => {
@@ -308,12 +309,10 @@ async fn heartbeat_loop(
                             *s = LifecycleState::Recovery;
                             was != *s
                         });
-                    } else {
-                        state.send_if_modified(|s| {
-                            let was = *s;
-                            *s = LifecycleState::Running;
-                            was != *s
-                        });
+                    } else if *state.borrow() != LifecycleState::Running {
+                        // Running once this node's image shows the unfencing.
+                        wait_unfenced_here(&broker).await;
+                        state.send_replace(LifecycleState::Running);
                     }
                 }
                 Ok(other) => warn!(answer = ?other, "unexpected answer to a broker heartbeat"),
@@ -331,6 +330,26 @@ async fn heartbeat_loop(
     }
 }
 
+/// Waits (a few seconds at most) until this node's image shows its own
+/// registration unfenced.
+async fn wait_unfenced_here(broker: &Broker) {
+    let (me, epoch) = (broker.node_id(), broker.broker_epoch());
+    let mut rx = broker.metadata.quorum().subscribe();
+    let wait = async {
+        loop {
+            let unfenced = rx
+                .borrow_and_update()
+                .image
+                .broker(me)
+                .is_some_and(|b| b.broker_epoch == epoch && !b.fenced);
+            if unfenced || rx.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+}
+
 /// From registration on, the image's registrations drive the partitions.
 async fn start_applying(broker: &Arc<Broker>) {
     let b = broker.clone();
@@ -342,14 +361,28 @@ async fn start_applying(broker: &Arc<Broker>) {
 
 /// Applies every change of the metadata image to the hosted partitions
 /// (logs created and deleted, leader/follower roles) and the coordinators.
-async fn follow_image(broker: Arc<Broker>) {
+/// Runs on the broker's runtime (the replica manager starts its fetchers
+/// from here); registrations drive the partitions once this broker has
+/// registered.
+async fn follow_image(broker: Arc<Broker>, mut state: watch::Receiver<LifecycleState>) {
     let mut rx = broker.metadata.quorum().subscribe();
+    // The heartbeat task drops its end when it stops (no controller).
+    let mut state_open = true;
     loop {
-        if rx.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            changed = state.changed(), if state_open => state_open = changed.is_ok(),
         }
+        let registered = *state.borrow_and_update() != LifecycleState::Starting;
         let b = broker.clone();
-        match tokio::task::spawn_blocking(move || b.apply_image()).await {
+        let applied = tokio::task::spawn_blocking(move || {
+            if registered {
+                b.start_applying_image()
+            } else {
+                b.apply_image()
+            }
+        });
+        match applied.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 error!(error = %e, "cannot apply the metadata image to the hosted partitions")

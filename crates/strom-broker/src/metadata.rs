@@ -539,6 +539,18 @@ impl MetadataStore {
             .unwrap_or_else(|e| Err(ProposeError::Unavailable(e.to_string())))
     }
 
+    /// Proposes `records` through the active controller (which checks they
+    /// apply to its image) and waits until this node has applied them.
+    pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, MetadataError> {
+        let quorum = self.quorum.clone();
+        self.spawn(async move {
+            let index = submit(&quorum, records).await?;
+            wait_applied(&quorum, index).await.map(|_| index)
+        })
+        .await
+        .unwrap_or_else(|e| Err(MetadataError::Quorum(e.to_string())))
+    }
+
     /// Waits until this node's image has applied the metadata log up to
     /// `index` (an answer's `log_index`); false on timeout.
     pub async fn wait_for_index(&self, index: u64, timeout: Duration) -> bool {
@@ -1416,6 +1428,112 @@ mod tests {
         let s = MetadataStore::open(&dirs, 1).unwrap();
         assert_eq!(s.image().topic("old").unwrap().leader_epoch, 2);
         assert!(s.quorum().describe().high_watermark > 0);
+    }
+
+    #[test]
+    fn the_cluster_id_lives_in_the_log_and_another_clusters_dir_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let dirs = vec![d.path().to_path_buf()];
+        let s = MetadataStore::open(&dirs, 1).unwrap();
+        let cid = s.image().cluster_id.clone();
+        assert_eq!(s.log_cluster_id().as_deref(), Some(cid.as_str()));
+        drop(s);
+        // meta.properties naming another cluster: INCONSISTENT_CLUSTER_ID.
+        let meta = d.path().join("meta.properties");
+        let text = std::fs::read_to_string(&meta).unwrap();
+        std::fs::write(&meta, text.replace(&cid, "BBBBBBBBBBBBBBBBBBBBBB")).unwrap();
+        assert!(matches!(
+            MetadataStore::open(&dirs, 1),
+            Err(MetadataError::InconsistentClusterId { .. })
+        ));
+        // A fresh dir on a log that has an id adopts the log's.
+        std::fs::remove_file(&meta).unwrap();
+        let s = MetadataStore::open(&dirs, 1).unwrap();
+        assert_eq!(s.image().cluster_id, cid);
+        assert!(std::fs::read_to_string(&meta)
+            .unwrap()
+            .contains(&format!("cluster.id={cid}")));
+    }
+
+    #[test]
+    fn the_log_image_becomes_partition_registrations_and_live_brokers() {
+        let id = Uuid::new_v4();
+        let broker = |n: i32, fenced: bool| {
+            MetadataRecord::RegisterBroker(rec::RegisterBrokerRecord {
+                broker_id: n,
+                incarnation_id: Uuid::new_v4(),
+                broker_epoch: 10 + i64::from(n),
+                endpoints: vec![rec::BrokerEndpoint {
+                    name: "PLAINTEXT".into(),
+                    host: "127.0.0.1".into(),
+                    port: 9000 + n as u16,
+                    security_protocol: 0,
+                }],
+                rack: Some(format!("r{n}")),
+                fenced,
+                in_controlled_shutdown: false,
+            })
+        };
+        let partition = |p: i32, leader: i32| {
+            MetadataRecord::Partition(rec::PartitionRecord {
+                partition_id: p,
+                topic_id: id,
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2],
+                removing_replicas: vec![],
+                adding_replicas: vec![],
+                leader,
+                leader_epoch: 4,
+                partition_epoch: 7,
+            })
+        };
+        let mut log = strom_metadata::MetadataImage::default();
+        log.replay_batch(&[
+            broker(1, false),
+            broker(2, false),
+            broker(3, true),
+            MetadataRecord::Topic(rec::TopicRecord {
+                name: "t".into(),
+                topic_id: id,
+            }),
+            partition(0, 2),
+            partition(1, -1),
+            MetadataRecord::Config(rec::ConfigRecord {
+                resource_type: resource_type::BROKER,
+                resource_name: String::new(),
+                name: CLUSTER_ID_CONFIG.into(),
+                value: Some("the-log-id".into()),
+            }),
+        ])
+        .unwrap();
+        let img = from_log_image(&log, "local-fallback", Some(9));
+        assert_eq!(img.cluster_id, "the-log-id");
+        assert_eq!(img.applied_index, Some(9));
+        let t = img.topic("t").unwrap();
+        assert_eq!(
+            (t.partitions, t.replication_factor, t.leader_epoch),
+            (2, 3, 4)
+        );
+        let r = t.registration(0).unwrap();
+        assert_eq!(
+            (
+                r.leader,
+                &r.replicas,
+                &r.isr,
+                r.leader_epoch,
+                r.partition_epoch
+            ),
+            (2, &vec![1, 2, 3], &vec![1, 2], 4, 7)
+        );
+        assert_eq!(t.registration(1).unwrap().leader, -1);
+        assert!(t.registration(2).is_none());
+        let live: Vec<i32> = img.live_brokers().map(|b| b.broker_id).collect();
+        assert_eq!(live, vec![1, 2]);
+        assert!(img.is_live(2) && !img.is_live(3) && !img.is_live(4));
+        assert_eq!(img.broker(3).unwrap().rack.as_deref(), Some("r3"));
+        // Before the log carries a cluster id, the local one shows.
+        let empty = strom_metadata::MetadataImage::default();
+        assert_eq!(from_log_image(&empty, "local", None).cluster_id, "local");
     }
 
     #[test]

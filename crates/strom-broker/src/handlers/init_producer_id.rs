@@ -48,13 +48,14 @@ pub async fn handle(
     match tid {
         // Kafka hands an idempotent producer a fresh id every time, even
         // when it passes its old id and epoch (KIP-360): nothing to fence.
-        None => match broker.producer_ids.generate() {
+        None => match broker.producer_ids.generate(broker).await {
             Ok(id) => resp
                 .with_producer_id(ProducerId(id.0))
                 .with_producer_epoch(0),
             Err(e) => {
-                warn!(error = %e, "cannot reserve a producer id block");
-                resp.with_error_code(ResponseError::KafkaStorageError.code())
+                // Kafka's answer while no block is available; clients retry.
+                warn!(error = %e, "cannot take a producer id block");
+                resp.with_error_code(ResponseError::CoordinatorLoadInProgress.code())
             }
         },
         Some(tid) => match broker

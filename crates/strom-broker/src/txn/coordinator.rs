@@ -399,16 +399,18 @@ impl TransactionCoordinator {
         let shard = self.shard_for(broker, tid).await?;
         let mut st = shard.state.lock().await;
         let now = now_ms();
-        let new_pid = || {
+        // No block available yet: Kafka's COORDINATOR_LOAD_IN_PROGRESS (retried).
+        let new_pid = || async {
             broker
                 .producer_ids
-                .generate()
+                .generate(broker)
+                .await
                 .map(|p| p.0)
-                .map_err(|_| E::KafkaStorageError)
+                .map_err(|_| E::CoordinatorLoadInProgress)
         };
         let mut meta = match st.txns.get(tid).cloned() {
             None => TxnMetadata {
-                producer_id: new_pid()?,
+                producer_id: new_pid().await?,
                 producer_epoch: 0,
                 timeout_ms,
                 state: TxnState::Empty,
@@ -434,7 +436,7 @@ impl TransactionCoordinator {
                     m = st.txns[tid].clone();
                 }
                 if m.producer_epoch >= i16::MAX - 1 {
-                    m.producer_id = new_pid()?;
+                    m.producer_id = new_pid().await?;
                     m.producer_epoch = 0;
                 } else {
                     m.producer_epoch += 1;

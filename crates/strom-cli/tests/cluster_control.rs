@@ -1,0 +1,312 @@
+//! The broker control plane on three real `strom server` processes sharing
+//! one metadata quorum (the test-cluster config of issue 7): every broker
+//! registers and every node's Metadata lists all three with one cluster id;
+//! CreateTopics on one node places replicas on three brokers and is visible
+//! on the others; a replication factor above the live brokers is refused
+//! with INVALID_REPLICATION_FACTOR; FindCoordinator answers the leader of
+//! the group's `__consumer_offsets` partition, from any node; producer ids
+//! come from blocks the controller hands each broker, never twice.
+
+mod common;
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, wait_for, RawClient};
+use kafka_protocol::messages::{
+    FindCoordinatorRequest, InitProducerIdRequest, MetadataRequest, MetadataResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+const NONE: i16 = 0;
+const INVALID_REPLICATION_FACTOR: i16 = 38;
+
+/// One node of the test cluster: broker and controller (combined mode).
+struct Node {
+    id: i32,
+    dir: tempfile::TempDir,
+    port: u16,
+    controller_port: u16,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn stderr_path(&self) -> PathBuf {
+        self.dir.path().join("server.stderr")
+    }
+
+    fn spawn(&mut self, voters: &str) {
+        let config = self.dir.path().join("server.properties");
+        let props = format!(
+            "node.id={id}\n\
+             process.roles=broker,controller\n\
+             listeners=PLAINTEXT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{p}\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             controller.listener.names=CONTROLLER\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             controller.quorum.voters={voters}\n\
+             log.dirs={dir}\n\
+             strom.admin.listener=127.0.0.1:0\n\
+             broker.session.timeout.ms=3000\n\
+             broker.heartbeat.interval.ms=500\n\
+             offsets.topic.num.partitions=5\n",
+            id = self.id,
+            p = self.port,
+            c = self.controller_port,
+            dir = self.dir.path().join("data").display(),
+        );
+        std::fs::write(&config, props).expect("write server.properties");
+        let stderr = File::create(self.stderr_path()).expect("stderr file");
+        let child = Command::new(env!("CARGO_BIN_EXE_strom"))
+            .arg("server")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn strom server");
+        self.child = Some(child);
+    }
+
+    fn connect(&self) -> RawClient {
+        RawClient::connect(self.addr())
+    }
+
+    fn metadata(&self, topics: Option<&[&str]>) -> MetadataResponse {
+        let req = MetadataRequest::default()
+            .with_topics(topics.map(|ts| {
+                ts.iter()
+                    .map(|t| {
+                        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                            .with_name(Some(common::topic_name(t)))
+                    })
+                    .collect()
+            }))
+            .with_allow_auto_topic_creation(false);
+        self.connect().call(&req, 12)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.stderr_path()).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            eprintln!(
+                "--- node {} stderr (last 60 lines) ---\n{tail}\n--- end ---",
+                self.id
+            );
+        }
+    }
+}
+
+/// Starts three combined-mode nodes together and waits until each answers.
+fn start_cluster() -> Vec<Node> {
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|id| Node {
+            id,
+            dir: tempfile::Builder::new()
+                .prefix("strom-cluster-")
+                .tempdir()
+                .unwrap(),
+            port: free_port(),
+            controller_port: free_port(),
+            child: None,
+        })
+        .collect();
+    let voters = nodes
+        .iter()
+        .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+        .collect::<Vec<_>>()
+        .join(",");
+    for n in &mut nodes {
+        n.spawn(&voters);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for n in &mut nodes {
+        loop {
+            if let Some(status) = n.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("node {} exited during start-up: {status}", n.id);
+            }
+            let ready = TcpStream::connect_timeout(&n.addr(), Duration::from_millis(500))
+                .ok()
+                .and_then(|_| {
+                    let mut c = RawClient::connect(n.addr());
+                    c.set_read_timeout(Duration::from_secs(5));
+                    c.try_call(&common::api_versions_request(), 3).ok()
+                });
+            if ready.is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {} not ready", n.id);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    nodes
+}
+
+fn broker_ids(md: &MetadataResponse) -> Vec<i32> {
+    let mut ids: Vec<i32> = md.brokers.iter().map(|b| b.node_id.0).collect();
+    ids.sort();
+    ids
+}
+
+/// Java's `String.hashCode` and Kafka's `partitionFor` (the coordinator's
+/// placement of a group).
+fn partition_for(key: &str, partitions: i32) -> i32 {
+    let h = key
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % partitions
+}
+
+#[test]
+fn three_brokers_register_share_topics_and_coordinators() {
+    let nodes = start_cluster();
+
+    // Every broker registers; every node lists all three, with one cluster id.
+    let mut cluster_ids = Vec::new();
+    for n in &nodes {
+        let md = wait_for(Duration::from_secs(30), "three live brokers", || {
+            let md = n.metadata(Some(&[]));
+            (broker_ids(&md) == vec![1, 2, 3]).then_some(md)
+        });
+        for b in &md.brokers {
+            let owner = nodes.iter().find(|o| o.id == b.node_id.0).unwrap();
+            assert_eq!(
+                (b.host.as_str(), b.port),
+                ("127.0.0.1", i32::from(owner.port)),
+                "broker {} advertises its PLAINTEXT listener",
+                b.node_id.0
+            );
+        }
+        assert!([1, 2, 3].contains(&md.controller_id.0), "{md:?}");
+        cluster_ids.push(md.cluster_id.clone().expect("cluster id"));
+    }
+    assert!(
+        cluster_ids.windows(2).all(|w| w[0] == w[1]),
+        "{cluster_ids:?}"
+    );
+    for n in &nodes {
+        let props = std::fs::read_to_string(n.dir.path().join("data/meta.properties")).unwrap();
+        assert!(
+            props.contains(&format!("cluster.id={}", cluster_ids[0])),
+            "node {}: {props}",
+            n.id
+        );
+    }
+
+    // CreateTopics RF 3 on node 2: at once visible there, soon on node 3.
+    let resp = nodes[1].connect().create_topics(&["rf3"], 3, 3, false);
+    assert_eq!(resp.topics[0].error_code, NONE, "{resp:?}");
+    let md = nodes[1].metadata(Some(&["rf3"]));
+    assert_eq!(md.topics[0].error_code, NONE, "{md:?}");
+    assert_eq!(md.topics[0].partitions.len(), 3);
+    let md = wait_for(Duration::from_secs(10), "rf3 on node 3", || {
+        let md = nodes[2].metadata(Some(&["rf3"]));
+        (md.topics[0].error_code == NONE).then_some(md)
+    });
+    let mut leaders = Vec::new();
+    for p in &md.topics[0].partitions {
+        let mut replicas: Vec<i32> = p.replica_nodes.iter().map(|b| b.0).collect();
+        replicas.sort();
+        assert_eq!(replicas, vec![1, 2, 3], "{p:?}");
+        assert!(replicas.contains(&p.leader_id.0), "{p:?}");
+        assert_eq!(p.isr_nodes.len(), 3, "{p:?}");
+        assert!(p.offline_replicas.is_empty(), "{p:?}");
+        leaders.push(p.leader_id.0);
+    }
+    // Placement spreads the leaders (Kafka's round robin over the brokers).
+    leaders.sort();
+    leaders.dedup();
+    assert_eq!(leaders.len(), 3, "leaders of rf3: {leaders:?}");
+    // Each node hosts a log for every partition it replicates.
+    for n in &nodes {
+        for p in 0..3 {
+            assert!(
+                n.dir.path().join(format!("data/rf3-{p}")).is_dir(),
+                "node {} lacks rf3-{p}",
+                n.id
+            );
+        }
+    }
+
+    // RF above the live brokers: refused by the controller, nothing created.
+    let resp = nodes[0].connect().create_topics(&["rf4"], 1, 4, false);
+    assert_eq!(
+        resp.topics[0].error_code, INVALID_REPLICATION_FACTOR,
+        "{resp:?}"
+    );
+    let md = nodes[0].metadata(Some(&["rf4"]));
+    assert_ne!(md.topics[0].error_code, NONE, "{md:?}");
+
+    // FindCoordinator from any node names the leader of the group's
+    // __consumer_offsets partition (created on first use with RF 3).
+    let group = "cluster-control-group";
+    let find = |n: &Node| {
+        let req = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_static_str("cluster-control-group"))
+            .with_key_type(0);
+        n.connect().call(&req, 3)
+    };
+    let first = wait_for(Duration::from_secs(20), "a group coordinator", || {
+        let r = find(&nodes[2]);
+        (r.error_code == NONE).then_some(r)
+    });
+    let offsets = nodes[0].metadata(Some(&["__consumer_offsets"]));
+    let t = &offsets.topics[0];
+    assert_eq!(t.error_code, NONE, "{offsets:?}");
+    assert_eq!(t.partitions.len(), 5);
+    let p = partition_for(group, 5);
+    let part = t
+        .partitions
+        .iter()
+        .find(|x| x.partition_index == p)
+        .unwrap();
+    assert_eq!(part.replica_nodes.len(), 3, "{part:?}");
+    assert_eq!(first.node_id.0, part.leader_id.0, "{first:?} vs {part:?}");
+    let leader = nodes.iter().find(|n| n.id == part.leader_id.0).unwrap();
+    assert_eq!(first.port, i32::from(leader.port));
+    for n in &nodes {
+        let r = find(n);
+        assert_eq!(
+            (r.error_code, r.node_id.0),
+            (NONE, part.leader_id.0),
+            "{r:?}"
+        );
+    }
+
+    // Producer ids: every broker takes its own block from the controller.
+    let mut ids = Vec::new();
+    for n in &nodes {
+        let mut c = n.connect();
+        for _ in 0..2 {
+            let req = InitProducerIdRequest::default()
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id((-1).into())
+                .with_producer_epoch(-1);
+            let r = c.call(&req, 4);
+            assert_eq!(r.error_code, NONE, "node {}: {r:?}", n.id);
+            ids.push(r.producer_id.0);
+        }
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 6, "producer ids issued twice: {ids:?}");
+}
