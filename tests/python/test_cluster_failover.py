@@ -10,6 +10,9 @@ processes, SIGKILL, restarts):
    nothing acknowledged before is lost when they return;
 5. `strom cluster health` reports under-replicated partitions while a node is down
    and none after it caught up, and the brokers' /metrics agree.
+
+And the issue's other faults: a hung (SIGSTOPped) partition leader and active
+controller, and all nodes SIGKILLed and restarted at once.
 """
 
 import threading
@@ -30,11 +33,11 @@ class ContinuousProducer:
     """An idempotent acks=all producer writing `seq` values as fast as the
     acknowledgements allow (at most `window` in flight), recording each delivery."""
 
-    def __init__(self, bootstrap, topic, window=200):
+    def __init__(self, bootstrap, topic, window=200, **extra):
         from confluent_kafka import Producer
         self.topic = topic
         self.window = window
-        self.p = Producer({
+        self.p = Producer({**extra, 
             "bootstrap.servers": bootstrap,
             "acks": "all",
             "enable.idempotence": True,
@@ -268,3 +271,119 @@ def test_health_and_metrics_show_under_replicated_while_a_node_is_down(cluster_f
     rc, h = health(c)
     assert h["under_replicated_count"] == 0 and h["offline_count"] == 0, h
     wait_until(lambda: metric_sums(c) == (0, 0, 1), 30, "the gauges to clear")
+
+
+def check_exactly_once(c, topic, prod):
+    acked = sorted(prod.acked, key=lambda a: a[2])
+    records = read_partition(c.bootstrap, topic, 0, len(acked))
+    values = [int(v) for _, v in records]
+    assert len(values) == len(set(values)), "a record was written twice"
+    assert values == sorted(values), "records out of order"
+    by_offset = dict(records)
+    for seq, _, offset, _ in acked:
+        assert by_offset.get(offset) == b"%010d" % seq, (
+            f"acknowledged seq {seq} at offset {offset} reads back as {by_offset.get(offset)!r}")
+    assert len(records) == prod.sent
+
+
+def test_hung_leader_is_fenced_and_rejoins_as_follower(cluster_factory):
+    """SIGSTOP of the partition leader (sockets open, nothing answered): the
+    controller fences it after broker.session.timeout.ms, the producer moves to the
+    new leader; after SIGCONT the old leader follows and its log equals the leader's.
+    Then the same for a hung active controller: the voters elect another and the
+    cluster keeps creating topics and electing leaders."""
+    c = cluster_factory(n=3)
+    topic = "hung"
+    controller = c.controller_id()
+    victim = next(i for i in (1, 2, 3) if i != controller)
+    others = [i for i in (1, 2, 3) if i != victim]
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, replica_assignment=[[victim] + others],
+                                  config={"min.insync.replicas": "2"})],
+                        request_timeout=30)[topic].result(timeout=30)
+    assert c.leader_of(topic, 0) == victim
+    c.wait_isr(topic, 0, 3)
+    # A hung broker never answers the requests in flight to it: the client gives
+    # them up after its timeouts (librdkafka: request.timeout.ms 30 s,
+    # socket.timeout.ms 60 s) — shorter here, as a client wanting fast failover sets.
+    prod = ContinuousProducer(c.bootstrap, topic, **{"request.timeout.ms": 5000,
+                                                     "socket.timeout.ms": 5000}).start()
+    wait_until(lambda: prod.count() > 200, 60, "the first acknowledgements")
+    before = prod.count()
+    t_stop = time.monotonic()
+    c.node(victim).sigstop()
+    try:
+        new_leader = c.leader_of(topic, 0, among=others, exclude=(victim,), timeout=60)
+        elected = time.monotonic() - t_stop
+        wait_resumed(prod, before, f"SIGSTOP of the leader (node {victim})")
+        resumed = min(t for t in prod.ack_times() if t > t_stop) - t_stop
+        print(f"\nhung leader {victim}: node {new_leader} leads after {elected:.2f}s, "
+              f"acks resumed after {resumed:.2f}s")
+        assert resumed < RESUME_BOUND_S
+    finally:
+        c.node(victim).sigcont()
+    c.wait_isr(topic, 0, 3, timeout=90)
+    prod.stop()
+    assert not prod.errors, prod.errors[:3]
+    check_exactly_once(c, topic, prod)
+    leader = c.leader_of(topic, 0)
+    wait_until(lambda: c.node(victim).log_bytes(topic, 0) == c.node(leader).log_bytes(topic, 0),
+               30, f"node {victim}'s log to equal the leader's")
+
+    # a hung active controller
+    t_stop = time.monotonic()
+    c.node(controller).sigstop()
+    try:
+        rest = [i for i in (1, 2, 3) if i != controller]
+        new_controller = wait_until(
+            lambda: {quorum_leader_or_none(c.node(i)) for i in rest} == {quorum_leader_or_none(
+                c.node(rest[0]))} and quorum_leader_or_none(c.node(rest[0])) in rest
+            and quorum_leader_or_none(c.node(rest[0])),
+            60, "a new active controller", 0.2)
+        moved = time.monotonic() - t_stop
+        admin = AdminClient({"bootstrap.servers": ",".join(c.node(i).bootstrap for i in rest)})
+        admin.create_topics([NewTopic("while-hung", 1, 2)], request_timeout=60)[
+            "while-hung"].result(timeout=60)
+        created = time.monotonic() - t_stop
+        print(f"hung controller {controller}: node {new_controller} took over after "
+              f"{moved:.2f}s, CreateTopics done after {created:.2f}s")
+        assert created < 60
+    finally:
+        c.node(controller).sigcont()
+    c.wait_brokers([1, 2, 3], timeout=60)
+
+
+def quorum_leader_or_none(node):
+    from cluster import quorum_leader
+    try:
+        return quorum_leader(node.bootstrap)
+    except (OSError, ValueError):
+        return None
+
+
+def test_restarting_all_nodes_at_once_keeps_everything(cluster_factory):
+    c = cluster_factory(n=3)
+    topic = "allrestart"
+    c.create_topic(topic, 2, 3, {"min.insync.replicas": "2"})
+    values = {p: [b"p%d-%05d" % (p, i) for i in range(1000)] for p in range(2)}
+    for p in range(2):
+        c.wait_isr(topic, p, 3)
+        leader = c.leader_of(topic, p)
+        for i in range(0, 1000, 250):
+            err, _ = produce(c.node(leader).bootstrap, topic, p, values[p][i:i + 250])
+            assert err == 0, f"acks=all produce failed: {err}"
+    for node in c.nodes.values():
+        node.kill9()
+    for node in c.nodes.values():
+        node.spawn()
+    for node in c.nodes.values():
+        node.wait_up()
+    c.wait_brokers([1, 2, 3], timeout=90)
+    for p in range(2):
+        c.wait_isr(topic, p, 3, timeout=90)
+        got = [v for _, v in read_partition(c.bootstrap, topic, p, 1000)]
+        assert got == values[p], f"partition {p}: {len(got)} of 1000 records after the restart"
+        leader = c.leader_of(topic, p)
+        err, _ = produce(c.node(leader).bootstrap, topic, p, [b"after"])
+        assert err == 0

@@ -117,3 +117,49 @@ def test_replication_factor_above_the_live_brokers_is_refused(cluster_factory):
         assert err == 0 and sorted(replicas) == [1, 2, 3] and leader == replicas[0], (p, replicas)
     leaders = {md.topics["rf3"][1][p][1] for p in range(3)}
     assert leaders == {1, 2, 3}, f"leaders not balanced: {leaders}"
+
+
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+
+
+@pytest.mark.strom_config(**{"authorizer.class.name": AUTHORIZER})
+def test_cluster_admin_apis_need_cluster_alter_and_describe(strom):
+    """Without ACLs, User:ANONYMOUS may neither elect leaders nor move or list
+    reassignments (CLUSTER Alter / Describe): Kafka's CLUSTER_AUTHORIZATION_FAILED."""
+    import subprocess
+    from cluster import STROM_BIN
+
+    def cli(*args):
+        return subprocess.run([str(STROM_BIN), "cluster", *args, "-b", strom.bootstrap],
+                              capture_output=True, text=True, timeout=60)
+
+    for args in (("elect-leaders", "--preferred", "--all-topic-partitions"),
+                 ("elect-leaders", "--unclean", "--topic", "t", "--partition", "0"),
+                 ("reassign", "--topic", "t", "--partition", "0", "--replicas", "1"),
+                 ("reassign", "--list")):
+        r = cli(*args)
+        assert r.returncode != 0, (args, r.stdout)
+        assert "ClusterAuthorizationFailed" in r.stdout + r.stderr, (args, r.stdout, r.stderr)
+
+
+def test_single_node_election_and_reassignment_answers(strom):
+    """The same commands on the embedded single node: nothing to elect, nothing
+    moving, an unknown broker refused."""
+    import subprocess
+    from cluster import STROM_BIN
+    from strom_helpers import ck_create_topic
+
+    def cli(*args):
+        return subprocess.run([str(STROM_BIN), "cluster", *args, "-b", strom.bootstrap],
+                              capture_output=True, text=True, timeout=60)
+
+    ck_create_topic(strom.bootstrap, "single", 2)
+    r = cli("elect-leaders", "--preferred", "--topic", "single", "--partition", "1")
+    assert r.returncode == 0 and "Valid replica already elected for partitions single-1" in r.stdout, (
+        r.stdout, r.stderr)
+    r = cli("reassign", "--list", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == [], (r.stdout, r.stderr)
+    r = cli("reassign", "--topic", "single", "--partition", "0", "--replicas", "1,2")
+    assert r.returncode != 0 and "InvalidReplicaAssignment" in r.stdout, (r.stdout, r.stderr)
+    r = cli("reassign", "--topic", "single", "--partition", "0", "--replicas", "1", "--verify")
+    assert r.returncode == 0 and "Reassignment of partition single-0 is completed." in r.stdout
