@@ -1052,6 +1052,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kafka_tool_json_files() {
+        // kafka-reassign-partitions' format, log_dirs and version ignored
+        let f: ReassignFile = serde_json::from_str(
+            r#"{"version":1,"partitions":[{"topic":"t","partition":2,"replicas":[4,2],"log_dirs":["any","any"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f.partitions,
+            vec![ReassignEntry {
+                topic: "t".into(),
+                partition: 2,
+                replicas: vec![4, 2]
+            }]
+        );
+        // kafka-leader-election's format
+        let e: ElectionFile =
+            serde_json::from_str(r#"{"partitions":[{"topic":"t","partition":0}]}"#).unwrap();
+        assert_eq!(
+            (e.partitions[0].topic.as_str(), e.partitions[0].partition),
+            ("t", 0)
+        );
+    }
+
+    #[test]
+    fn election_types_and_error_names() {
+        let args = |t: &str, preferred, unclean| ElectLeadersArgs {
+            election_type: t.into(),
+            topic: None,
+            partition: None,
+            all_topic_partitions: true,
+            path_to_json_file: None,
+            preferred,
+            unclean,
+        };
+        assert_eq!(
+            election_type(&args("PREFERRED", false, false)).unwrap().0,
+            0
+        );
+        assert_eq!(election_type(&args("unclean", false, false)).unwrap().0, 1);
+        assert_eq!(election_type(&args("PREFERRED", false, true)).unwrap().0, 1);
+        assert!(election_type(&args("ANY", false, false)).is_err());
+        assert_eq!(error_name(0), "NONE");
+        assert_eq!(error_name(84), "ElectionNotNeeded");
+        assert_eq!(
+            error_line(31, Some("Cluster authorization failed.")),
+            "ClusterAuthorizationFailed: Cluster authorization failed."
+        );
+    }
+
+    #[test]
     fn partition_states_and_filters() {
         let ok = PartitionState::new("t", 0, 1, &[1, 2, 3], &[3, 1, 2]);
         let under = PartitionState::new("t", 1, 2, &[1, 2, 3], &[2]);
