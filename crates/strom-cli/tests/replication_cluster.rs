@@ -24,6 +24,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const NONE: i16 = 0;
 const NOT_ENOUGH_REPLICAS: i16 = 19;
+/// `replica.fetch.wait.max.ms` of the test cluster.
+const FETCH_WAIT_MS: u64 = 200;
 
 /// One node of the test cluster.
 struct Node {
@@ -53,8 +55,25 @@ impl Node {
         self.child = Some(child);
     }
 
+    /// SIGSTOP (`true`) or SIGCONT: a hung broker.
+    fn pause(&mut self, stop: bool) {
+        let pid = self.child.as_ref().expect("running").id();
+        let sig = if stop { "-STOP" } else { "-CONT" };
+        assert!(Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success());
+    }
+
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // a stopped process dies of SIGKILL too, but say so for clarity
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(c.id().to_string())
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -113,7 +132,8 @@ impl Cluster {
                      controller.quorum.voters={}\nlog.dirs={}\n\
                      strom.admin.listener=127.0.0.1:0\n\
                      broker.session.timeout.ms=3000\nbroker.heartbeat.interval.ms=500\n\
-                     replica.lag.time.max.ms=3000\nlog.segment.bytes=65536\n",
+                     replica.lag.time.max.ms=3000\nlog.segment.bytes=65536\n\
+                     replica.fetch.wait.max.ms={FETCH_WAIT_MS}\n",
                     voters.join(","),
                     dir.join("data").display()
                 ),
@@ -370,4 +390,87 @@ fn acks_all_replicates_to_every_replica_and_survives_a_follower_kill() {
             (log_bytes(&follower_dir, "rep") == want).then_some(())
         },
     );
+}
+
+#[test]
+fn a_divergent_tail_of_a_deposed_leader_is_truncated() {
+    let mut cluster = Cluster::start(3);
+    cluster.create_topic("div", "1");
+    let (old, epoch) = cluster.wait_isr("div", &[1, 2, 3]);
+    let mut raw = RawClient::connect(cluster.node(old).addr());
+    for i in 0..20 {
+        let v = format!("committed-{i}");
+        let r = raw.produce("div", 0, record_batch(&[(b"k", v.as_bytes())]), -1);
+        assert_eq!(r.error_code, NONE, "{r:?}");
+    }
+    // Both followers hang: the leader still takes acks=1 writes, which
+    // never reach them (and the ISR cannot shrink: no controller quorum).
+    // A follower's long poll already waiting at the leader would carry
+    // such writes to it when it resumes (its answer sits in the socket), so
+    // the writes come after those polls ended: a timer in the leader
+    // (replica.fetch.wait.max.ms), nothing a test can observe.
+    let followers: Vec<i32> = (1..=3).filter(|id| *id != old).collect();
+    for f in &followers {
+        cluster.node(*f).pause(true);
+    }
+    std::thread::sleep(Duration::from_millis(4 * FETCH_WAIT_MS));
+    for i in 0..5 {
+        let v = format!("divergent-{i}");
+        let r = raw.produce("div", 0, record_batch(&[(b"k", v.as_bytes())]), 1);
+        assert_eq!(r.error_code, NONE, "{r:?}");
+    }
+    drop(raw);
+    let diverged = log_bytes(&cluster.node(old).log_dir(), "div");
+    cluster.node(old).kill9();
+    for f in &followers {
+        cluster.node(*f).pause(false);
+    }
+    // one of the followers is elected (it was in the ISR) in a new epoch
+    let via = followers[0];
+    let (new, new_epoch) = cluster.wait(Duration::from_secs(60), "a new leader", || {
+        cluster
+            .partition_state(via, "div")
+            .filter(|(l, e, _)| *l != old && *l >= 0 && *e > epoch)
+            .map(|(l, e, _)| (l, e))
+    });
+    let mut raw = RawClient::connect(cluster.node(new).addr());
+    for i in 0..10 {
+        let v = format!("after-{i}");
+        cluster.wait(
+            Duration::from_secs(30),
+            "acks=all on the new leader",
+            || {
+                let r = raw.produce("div", 0, record_batch(&[(b"k", v.as_bytes())]), -1);
+                (r.error_code == NONE).then_some(())
+            },
+        );
+    }
+    // the deposed leader returns: it truncates its divergent tail and
+    // copies the new leader's log
+    cluster.node(old).spawn();
+    cluster.wait_isr("div", &[1, 2, 3]);
+    let new_dir = cluster.node(new).log_dir();
+    let old_dir = cluster.node(old).log_dir();
+    cluster.wait(
+        Duration::from_secs(30),
+        "logs identical after truncation",
+        || {
+            let want = log_bytes(&new_dir, "div");
+            (log_bytes(&old_dir, "div") == want
+                && cluster
+                    .nodes
+                    .iter()
+                    .all(|n| log_bytes(&n.log_dir(), "div") == want))
+            .then_some(())
+        },
+    );
+    let now = log_bytes(&old_dir, "div");
+    assert_ne!(now, diverged);
+    let text = String::from_utf8_lossy(&now);
+    assert!(
+        !text.contains("divergent-"),
+        "the divergent records are gone"
+    );
+    assert!(text.contains("committed-19") && text.contains("after-9"));
+    assert!(new_epoch > epoch);
 }
