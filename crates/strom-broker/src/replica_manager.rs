@@ -44,8 +44,13 @@ impl ReplicaManager {
             .insert(topic.to_string(), partitions.into());
     }
 
+    /// Removes a topic; its partitions stop fetching.
     pub fn remove_topic(&self, topic: &str) -> Option<Arc<[Arc<Partition>]>> {
-        self.topics.write().unwrap().remove(topic)
+        let removed = self.topics.write().unwrap().remove(topic);
+        for p in removed.iter().flat_map(|parts| parts.iter()) {
+            self.fetchers.remove(&p.topic_partition);
+        }
+        removed
     }
 
     /// Makes each partition the leader or a follower as the metadata image
