@@ -5,7 +5,9 @@
 //! on the others; a replication factor above the live brokers is refused
 //! with INVALID_REPLICATION_FACTOR; FindCoordinator answers the leader of
 //! the group's `__consumer_offsets` partition, from any node; producer ids
-//! come from blocks the controller hands each broker, never twice.
+//! come from blocks the controller hands each broker, never twice; a
+//! transaction over partitions led by all three brokers commits and aborts
+//! (markers sent to the other leaders) as an `rdkafka` client sees it.
 
 mod common;
 
@@ -309,4 +311,89 @@ fn three_brokers_register_share_topics_and_coordinators() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), 6, "producer ids issued twice: {ids:?}");
+}
+
+#[test]
+fn a_transaction_over_three_leaders_commits_and_aborts() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    use rdkafka::Message;
+
+    let nodes = start_cluster();
+    for n in &nodes {
+        wait_for(Duration::from_secs(30), "three live brokers", || {
+            (broker_ids(&n.metadata(Some(&[]))) == vec![1, 2, 3]).then_some(())
+        });
+    }
+    let resp = nodes[0].connect().create_topics(&["tx"], 3, 3, false);
+    assert_eq!(resp.topics[0].error_code, NONE, "{resp:?}");
+    let bootstrap = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let timeout = Duration::from_secs(30);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("transactional.id", "cluster-tx")
+        .set("acks", "all")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    producer
+        .init_transactions(timeout)
+        .expect("init_transactions");
+    let mut send_all = |what: &str| {
+        for p in 0..3 {
+            let value = format!("{what}-{p}");
+            producer
+                .send(BaseRecord::to("tx").partition(p).key("k").payload(&value))
+                .expect("send");
+        }
+        producer.flush(timeout).expect("flush");
+    };
+    producer.begin_transaction().unwrap();
+    send_all("committed");
+    producer.commit_transaction(timeout).expect("commit");
+    producer.begin_transaction().unwrap();
+    send_all("aborted");
+    producer.abort_transaction(timeout).expect("abort");
+    producer.begin_transaction().unwrap();
+    send_all("after");
+    producer
+        .commit_transaction(timeout)
+        .expect("commit after abort");
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "cluster-tx-reader")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset("tx", p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while seen.len() < 6 && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.expect("consume");
+            let v = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
+            seen.push((m.partition(), v));
+        }
+    }
+    seen.sort();
+    let want: Vec<(i32, String)> = (0..3)
+        .flat_map(|p| [(p, format!("after-{p}")), (p, format!("committed-{p}"))])
+        .collect();
+    assert_eq!(
+        seen, want,
+        "read_committed sees both commits, no aborted record"
+    );
 }

@@ -215,6 +215,16 @@ impl GroupCoordinator {
         }
     }
 
+    /// The shard of `__consumer_offsets` partition `p`, if this broker
+    /// leads it (transaction markers for the partition go through it).
+    pub async fn loaded_shard(&self, broker: &Broker, p: i32) -> Option<ShardHandle> {
+        if let Some(h) = self.shards.read().unwrap().get(&p) {
+            return Some(h.clone());
+        }
+        self.on_leadership(broker).await;
+        self.shards.read().unwrap().get(&p).cloned()
+    }
+
     /// Every loaded shard (the groups this broker coordinates); empty while
     /// `__consumer_offsets` does not exist (listing groups must not create it).
     pub async fn all_shards(

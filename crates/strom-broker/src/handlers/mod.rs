@@ -66,6 +66,7 @@ pub mod sasl_authenticate;
 pub mod sasl_handshake;
 pub mod sync_group;
 pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 /// Who sent a request and how.
 pub struct RequestContext {
@@ -257,6 +258,7 @@ api_registry! {
     AddOffsetsToTxn => add_offsets_to_txn::AddOffsetsToTxnRequest, 0..=4;
     EndTxn => end_txn::EndTxnRequest, 0..=4;
     TxnOffsetCommit => txn_offset_commit::TxnOffsetCommitRequest, 0..=4;
+    WriteTxnMarkers => write_txn_markers::WriteTxnMarkersRequest, 1..=1;
     DescribeProducers => describe_producers::DescribeProducersRequest, 0..=0;
     DescribeTransactions => describe_transactions::DescribeTransactionsRequest, 0..=0;
     ListTransactions => list_transactions::ListTransactionsRequest, 0..=1;

@@ -213,6 +213,8 @@ pub struct TransactionCoordinator {
     /// Loaded shards by partition: those this broker leads.
     shards: RwLock<BTreeMap<i32, Arc<Shard>>>,
     init: tokio::sync::Mutex<()>,
+    /// Partitions of `__transaction_state` (0 while it does not exist).
+    partition_count: std::sync::atomic::AtomicI32,
 }
 
 type Res<T> = Result<T, E>;
@@ -223,6 +225,7 @@ impl TransactionCoordinator {
             config,
             shards: RwLock::new(BTreeMap::new()),
             init: tokio::sync::Mutex::new(()),
+            partition_count: std::sync::atomic::AtomicI32::new(0),
         }
     }
 
@@ -284,8 +287,12 @@ impl TransactionCoordinator {
         let image = broker.metadata.image();
         let Some(t) = image.topic(TRANSACTION_STATE) else {
             self.shards.write().unwrap().clear();
+            self.partition_count
+                .store(0, std::sync::atomic::Ordering::Release);
             return;
         };
+        self.partition_count
+            .store(t.partitions, std::sync::atomic::Ordering::Release);
         let me = broker.node_id();
         let hosted = broker.replicas.topic_partitions(TRANSACTION_STATE);
         let mut loaded = Vec::new();
@@ -536,7 +543,8 @@ impl TransactionCoordinator {
         topic: &str,
         partition: i32,
     ) -> Res<()> {
-        for shard in self.loaded().iter() {
+        let loaded = self.loaded();
+        for shard in loaded.iter() {
             let st = shard.state.lock().await;
             if let Some(m) = st.txns.values().find(|m| m.producer_id == pid) {
                 if epoch < m.producer_epoch {
@@ -549,6 +557,15 @@ impl TransactionCoordinator {
                     Err(E::InvalidTxnState)
                 };
             }
+        }
+        // The producer's coordinator may be another broker: Kafka's leader
+        // asks it (AddPartitionsToTxn, verify only), which is not built;
+        // until then only transactions coordinated here are verified.
+        let partitions = self
+            .partition_count
+            .load(std::sync::atomic::Ordering::Acquire);
+        if (loaded.len() as i32) < partitions {
+            return Ok(());
         }
         Err(E::InvalidTxnState)
     }
@@ -730,6 +747,226 @@ async fn complete(
     commit: bool,
 ) -> Res<()> {
     let m = st.txns[tid].clone();
+    write_markers(
+        broker,
+        m.producer_id,
+        m.producer_epoch,
+        commit,
+        &m.partitions,
+    )
+    .await?;
+    let mut done = m;
+    done.state = if commit {
+        TxnState::CompleteCommit
+    } else {
+        TxnState::CompleteAbort
+    };
+    done.partitions.clear();
+    done.last_update_ms = now_ms();
+    write(shard, st, tid, done).await
+}
+
+/// How long the coordinator keeps retrying a transaction's markers while
+/// their partitions' leaders move (Kafka retries until they are written).
+const MARKER_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Writes the COMMIT/ABORT marker to every partition of a transaction: on
+/// this broker for the partitions it leads, with WriteTxnMarkers to the
+/// leader of the others (Kafka's `TransactionMarkerChannelManager`),
+/// retrying while leaders move.
+async fn write_markers(
+    broker: &Broker,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    partitions: &BTreeSet<(String, i32)>,
+) -> Res<()> {
+    let deadline = tokio::time::Instant::now() + MARKER_RETRY;
+    let mut pending: BTreeSet<(String, i32)> = partitions.clone();
+    loop {
+        let image = broker.metadata.image();
+        let me = broker.node_id();
+        let mut remote: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
+        let mut last_error = E::UnknownServerError;
+        for (topic, p) in pending.clone() {
+            let Some(t) = image.topic(&topic) else {
+                // deleted meanwhile: nothing to mark
+                pending.remove(&(topic, p));
+                continue;
+            };
+            let leader = t.registration(p).map_or(me, |r| r.leader);
+            if leader == me {
+                match write_marker_here(broker, &topic, p, producer_id, producer_epoch, commit)
+                    .await
+                {
+                    Ok(()) => {
+                        pending.remove(&(topic, p));
+                    }
+                    Err(e) if retriable(e) => last_error = e,
+                    Err(e) => return Err(e),
+                }
+            } else if leader >= 0 {
+                remote.entry(leader).or_default().push((topic, p));
+            } else {
+                last_error = E::NotLeaderOrFollower;
+            }
+        }
+        for (leader, parts) in remote {
+            match send_markers(broker, leader, producer_id, producer_epoch, commit, &parts).await {
+                Ok(results) => {
+                    for ((topic, p), code) in parts.into_iter().zip(results) {
+                        match code {
+                            0 => {
+                                pending.remove(&(topic, p));
+                            }
+                            c => {
+                                let e = E::try_from_code(c).unwrap_or(E::UnknownServerError);
+                                if !retriable(e) {
+                                    warn!(topic, partition = p, error = ?e, "transaction marker refused");
+                                    return Err(e);
+                                }
+                                last_error = e;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(broker = leader, error = %e, "cannot send transaction markers");
+                    last_error = E::CoordinatorNotAvailable;
+                }
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            warn!(partitions = ?pending, error = ?last_error, "transaction markers not written in time");
+            return Err(last_error);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Errors a marker write is retried after (leadership moving, a leader
+/// not yet caught up, a broker restarting).
+fn retriable(e: E) -> bool {
+    matches!(
+        e,
+        E::NotLeaderOrFollower
+            | E::UnknownTopicOrPartition
+            | E::NotEnoughReplicas
+            | E::NotEnoughReplicasAfterAppend
+            | E::RequestTimedOut
+            | E::CoordinatorNotAvailable
+            | E::NotCoordinator
+            | E::CoordinatorLoadInProgress
+            | E::KafkaStorageError
+    )
+}
+
+/// Sends WriteTxnMarkers (v1) for `parts` to broker `leader` on the
+/// inter-broker listener; one error code per partition, in order.
+async fn send_markers(
+    broker: &Broker,
+    leader: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    parts: &[(String, i32)],
+) -> std::io::Result<Vec<i16>> {
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    use kafka_protocol::messages::{TopicName, WriteTxnMarkersRequest};
+    use kafka_protocol::protocol::StrBytes;
+    let image = broker.metadata.image();
+    let listener = broker.config.inter_broker_listener();
+    let addr = image
+        .broker(leader)
+        .and_then(|b| b.endpoints.iter().find(|e| e.name == listener))
+        .map(|e| format!("{}:{}", e.host, e.port))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("broker {leader} has no {listener} endpoint"),
+            )
+        })?;
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in parts {
+        by_topic.entry(t).or_default().push(*p);
+    }
+    let req = WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+        .with_producer_id(ProducerId(producer_id).0.into())
+        .with_producer_epoch(producer_epoch)
+        .with_transaction_result(commit)
+        .with_coordinator_epoch(0)
+        .with_topics(
+            by_topic
+                .iter()
+                .map(|(t, ps)| {
+                    WritableTxnMarkerTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partition_indexes(ps.clone())
+                })
+                .collect(),
+        )]);
+    let timeout = std::time::Duration::from_secs(10);
+    let client_id = format!("broker-{}-txn-markers", broker.node_id());
+    let mut client =
+        crate::replication::client::BrokerClient::connect(&addr, client_id, timeout).await?;
+    let resp = client.send(&req, 1, timeout).await?;
+    let mut codes: BTreeMap<(String, i32), i16> = BTreeMap::new();
+    for m in resp.markers {
+        for t in m.topics {
+            for p in t.partitions {
+                codes.insert((t.name.to_string(), p.partition_index), p.error_code);
+            }
+        }
+    }
+    Ok(parts
+        .iter()
+        .map(|k| {
+            codes
+                .get(k)
+                .copied()
+                .unwrap_or(E::UnknownServerError.code())
+        })
+        .collect())
+}
+
+/// Writes one transaction marker to a partition this broker leads:
+/// `__consumer_offsets` through its group shard (which replays it: the
+/// transaction's offsets materialized or dropped), any other partition as
+/// a control batch. WriteTxnMarkers and the local coordinator both use it.
+pub async fn write_marker_here(
+    broker: &Broker,
+    topic: &str,
+    p: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+) -> Res<()> {
+    if topic == CONSUMER_OFFSETS {
+        let g = broker
+            .groups
+            .loaded_shard(broker, p)
+            .await
+            .ok_or(E::NotLeaderOrFollower)?;
+        return g
+            .txn(TxnWrite::Marker {
+                producer_id,
+                producer_epoch,
+                commit,
+            })
+            .await
+            .map_err(|e| e.code());
+    }
+    let Some(part) = broker.replicas.partition(topic, p) else {
+        return Err(E::UnknownTopicOrPartition);
+    };
+    if !part.is_leader() {
+        return Err(E::NotLeaderOrFollower);
+    }
     let marker = Marker {
         control: if commit {
             ControlType::Commit
@@ -743,58 +980,24 @@ async fn complete(
     let batch = encode_batch_with(
         &[Record::new(Offset(0), now, Some(&k), Some(&v))],
         &BatchOptions {
-            producer_id: ProducerId(m.producer_id),
-            producer_epoch: ProducerEpoch(m.producer_epoch),
+            producer_id: ProducerId(producer_id),
+            producer_epoch: ProducerEpoch(producer_epoch),
             transactional: true,
             control: true,
             ..BatchOptions::default()
         },
     );
-    for (topic, p) in &m.partitions {
-        if topic == CONSUMER_OFFSETS {
-            // through the group shard, which replays it (offsets of the
-            // transaction materialized or dropped)
-            let shards = broker
-                .groups
-                .all_shards(broker)
-                .await
-                .map_err(|e| e.code())?;
-            if let Some(g) = shards.get(*p as usize) {
-                g.txn(TxnWrite::Marker {
-                    producer_id: m.producer_id,
-                    producer_epoch: m.producer_epoch,
-                    commit,
-                })
-                .await
-                .map_err(|e| e.code())?;
-            }
-            continue;
+    match part
+        .start_append_control(BytesMut::from(&batch[..]), now)
+        .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => {
+            warn!(partition = %part.topic_partition, error = %e, "cannot write transaction marker");
+            Err(crate::errors::log_error_code(&e))
         }
-        let Some(part) = broker.replicas.partition(topic, *p) else {
-            // deleted meanwhile: nothing to mark
-            continue;
-        };
-        match part
-            .start_append_control(BytesMut::from(&batch[..]), now)
-            .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                warn!(partition = %part.topic_partition, error = %e, "cannot write transaction marker");
-                return Err(crate::errors::log_error_code(&e));
-            }
-            Err(_) => return Err(E::UnknownServerError),
-        }
+        Err(_) => Err(E::UnknownServerError),
     }
-    let mut done = m;
-    done.state = if commit {
-        TxnState::CompleteCommit
-    } else {
-        TxnState::CompleteAbort
-    };
-    done.partitions.clear();
-    done.last_update_ms = now_ms();
-    write(shard, st, tid, done).await
 }
 
 /// Replays one `__transaction_state` partition.
