@@ -28,33 +28,37 @@ const INVALID_CONFIG: i16 = 40;
 const FENCED_LEADER_EPOCH: i16 = 74;
 const UNKNOWN_LEADER_EPOCH: i16 = 75;
 
-/// Stops `server` and restarts it with every partition of `topic` (created
-/// without configs) at leader `epoch`. Leaders do not move on one node yet,
-/// so this hands the broker an old-format `__cluster_metadata/image.json`,
-/// which start-up merges into the metadata log as partition changes.
+/// Moves every partition of `topic` to leader epoch `epoch` the way a
+/// cluster does: each clean restart is a controlled shutdown (the partitions
+/// lose their leader: epoch + 1) and a re-election once the broker is back
+/// (epoch + 1). Waits until partition 0 leads again at exactly `epoch`.
 fn move_leader_epoch(server: &mut TestServer, topic: &str, epoch: i32) {
     use kafka_protocol::messages::MetadataRequest;
-    let mut c = server.connect();
-    let md = c.call(&MetadataRequest::default().with_topics(None), 12);
-    let t = md
-        .topics
-        .iter()
-        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
-        .expect("topic in metadata");
-    let image = serde_json::json!({
-        "version": 1,
-        "cluster_id": "",
-        "topics": [{
-            "name": topic, "id": t.topic_id.to_string(), "partitions": t.partitions.len(),
-            "replication_factor": 1, "configs": {}, "leader_epoch": epoch
-        }]
-    });
-    drop(c);
-    server.terminate();
-    let file = server.data_dir().join("__cluster_metadata/image.json");
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(&file, image.to_string()).unwrap();
-    server.restart();
+    let current = |server: &TestServer| {
+        let mut c = server.connect();
+        let md = c.call(&MetadataRequest::default().with_topics(None), 12);
+        let t = md
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+            .expect("topic in metadata")
+            .clone();
+        t.partitions
+            .iter()
+            .all(|p| p.leader_id.0 >= 0)
+            .then(|| t.partitions[0].leader_epoch)
+    };
+    loop {
+        let now = wait_for(Duration::from_secs(20), "partition leaders", || {
+            current(server)
+        });
+        if now >= epoch {
+            assert_eq!(now, epoch, "leader epoch overshot");
+            return;
+        }
+        server.terminate();
+        server.restart();
+    }
 }
 
 /// One OffsetForLeaderEpoch partition query: (topic, partition,
