@@ -11,6 +11,28 @@ use std::sync::{Arc, RwLock};
 use crate::broker::{now_ms, Broker};
 use crate::partition::{Partition, PartitionState};
 
+/// Kafka's answer for a partition this broker does not host: the topic
+/// and partition exist (another broker leads it) → NOT_LEADER_OR_FOLLOWER,
+/// so the client refreshes its metadata; otherwise
+/// UNKNOWN_TOPIC_OR_PARTITION.
+pub fn missing_partition_error(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+) -> kafka_protocol::error::ResponseError {
+    use kafka_protocol::error::ResponseError;
+    let known = broker
+        .metadata
+        .image()
+        .topic(topic)
+        .is_some_and(|t| (0..t.partitions).contains(&partition));
+    if known {
+        ResponseError::NotLeaderOrFollower
+    } else {
+        ResponseError::UnknownTopicOrPartition
+    }
+}
+
 /// The hosted partitions. Writers: topic create/delete. Readers: handlers.
 #[derive(Default)]
 pub struct ReplicaManager {

@@ -37,7 +37,14 @@ pub async fn handle(
                 _ if !authorized => {
                     result.with_error_code(ResponseError::TopicAuthorizationFailed.code())
                 }
-                None => result.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                None => result.with_error_code(
+                    crate::replica_manager::missing_partition_error(
+                        broker,
+                        t.name.as_str(),
+                        p.partition_index,
+                    )
+                    .code(),
+                ),
                 Some(_) if is_internal(t.name.as_str()) => {
                     result.with_error_code(ResponseError::TopicAuthorizationFailed.code())
                 }

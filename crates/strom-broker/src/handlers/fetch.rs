@@ -35,6 +35,7 @@ use crate::fetch_session::{
     PartitionKey, SessionError, SessionPartition, FINAL_EPOCH, INITIAL_EPOCH,
 };
 use crate::partition::{IsolationLevel, Partition};
+use crate::replica_manager::missing_partition_error;
 use crate::security::acl::{AclOperation, ResourceType};
 
 /// One partition the fetch considers, resolved against the image.
@@ -192,7 +193,7 @@ pub async fn handle(
                 None => broker
                     .replicas
                     .partition(&key.0, key.1)
-                    .ok_or(ResponseError::UnknownTopicOrPartition),
+                    .ok_or_else(|| missing_partition_error(broker, &key.0, key.1)),
             };
             Target {
                 topic_id: sp.topic_id,

@@ -14,6 +14,7 @@ use super::RequestContext;
 use crate::broker::Broker;
 use crate::errors::log_error_code;
 use crate::partition::{IsolationLevel, Partition};
+use crate::replica_manager::missing_partition_error;
 use crate::security::acl::{AclOperation, ResourceType};
 
 const LATEST: i64 = -1;
@@ -51,7 +52,10 @@ pub async fn handle(
                         .replicas
                         .partition(t.name.as_str(), p.partition_index)
                     {
-                        None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                        None => base.with_error_code(
+                            missing_partition_error(broker, t.name.as_str(), p.partition_index)
+                                .code(),
+                        ),
                         Some(part) => match lookup(
                             &part,
                             p.timestamp,

@@ -15,6 +15,7 @@ use strom_protocol::LeaderEpoch;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::partition::Partition;
+use crate::replica_manager::missing_partition_error;
 use crate::security::acl::{AclOperation, ResourceType};
 
 /// Kafka's `NO_PARTITION_LEADER_EPOCH`: the sender does not know the
@@ -66,11 +67,9 @@ pub async fn handle(
                                 Err(code) => base.with_error_code(code.code()),
                             }
                         }
-                        None => base.with_error_code(missing_partition_error(
-                            broker,
-                            t.topic.as_str(),
-                            p.partition,
-                        )),
+                        None => base.with_error_code(
+                            missing_partition_error(broker, t.topic.as_str(), p.partition).code(),
+                        ),
                     }
                 })
                 .collect();
@@ -110,21 +109,6 @@ fn check_current_epoch(current: i32, partition: i32) -> Result<(), ResponseError
         Err(ResponseError::UnknownLeaderEpoch)
     } else {
         Ok(())
-    }
-}
-
-/// A partition this broker does not host: NOT_LEADER_OR_FOLLOWER if the
-/// metadata knows it (it lives elsewhere, or is being created or deleted
-/// here), UNKNOWN_TOPIC_OR_PARTITION otherwise.
-fn missing_partition_error(broker: &Broker, topic: &str, partition: i32) -> i16 {
-    let image = broker.metadata.image();
-    let known = image
-        .topic(topic)
-        .is_some_and(|t| (0..t.partitions).contains(&partition));
-    if known {
-        ResponseError::NotLeaderOrFollower.code()
-    } else {
-        ResponseError::UnknownTopicOrPartition.code()
     }
 }
 

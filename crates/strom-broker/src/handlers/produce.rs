@@ -22,6 +22,7 @@ use crate::errors::log_error_code;
 use crate::handlers::metadata::is_internal;
 use crate::metrics::TopicMetrics;
 use crate::partition::{complete_all, start_appends, write_all, Partition};
+use crate::replica_manager::missing_partition_error;
 use crate::security::acl::{AclOperation, ResourceType};
 
 enum Pending {
@@ -74,7 +75,10 @@ pub async fn handle(
                 )
             } else {
                 match broker.replicas.partition(topic.name.as_str(), p.index) {
-                    None => Pending::Failed(ResponseError::UnknownTopicOrPartition, None),
+                    None => Pending::Failed(
+                        missing_partition_error(broker, topic.name.as_str(), p.index),
+                        None,
+                    ),
                     Some(partition) if !partition.is_leader() => {
                         Pending::Failed(ResponseError::NotLeaderOrFollower, None)
                     }
