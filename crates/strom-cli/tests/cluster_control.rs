@@ -7,7 +7,10 @@
 //! the group's `__consumer_offsets` partition, from any node; producer ids
 //! come from blocks the controller hands each broker, never twice; a
 //! transaction over partitions led by all three brokers commits and aborts
-//! (markers sent to the other leaders) as an `rdkafka` client sees it.
+//! (markers sent to the other leaders) as an `rdkafka` client sees it;
+//! SIGTERM of a group's coordinator is a controlled shutdown: its
+//! leaderships move before it exits and the new coordinator serves the
+//! group's committed offsets.
 
 mod common;
 
@@ -345,7 +348,7 @@ fn a_transaction_over_three_leaders_commits_and_aborts() {
     producer
         .init_transactions(timeout)
         .expect("init_transactions");
-    let mut send_all = |what: &str| {
+    let send_all = |what: &str| {
         for p in 0..3 {
             let value = format!("{what}-{p}");
             producer
@@ -395,5 +398,109 @@ fn a_transaction_over_three_leaders_commits_and_aborts() {
     assert_eq!(
         seen, want,
         "read_committed sees both commits, no aborted record"
+    );
+}
+
+#[test]
+fn a_stopping_coordinator_hands_over_leaderships_and_committed_offsets() {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequest, OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::{FindCoordinatorResponse, GroupId};
+
+    let mut nodes = start_cluster();
+    for n in &nodes {
+        wait_for(Duration::from_secs(30), "three live brokers", || {
+            (broker_ids(&n.metadata(Some(&[]))) == vec![1, 2, 3]).then_some(())
+        });
+    }
+    let resp = nodes[0].connect().create_topics(&["data"], 3, 3, false);
+    assert_eq!(resp.topics[0].error_code, NONE, "{resp:?}");
+    let group = "failover-group";
+    let find = |n: &Node| -> FindCoordinatorResponse {
+        let req = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_static_str("failover-group"))
+            .with_key_type(0);
+        n.connect().call(&req, 3)
+    };
+    let coordinator = wait_for(Duration::from_secs(20), "a group coordinator", || {
+        let r = find(&nodes[0]);
+        (r.error_code == NONE).then_some(r.node_id.0)
+    });
+    // Nodes are started with ids 1..=3 in order.
+    let at = |id: i32| (id - 1) as usize;
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("failover-group")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(StrBytes::default())
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(common::topic_name("data"))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(42)])]);
+    let r = nodes[at(coordinator)].connect().call(&commit, 8);
+    assert_eq!(r.topics[0].partitions[0].error_code, NONE, "{r:?}");
+    // Another broker is not the coordinator: NOT_COORDINATOR (16).
+    let other = nodes.iter().find(|n| n.id != coordinator).unwrap();
+    let r = other.connect().call(&commit, 8);
+    assert_eq!(r.topics[0].partitions[0].error_code, 16, "{r:?}");
+
+    // SIGTERM: a controlled shutdown, then a clean exit.
+    let stopping = at(coordinator);
+    let mut child = nodes[stopping].child.take().unwrap();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit}");
+    let log = std::fs::read_to_string(nodes[stopping].stderr_path()).unwrap();
+    assert!(log.contains("controlled shutdown complete"), "{log}");
+
+    // The survivors: no partition led by the stopped broker, which is no
+    // longer listed, and a new coordinator with the committed offset.
+    let survivor = nodes.iter().find(|n| n.id != coordinator).unwrap();
+    let md = wait_for(
+        Duration::from_secs(20),
+        "the stopped broker unlisted",
+        || {
+            let md = survivor.metadata(Some(&["data", "__consumer_offsets"]));
+            (!broker_ids(&md).contains(&coordinator)).then_some(md)
+        },
+    );
+    for t in &md.topics {
+        for p in &t.partitions {
+            assert_ne!(p.leader_id.0, coordinator, "{t:?}");
+            assert!(p.leader_id.0 >= 0, "{t:?}");
+        }
+    }
+    let next = wait_for(Duration::from_secs(20), "a new coordinator", || {
+        let r = find(survivor);
+        (r.error_code == NONE && r.node_id.0 != coordinator).then_some(r.node_id.0)
+    });
+    let fetch = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+        .with_group_id(GroupId(StrBytes::from_static_str(group)))
+        .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+            .with_name(common::topic_name("data"))
+            .with_partition_indexes(vec![0])]))]);
+    let r = wait_for(Duration::from_secs(20), "the committed offset", || {
+        let r = nodes[at(next)].connect().call(&fetch, 8);
+        (r.groups[0].error_code == NONE).then_some(r)
+    });
+    assert_eq!(
+        r.groups[0].topics[0].partitions[0].committed_offset, 42,
+        "{r:?}"
     );
 }

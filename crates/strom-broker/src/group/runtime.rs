@@ -29,7 +29,7 @@ use super::state::{Effects, GroupShard, ReplayMode, Reply, Token};
 use super::GroupConfig;
 use crate::broker::now_ms;
 use crate::group_lag::CommittedOffsets;
-use crate::partition::{IsolationLevel, Partition};
+use crate::partition::Partition;
 
 type Completion = Box<dyn FnOnce(Result<(), CoordinatorError>) + Send>;
 type WriteOp = Box<dyn FnOnce(&mut GroupShard, i64, &mut Effects) -> Completion + Send>;
@@ -458,18 +458,22 @@ pub(crate) fn replay_kv(
     })
 }
 
-/// Feeds every record of the partition, from its log start to the high
-/// watermark, to `f` (data records with their batch's transactional
+/// Feeds every record of the partition, from its log start to its log
+/// end, to `f` (data records with their batch's transactional
 /// producer, markers); returns how many `f` accepted.
 pub(crate) fn replay_log(
     partition: &Partition,
     mut f: impl FnMut(Replayed<'_>) -> bool,
 ) -> Result<usize, CoordinatorError> {
+    // To the log end, as Kafka's coordinator loader: a new leader's high
+    // watermark lags until its followers fetch again, but it keeps every
+    // record of its log (followers truncate to it), so what the previous
+    // coordinator acknowledged is all there.
     let mut offset = partition.log_start_offset();
-    let end = partition.high_watermark();
+    let end = partition.log_end_offset();
     let mut count = 0;
     while offset < end {
-        let data = partition.read(offset, 1 << 20, true, IsolationLevel::ReadUncommitted)?;
+        let data = partition.log().read(offset, 1 << 20, end, true)?;
         if data.records.is_empty() {
             break;
         }
