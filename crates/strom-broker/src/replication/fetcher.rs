@@ -226,7 +226,7 @@ async fn run(broker: Weak<Broker>, shared: Arc<FetcherShared>) {
 fn leader_address(broker: &Broker, leader: i32) -> Option<String> {
     let image = broker.metadata.quorum().image();
     let reg = image.broker(leader)?;
-    let name = super::inter_broker_listener(&broker.config);
+    let name = broker.config.inter_broker_listener();
     let ep = reg.endpoints.iter().find(|e| e.name == name)?;
     Some(format!("{}:{}", ep.host, ep.port))
 }

@@ -138,24 +138,5 @@ pub fn on_role_change(broker: &Arc<Broker>, partition: &Arc<Partition>, role: Ro
     }
 }
 
-/// The listener followers connect to: `inter.broker.listener.name`, else
-/// the first listener that is not a controller listener (Kafka's default).
-pub fn inter_broker_listener(config: &crate::config::BrokerConfig) -> String {
-    if let Some(name) = config.raw.get("inter.broker.listener.name") {
-        return name.trim().to_string();
-    }
-    let controllers: Vec<&str> = config
-        .raw
-        .get("controller.listener.names")
-        .map(|v| v.split(',').map(str::trim).collect())
-        .unwrap_or_default();
-    config
-        .listeners
-        .iter()
-        .find(|l| !controllers.contains(&l.name.as_str()))
-        .map(|l| l.name.clone())
-        .unwrap_or_else(|| "PLAINTEXT".into())
-}
-
 #[cfg(test)]
 mod tests;
