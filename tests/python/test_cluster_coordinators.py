@@ -34,13 +34,13 @@ def coordinator(c, key, key_type):
     return wait_until(ask, 60, f"a live coordinator for {key!r}", 0.2)
 
 
-def abort(producer, attempts=10):
+def abort(producer, attempts=3):
     """abort_transaction, again while it fails with a retriable error (the
     coordinator is moving)."""
     from confluent_kafka import KafkaException
     for i in range(attempts):
         try:
-            producer.abort_transaction(60)
+            producer.abort_transaction(20)
             return
         except KafkaException as e:
             if not e.args[0].retriable() or i == attempts - 1:
@@ -131,7 +131,7 @@ def test_transactional_copy_survives_the_coordinator_kill(cluster_factory):
     copied = killed = 0
     victim = None
     aborts = 0
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 100
     while copied < N and time.monotonic() < deadline:
         msgs = [m for m in consumer.consume(50, 1.0) if m.error() is None]
         if not msgs:
@@ -145,8 +145,8 @@ def test_transactional_copy_survives_the_coordinator_kill(cluster_factory):
             for m in msgs:
                 producer.produce(dst, value=m.value(), partition=m.partition())
             producer.send_offsets_to_transaction(
-                consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 60)
-            producer.commit_transaction(60)
+                consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 20)
+            producer.commit_transaction(20)
             copied += len(msgs)
         except KafkaException as e:
             err = e.args[0]

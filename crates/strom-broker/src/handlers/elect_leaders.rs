@@ -50,19 +50,16 @@ pub async fn handle(
         let partitions = requested.clone().unwrap_or_default();
         ElectLeadersResponse::default()
             .with_error_code(if version >= 1 { code.code() } else { 0 })
-            .with_replica_election_results(results(
-                partitions.into_iter().map(|(t, p)| {
-                    (
-                        t,
-                        p,
-                        ApiError {
-                            error_code: code.code(),
-                            message: Some(msg.clone()),
-                        },
-                    )
-                }),
-                version,
-            ))
+            .with_replica_election_results(results(partitions.into_iter().map(|(t, p)| {
+                (
+                    t,
+                    p,
+                    ApiError {
+                        error_code: code.code(),
+                        message: Some(msg.clone()),
+                    },
+                )
+            })))
     };
     // Kafka: Alter on the cluster, else the whole request fails.
     if !ctx.authorize_cluster(broker, AclOperation::Alter) {
@@ -95,7 +92,7 @@ pub async fn handle(
             }
             await_applied(quorum, log_index, apply_wait(req.timeout_ms)).await;
             ElectLeadersResponse::default()
-                .with_replica_election_results(results(partitions.into_iter(), version))
+                .with_replica_election_results(results(partitions.into_iter()))
         }
         Ok(other) => fail_all(
             ResponseError::UnknownServerError,
@@ -111,7 +108,6 @@ pub async fn handle(
 /// Groups (topic, partition, error) by topic in Kafka's response shape.
 fn results(
     partitions: impl Iterator<Item = (String, i32, ApiError)>,
-    version: i16,
 ) -> Vec<ReplicaElectionResult> {
     let mut out: Vec<ReplicaElectionResult> = Vec::new();
     for (topic, partition, error) in partitions {
@@ -119,7 +115,7 @@ fn results(
             .with_partition_id(partition)
             .with_error_code(error.error_code)
             .with_error_message(
-                (error.error_code != 0 || version == 0)
+                (error.error_code != 0)
                     .then(|| error.message.map(StrBytes::from_string))
                     .flatten(),
             );
