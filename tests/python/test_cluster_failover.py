@@ -247,6 +247,12 @@ def test_health_and_metrics_show_under_replicated_while_a_node_is_down(cluster_f
     leader = c.leader_of(topic, 0)
     controller = c.controller_id()
     victim = next(i for i in (1, 2, 3) if i not in (leader, controller))
+    # an RF 1 partition on the victim goes offline with it
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    admin.create_topics([NewTopic("lonely", 1, replica_assignment=[[victim]])],
+                        request_timeout=30)["lonely"].result(timeout=30)
+    assert c.leader_of("lonely", 0) == victim
     c.node(victim).kill9()
 
     def under_replicated():
@@ -255,11 +261,15 @@ def test_health_and_metrics_show_under_replicated_while_a_node_is_down(cluster_f
     rc, h = wait_until(under_replicated, 60, "health to report under-replicated partitions", 0.5)
     assert not h["healthy"]
     assert f"{topic}-0" in h["under_replicated"], h
-    assert h["offline_count"] == 0, h
-    # the leaders' gauges count the same partitions, once each
-    wait_until(lambda: metric_sums(c)[0] == health(c)[1]["under_replicated_count"], 30,
-               "UnderReplicatedPartitions summed over the brokers to equal health's count")
+    wait_until(lambda: health(c)[1]["offline"] == ["lonely-0"], 30, "lonely-0 to be offline")
+    # the leaders' gauges count the same partitions, once each; the active
+    # controller alone counts the offline ones
+    wait_until(lambda: metric_sums(c)[:2] == (health(c)[1]["under_replicated_count"], 1), 30,
+               "UnderReplicatedPartitions and OfflinePartitionsCount summed over the brokers "
+               "to equal health's counts")
     assert metric_sums(c)[2] == 1, "exactly one active controller"
+    offline = c.cli_json("cluster", "partitions", "--offline")
+    assert [(p["topic"], p["partition"], p["leader"]) for p in offline] == [("lonely", 0, -1)]
     listed = c.cli_json("cluster", "partitions", "--under-replicated", "--topic", topic)
     assert {p["partition"] for p in listed} >= {0}
     assert all(victim in p["out_of_sync"] for p in listed), listed
