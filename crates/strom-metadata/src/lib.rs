@@ -727,8 +727,33 @@ pub(crate) async fn add_observer_on(
             reason: format!("node {id} cannot be an observer"),
         });
     }
-    let add = raft.add_learner(id as Nid, BasicNode { addr }, false);
-    let Ok(result) = tokio::time::timeout(timeout, add).await else {
+    let known = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        membership.get_node(&(id as Nid)).map(|n| {
+            (
+                n.addr.clone(),
+                m.membership_config.log_id().map_or(0, |l| l.index),
+            )
+        })
+    };
+    let node = BasicNode { addr };
+    let result = match known {
+        // Already following at that address: nothing to write.
+        Some((known_addr, index)) if known_addr == node.addr => return Ok(index),
+        // openraft's AddNodes keeps a known node's old address; a broker-only
+        // node that comes back elsewhere needs SetNodes.
+        Some(_) => {
+            let set = raft.change_membership(
+                openraft::ChangeMembers::SetNodes(BTreeMap::from([(id as Nid, node)])),
+                true,
+            );
+            tokio::time::timeout(timeout, set).await
+        }
+        None => tokio::time::timeout(timeout, raft.add_learner(id as Nid, node, false)).await,
+    };
+    let Ok(result) = result else {
         return Err(ProposeError::Timeout(timeout));
     };
     match result {

@@ -360,6 +360,57 @@ async fn controller_call_from_a_follower_and_an_observer_reaches_the_leader() {
         (ApiError::NONE, epoch4)
     );
 
+    // The broker-only node restarts on another port: its new incarnation is
+    // registered once the old session lapses, and the log follows it there.
+    observer.shutdown().await;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let new_addr = l.local_addr().unwrap().to_string();
+    let observer = MetadataQuorum::start_observer(
+        4,
+        c.voters.clone(),
+        &c.tmp.path().join("observer-4"),
+        config.clone(),
+        l,
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let epoch4b = loop {
+        let reply = observer
+            .controller_call(ControllerRequest::RegisterBroker {
+                broker_id: 4,
+                incarnation_id: Uuid::new_v4(),
+                endpoints: vec![endpoint(4)],
+                rack: None,
+                observer_addr: Some(new_addr.clone()),
+            })
+            .await
+            .unwrap();
+        match reply {
+            ControllerResponse::RegisterBroker {
+                error,
+                broker_epoch,
+            } if error.is_none() => break broker_epoch,
+            ControllerResponse::RegisterBroker { error, .. } => {
+                assert_eq!(error.error_code, ec::DUPLICATE_BROKER_REGISTRATION);
+                assert!(Instant::now() < deadline, "old session never lapsed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    wait_until(
+        "restarted observer follows the log",
+        Duration::from_secs(10),
+        || {
+            observer
+                .image()
+                .broker(4)
+                .is_some_and(|b| b.broker_epoch == epoch4b)
+        },
+    )
+    .await;
+
     observer.shutdown().await;
     c.shutdown().await;
 }
