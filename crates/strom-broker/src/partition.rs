@@ -167,6 +167,9 @@ pub struct ReplicaSet {
     pub followers: HashMap<i32, FollowerState>,
     /// First offset of the current leader epoch on this leader.
     pub epoch_start_offset: Offset,
+    /// After a refused or failed AlterPartition, no new ISR change is asked
+    /// before this time (ms), so a follower's every fetch does not retry it.
+    pub isr_retry_at_ms: i64,
 }
 
 impl ReplicaSet {
@@ -314,6 +317,7 @@ impl Partition {
                 pending_isr: None,
                 followers: HashMap::new(),
                 epoch_start_offset: log.log_end_offset(),
+                isr_retry_at_ms: 0,
             }),
             log,
             hw_lock: Mutex::new(()),
@@ -586,9 +590,13 @@ impl Partition {
     /// follower has caught up and is not in it (Kafka's `maybeExpandIsr`:
     /// its log end offset reached the high watermark and the current
     /// epoch's start). Marks the request pending, so it is asked once.
-    pub fn isr_expansion_for(&self, replica_id: i32) -> Option<IsrChange> {
+    pub fn isr_expansion_for(&self, replica_id: i32, now_ms: i64) -> Option<IsrChange> {
         let mut rs = self.replica_set();
-        if !self.is_leader() || rs.pending_isr.is_some() || rs.isr.contains(&replica_id) {
+        if !self.is_leader()
+            || rs.pending_isr.is_some()
+            || rs.isr.contains(&replica_id)
+            || now_ms < rs.isr_retry_at_ms
+        {
             return None;
         }
         let f = rs.followers.get(&replica_id)?;
@@ -612,7 +620,7 @@ impl Partition {
     /// all keep up or a change is already in flight.
     pub fn isr_shrink(&self, now_ms: i64, max_lag_ms: i64) -> Option<IsrChange> {
         let mut rs = self.replica_set();
-        if !self.is_leader() || rs.pending_isr.is_some() {
+        if !self.is_leader() || rs.pending_isr.is_some() || now_ms < rs.isr_retry_at_ms {
             return None;
         }
         let leo = self.log.log_end_offset();
@@ -742,11 +750,13 @@ impl Partition {
         }
     }
 
-    /// Leader: marks an AlterPartition in flight (`None`: it ended without
-    /// a committed change). The high watermark uses the maximal ISR meanwhile.
-    pub fn set_pending_isr(&self, pending: Option<Vec<i32>>) {
+    /// Leader: an AlterPartition ended without a committed change; the next
+    /// one may be asked from `retry_at_ms` on (the image meanwhile brings
+    /// the current registration).
+    pub fn isr_change_failed(&self, retry_at_ms: i64) {
         let mut rs = self.replica_set();
-        rs.pending_isr = pending;
+        rs.pending_isr = None;
+        rs.isr_retry_at_ms = retry_at_ms;
         let solo = self.is_leader() && rs.maximal_isr().iter().all(|r| *r == rs.local_id);
         self.solo.store(solo, Ordering::Release);
     }

@@ -454,12 +454,13 @@ fn follower_read(
             }
             log_error_code(&e)
         })?;
-    if p.update_follower_fetch_state(replica_id, t.fetch_offset, crate::broker::now_ms())
+    let now = crate::broker::now_ms();
+    if p.update_follower_fetch_state(replica_id, t.fetch_offset, now)
         .is_err()
     {
         return Err(ResponseError::NotLeaderOrFollower);
     }
-    if let Some(change) = p.isr_expansion_for(replica_id) {
+    if let Some(change) = p.isr_expansion_for(replica_id, now) {
         tracing::info!(partition = %p.topic_partition, new_isr = ?change.new_isr, "expanding the ISR");
         tokio::spawn(crate::replication::isr::alter_isr(
             broker.clone(),

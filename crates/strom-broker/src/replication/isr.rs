@@ -19,6 +19,10 @@ use tracing::{info, warn};
 use crate::broker::{now_ms, Broker};
 use crate::partition::{IsrChange, Partition};
 
+/// Pause after a failed ISR change (Kafka's AlterPartition retry backoff
+/// is of this order).
+const RETRY_MS: i64 = 1_000;
+
 /// Starts this broker's ISR-shrink task once (when it first leads a partition).
 pub fn ensure_started(broker: &Arc<Broker>) {
     if broker
@@ -105,11 +109,11 @@ pub async fn alter_isr(broker: Arc<Broker>, partition: Arc<Partition>, change: I
         }
         Ok(r) => {
             warn!(partition = %tp, code = r.error.error_code, message = ?r.error.message, "AlterPartition refused; waiting for the metadata image");
-            partition.set_pending_isr(None);
+            partition.isr_change_failed(now_ms() + RETRY_MS);
         }
         Err(why) => {
             warn!(partition = %tp, error = %why, "AlterPartition failed");
-            partition.set_pending_isr(None);
+            partition.isr_change_failed(now_ms() + RETRY_MS);
         }
     }
 }

@@ -138,11 +138,15 @@ fn isr_shrinks_after_the_lag_and_expands_when_caught_up() {
     assert_eq!(p.high_watermark(), Offset(5));
 
     // 3 catches up: asked to join once, HW waits for it meanwhile
-    assert_eq!(p.isr_expansion_for(3), None, "behind the HW");
+    assert_eq!(p.isr_expansion_for(3, 30_500), None, "behind the HW");
     p.update_follower_fetch_state(3, Offset(5), 31_000).unwrap();
-    let change = p.isr_expansion_for(3).unwrap();
+    let change = p.isr_expansion_for(3, 31_000).unwrap();
     assert_eq!(change.new_isr, vec![1, 2, 3]);
-    assert_eq!(p.isr_expansion_for(3), None);
+    assert_eq!(p.isr_expansion_for(3, 31_000), None);
+    // refused: asked again only after the retry time
+    p.isr_change_failed(32_000);
+    assert_eq!(p.isr_expansion_for(3, 31_500), None);
+    assert_eq!(p.isr_expansion_for(3, 32_000).unwrap(), change);
     produce(&p, batch(-1, -1, 1));
     p.update_follower_fetch_state(2, Offset(6), 31_100).unwrap();
     assert_eq!(p.high_watermark(), Offset(5), "maximal ISR includes 3");
