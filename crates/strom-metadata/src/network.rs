@@ -385,32 +385,43 @@ impl ControllerClient {
     ) -> std::io::Result<Result<ControllerResponse, ProposeError>> {
         let payload =
             serde_json::to_vec(&Request::Controller(req.clone())).map_err(std::io::Error::other)?;
-        let mut guard = self.conn.lock().await;
-        if guard.as_ref().is_some_and(|(a, _)| a != addr) {
-            *guard = None;
-        }
-        let res = tokio::time::timeout(ttl, async {
-            if guard.is_none() {
-                let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-                    .await
-                    .map_err(|_| {
-                        std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-                    })??;
-                stream.set_nodelay(true)?;
-                let (r, w) = stream.into_split();
-                *guard = Some((addr.to_string(), (BufReader::new(r), BufWriter::new(w))));
-            }
-            let (_, (r, w)) = guard.as_mut().unwrap();
-            write_frame(w, &payload).await?;
-            let bytes = read_frame(r).await?;
-            match serde_json::from_slice::<Reply>(&bytes) {
-                Ok(Reply::Controller(result)) => Ok(result),
-                Ok(_) => Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "reply does not match the request",
-                )),
-                Err(e) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-            }
+        // The lock wait counts against `ttl` too. The connection is taken
+        // out while in use and put back only after a whole exchange, so a
+        // call cut short (error, timeout) never leaves a late reply on a
+        // stream the next call would read.
+        tokio::time::timeout(ttl, async {
+            let mut guard = self.conn.lock().await;
+            let mut conn = match guard.take() {
+                Some((a, c)) if a == addr => c,
+                _ => {
+                    let stream =
+                        tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+                            .await
+                            .map_err(|_| {
+                                std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "connect timed out",
+                                )
+                            })??;
+                    stream.set_nodelay(true)?;
+                    let (r, w) = stream.into_split();
+                    (BufReader::new(r), BufWriter::new(w))
+                }
+            };
+            write_frame(&mut conn.1, &payload).await?;
+            let bytes = read_frame(&mut conn.0).await?;
+            let result = match serde_json::from_slice::<Reply>(&bytes) {
+                Ok(Reply::Controller(result)) => result,
+                Ok(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "reply does not match the request",
+                    ))
+                }
+                Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            };
+            *guard = Some((addr.to_string(), conn));
+            Ok(result)
         })
         .await
         .unwrap_or_else(|_| {
@@ -418,11 +429,6 @@ impl ControllerClient {
                 std::io::ErrorKind::TimedOut,
                 "controller call timed out",
             ))
-        });
-        if res.is_err() {
-            // The stream may hold a late reply: never reuse it.
-            *guard = None;
-        }
-        res
+        })
     }
 }
