@@ -64,10 +64,11 @@ pub(crate) fn elect_leader(
 /// ISR (but the last ISR member stays, as in Kafka — it may hold the only
 /// copy of committed data), and a partition whose leader is gone or absent
 /// gets a new one by [`elect_leader`] (or `-1`). `None` when nothing changes.
+/// `unclean` (a config lookup) is asked only when no ISR member can lead.
 pub(crate) fn reconcile(
     p: &PartitionRegistration,
     live: &impl Liveness,
-    unclean: bool,
+    unclean: impl FnOnce() -> bool,
 ) -> Option<(Vec<i32>, i32)> {
     let mut isr: Vec<i32> = p.isr.iter().copied().filter(|r| !live.gone(*r)).collect();
     if isr.is_empty() {
@@ -76,7 +77,13 @@ pub(crate) fn reconcile(
     let mut leader = p.leader;
     let leader_ok = leader != NO_LEADER && !live.gone(leader);
     if !leader_ok {
-        match elect_leader(&p.replicas, &isr, live, unclean) {
+        let clean = elect_leader(&p.replicas, &isr, live, false);
+        let election = if clean == Election::None && unclean() {
+            elect_leader(&p.replicas, &isr, live, true)
+        } else {
+            clean
+        };
+        match election {
             Election::Clean(l) => leader = l,
             Election::Unclean(l) => {
                 leader = l;
@@ -161,16 +168,16 @@ mod tests {
     fn fencing_the_leader_moves_leadership_and_shrinks_the_isr() {
         let b = brokers(&[(1, true, false), (2, false, false), (3, false, false)]);
         assert_eq!(
-            reconcile(&reg(&[1, 2, 3], &[1, 2, 3], 1), &b, false),
+            reconcile(&reg(&[1, 2, 3], &[1, 2, 3], 1), &b, || false),
             Some((vec![2, 3], 2))
         );
         // A follower fenced: ISR shrinks, leader stays.
         assert_eq!(
-            reconcile(&reg(&[2, 1, 3], &[2, 1, 3], 2), &b, false),
+            reconcile(&reg(&[2, 1, 3], &[2, 1, 3], 2), &b, || false),
             Some((vec![2, 3], 2))
         );
         // Nothing to do.
-        assert_eq!(reconcile(&reg(&[2, 3], &[2, 3], 2), &b, false), None);
+        assert_eq!(reconcile(&reg(&[2, 3], &[2, 3], 2), &b, || false), None);
     }
 
     #[test]
@@ -178,18 +185,18 @@ mod tests {
         let down = brokers(&[(1, true, false), (2, false, false)]);
         // Only 1 was in sync: keep it in the ISR, no leader (2 may lack data).
         let p = reg(&[1, 2], &[1], 1);
-        assert_eq!(reconcile(&p, &down, false), Some((vec![1], NO_LEADER)));
+        assert_eq!(reconcile(&p, &down, || false), Some((vec![1], NO_LEADER)));
         // Unclean: 2 leads with an ISR of itself.
-        assert_eq!(reconcile(&p, &down, true), Some((vec![2], 2)));
+        assert_eq!(reconcile(&p, &down, || true), Some((vec![2], 2)));
         // 1 returns (unfenced): it leads again.
         let up = brokers(&[(1, false, false), (2, false, false)]);
         assert_eq!(
-            reconcile(&reg(&[1, 2], &[1], NO_LEADER), &up, false),
+            reconcile(&reg(&[1, 2], &[1], NO_LEADER), &up, || false),
             Some((vec![1], 1))
         );
         // Still leaderless, nothing changes: no record.
         assert_eq!(
-            reconcile(&reg(&[1, 2], &[1], NO_LEADER), &down, false),
+            reconcile(&reg(&[1, 2], &[1], NO_LEADER), &down, || false),
             None
         );
     }
@@ -197,6 +204,6 @@ mod tests {
     #[test]
     fn unregistered_brokers_are_left_alone() {
         let b = brokers(&[(2, false, false)]);
-        assert_eq!(reconcile(&reg(&[1, 2], &[1, 2], 1), &b, false), None);
+        assert_eq!(reconcile(&reg(&[1, 2], &[1, 2], 1), &b, || false), None);
     }
 }

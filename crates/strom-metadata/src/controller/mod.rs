@@ -91,6 +91,9 @@ pub(crate) struct ControllerState {
     config: ControllerConfig,
     sessions: BTreeMap<NodeId, Session>,
     last_rebalance: Instant,
+    /// The applied index at which every partition was last found in line
+    /// with broker liveness (only a log change can undo that).
+    reconciled_at: Option<u64>,
 }
 
 /// The image and clock one decision is made against.
@@ -189,6 +192,7 @@ impl ControllerState {
             config,
             sessions,
             last_rebalance: now,
+            reconciled_at: None,
         }
     }
 
@@ -262,8 +266,15 @@ impl ControllerState {
     /// replicas. Returns the records to propose.
     pub(crate) fn tick(&mut self, ctx: &Ctx) -> Vec<MetadataRecord> {
         let mut records = self.expire_sessions(ctx);
-        let next = project(ctx.image, &records);
-        records.extend(self.reconcile_partitions(&next));
+        // An idle tick looks at the brokers only: partitions fall out of
+        // line with liveness through the log or through this tick's fencing.
+        if !records.is_empty() || self.reconciled_at != Some(ctx.applied_index) {
+            let next = project(ctx.image, &records);
+            records.extend(self.reconcile_partitions(&next));
+            if records.is_empty() {
+                self.reconciled_at = Some(ctx.applied_index);
+            }
+        }
         if records.is_empty()
             && ctx.now.duration_since(self.last_rebalance) >= self.config.imbalance_check_interval
         {

@@ -124,9 +124,8 @@ impl ControllerState {
     pub(super) fn reconcile_partitions(&self, image: &MetadataImage) -> Vec<MetadataRecord> {
         let mut out = Vec::new();
         for t in image.topics() {
-            let unclean = self.unclean(image, &t.name);
             for (id, p) in &t.partitions {
-                if let Some((isr, leader)) = reconcile(p, image, unclean) {
+                if let Some((isr, leader)) = reconcile(p, image, || self.unclean(image, &t.name)) {
                     if leader == NO_LEADER && p.leader != NO_LEADER {
                         tracing::warn!(topic = %t.name, partition = id, "no in-sync replica is live: partition is offline");
                     }
