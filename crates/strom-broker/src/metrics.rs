@@ -303,7 +303,11 @@ impl Collector for BrokerCollector {
             .quorum()
             .leader()
             .is_some_and(|(id, _)| id == broker.node_id());
-        let offline = if active_controller { cluster.offline } else { 0 };
+        let offline = if active_controller {
+            cluster.offline
+        } else {
+            0
+        };
         gauge(
             &mut encoder,
             "kafka_server_replicamanager_partitioncount",
