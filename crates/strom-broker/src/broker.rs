@@ -104,14 +104,17 @@ struct HostedTopic {
     configs: BTreeMap<String, String>,
 }
 
+/// Whether `node` is (or is becoming) a replica of the partition.
+fn is_replica(r: &PartitionRegistration, node: i32) -> bool {
+    r.replicas.contains(&node) || r.adding_replicas.contains(&node)
+}
+
 /// Whether `node` replicates any partition of `t` (then it hosts the whole
 /// topic: the replica manager indexes a topic's partitions by number, so a
 /// partition it does not replicate is an empty placeholder that never leads
 /// nor fetches).
 fn replicates(t: &TopicMetadata, node: i32) -> bool {
-    t.registrations
-        .iter()
-        .any(|r| r.replicas.contains(&node) || r.adding_replicas.contains(&node))
+    t.registrations.iter().any(|r| is_replica(r, node))
 }
 
 /// The hosted topics as of the last applied image: each topic's id and the
@@ -436,13 +439,37 @@ impl Broker {
                 }
             }
             if let Some(parts) = self.replicas.topic_partitions(&t.name) {
+                let mut parts = parts.to_vec();
+                let mut replaced = false;
                 for (i, reg) in t.registrations.iter().enumerate() {
                     let before = prev.as_ref().and_then(|h| h.registrations.get(i));
-                    if before != Some(reg) {
-                        if let Some(p) = parts.get(i) {
-                            changes.push((p.clone(), PartitionState::from(reg)));
-                        }
+                    if before == Some(reg) {
+                        continue;
                     }
+                    let Some(p) = parts.get(i).cloned() else {
+                        continue;
+                    };
+                    changes.push((p.clone(), PartitionState::from(reg)));
+                    // Reassigned away while the topic stays: Kafka deletes
+                    // the replica's log; an empty placeholder takes its
+                    // place in the topic's slice.
+                    let was = before.is_some_and(|r| is_replica(r, me));
+                    if was && !is_replica(reg, me) {
+                        let tp = p.topic_partition.clone();
+                        if let Err(e) = self.log_manager.delete_log(&tp) {
+                            warn!(partition = %tp, error = %e, "failed to delete the log of a replica moved away");
+                        }
+                        let log = self.log_manager.create_log(&tp, log_config.clone())?;
+                        let fresh =
+                            Arc::new(Partition::new(tp, t.id, LeaderEpoch(reg.leader_epoch), log));
+                        changes.push((fresh.clone(), PartitionState::from(reg)));
+                        parts[i] = fresh;
+                        replaced = true;
+                        info!(partition = %p.topic_partition, "replica moved away: log deleted");
+                    }
+                }
+                if replaced {
+                    self.replicas.add_topic(&t.name, parts);
                 }
             }
             hosted.topics.insert(

@@ -29,9 +29,11 @@ use kafka_protocol::protocol::StrBytes;
 const NONE: i16 = 0;
 const INVALID_REPLICATION_FACTOR: i16 = 38;
 
-/// One node of the test cluster: broker and controller (combined mode).
+/// One node of the test cluster: broker and controller (combined mode),
+/// or broker only (an observer of the metadata log).
 struct Node {
     id: i32,
+    voter: bool,
     dir: tempfile::TempDir,
     port: u16,
     controller_port: u16,
@@ -51,7 +53,7 @@ impl Node {
         let config = self.dir.path().join("server.properties");
         let props = format!(
             "node.id={id}\n\
-             process.roles=broker,controller\n\
+             process.roles={roles}\n\
              listeners=PLAINTEXT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}\n\
              advertised.listeners=PLAINTEXT://127.0.0.1:{p}\n\
              listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
@@ -64,6 +66,11 @@ impl Node {
              broker.heartbeat.interval.ms=500\n\
              offsets.topic.num.partitions=5\n",
             id = self.id,
+            roles = if self.voter {
+                "broker,controller"
+            } else {
+                "broker"
+            },
             p = self.port,
             c = self.controller_port,
             dir = self.dir.path().join("data").display(),
@@ -121,9 +128,16 @@ impl Drop for Node {
 
 /// Starts three combined-mode nodes together and waits until each answers.
 fn start_cluster() -> Vec<Node> {
-    let mut nodes: Vec<Node> = (1..=3)
+    start_nodes(3, 0)
+}
+
+/// Starts `voters` combined-mode nodes (ids 1..) and `brokers` broker-only
+/// ones (the following ids) together; waits until each answers.
+fn start_nodes(voters: i32, brokers: i32) -> Vec<Node> {
+    let mut nodes: Vec<Node> = (1..=voters + brokers)
         .map(|id| Node {
             id,
+            voter: id <= voters,
             dir: tempfile::Builder::new()
                 .prefix("strom-cluster-")
                 .tempdir()
@@ -135,14 +149,31 @@ fn start_cluster() -> Vec<Node> {
         .collect();
     let voters = nodes
         .iter()
+        .filter(|n| n.voter)
         .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
         .collect::<Vec<_>>()
         .join(",");
     for n in &mut nodes {
         n.spawn(&voters);
     }
+    wait_ready(&mut nodes);
+    nodes
+}
+
+/// The `controller.quorum.voters` of these nodes.
+fn voters_of(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .filter(|n| n.voter)
+        .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Waits until every node answers ApiVersions (it serves once registered).
+fn wait_ready(nodes: &mut [Node]) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    for n in &mut nodes {
+    for n in nodes.iter_mut() {
         loop {
             if let Some(status) = n.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("node {} exited during start-up: {status}", n.id);
@@ -161,7 +192,6 @@ fn start_cluster() -> Vec<Node> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    nodes
 }
 
 fn broker_ids(md: &MetadataResponse) -> Vec<i32> {
@@ -503,4 +533,87 @@ fn a_stopping_coordinator_hands_over_leaderships_and_committed_offsets() {
         r.groups[0].topics[0].partitions[0].committed_offset, 42,
         "{r:?}"
     );
+}
+
+#[test]
+fn a_broker_only_node_registers_as_an_observer_and_hosts_replicas() {
+    let nodes = start_nodes(3, 1);
+    let four = &nodes[3];
+    let md = wait_for(Duration::from_secs(30), "four live brokers", || {
+        let md = four.metadata(Some(&[]));
+        (broker_ids(&md) == vec![1, 2, 3, 4]).then_some(md)
+    });
+    let voter = nodes[0].metadata(Some(&[]));
+    assert_eq!(md.cluster_id, voter.cluster_id);
+    let props = std::fs::read_to_string(four.dir.path().join("data/meta.properties")).unwrap();
+    assert!(
+        props.contains(&format!("cluster.id={}", voter.cluster_id.clone().unwrap())),
+        "{props}"
+    );
+
+    // Created on the broker-only node (forwarded to the controller), with
+    // a replica on every broker.
+    let resp = four.connect().create_topics(&["four"], 2, 4, false);
+    assert_eq!(resp.topics[0].error_code, NONE, "{resp:?}");
+    let md = four.metadata(Some(&["four"]));
+    for p in &md.topics[0].partitions {
+        assert_eq!(p.replica_nodes.len(), 4, "{p:?}");
+    }
+    for n in &nodes {
+        wait_for(Duration::from_secs(10), "the replica logs", || {
+            (0..2)
+                .all(|p| n.dir.path().join(format!("data/four-{p}")).is_dir())
+                .then_some(())
+        });
+    }
+
+    // Deleted from the broker-only node: every broker drops its logs.
+    let req = kafka_protocol::messages::DeleteTopicsRequest::default()
+        .with_topic_names(vec![common::topic_name("four")])
+        .with_timeout_ms(10_000);
+    let r = four.connect().call(&req, 4);
+    assert_eq!(r.responses[0].error_code, NONE, "{r:?}");
+    for n in &nodes {
+        wait_for(Duration::from_secs(10), "the replica logs deleted", || {
+            (0..2)
+                .all(|p| !n.dir.path().join(format!("data/four-{p}")).exists())
+                .then_some(())
+        });
+        let md = n.metadata(Some(&["four"]));
+        assert_ne!(md.topics[0].error_code, NONE, "node {}: {md:?}", n.id);
+    }
+}
+
+#[test]
+fn all_nodes_killed_and_restarted_at_once_come_back_with_their_topics() {
+    let mut nodes = start_cluster();
+    for n in &nodes {
+        wait_for(Duration::from_secs(30), "three live brokers", || {
+            (broker_ids(&n.metadata(Some(&[]))) == vec![1, 2, 3]).then_some(())
+        });
+    }
+    let resp = nodes[2].connect().create_topics(&["survivor"], 3, 3, false);
+    assert_eq!(resp.topics[0].error_code, NONE, "{resp:?}");
+    let cluster_id = nodes[0].metadata(Some(&[])).cluster_id;
+    for n in &mut nodes {
+        let mut c = n.child.take().unwrap();
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let voters = voters_of(&nodes);
+    for n in &mut nodes {
+        n.spawn(&voters);
+    }
+    wait_ready(&mut nodes);
+    for n in &nodes {
+        let md = wait_for(Duration::from_secs(30), "leaders after the restart", || {
+            let md = n.metadata(Some(&["survivor"]));
+            (broker_ids(&md) == vec![1, 2, 3]
+                && md.topics[0].error_code == NONE
+                && md.topics[0].partitions.iter().all(|p| p.leader_id.0 >= 0))
+            .then_some(md)
+        });
+        assert_eq!(md.cluster_id, cluster_id, "node {}", n.id);
+        assert_eq!(md.topics[0].partitions.len(), 3);
+    }
 }

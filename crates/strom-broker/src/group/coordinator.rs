@@ -88,7 +88,18 @@ impl GroupCoordinator {
             return;
         };
         let me = broker.node_id();
-        let hosted = broker.replicas.topic_partitions(CONSUMER_OFFSETS);
+        let mut hosted = broker.replicas.topic_partitions(CONSUMER_OFFSETS);
+        if hosted
+            .as_ref()
+            .is_none_or(|h| (h.len() as i32) < t.partitions)
+        {
+            // The image is ahead of the hosted partitions (a request
+            // racing the image follower): host them now.
+            if let Err(e) = broker.apply_image() {
+                tracing::warn!(error = %e, "cannot apply the metadata image");
+            }
+            hosted = broker.replicas.topic_partitions(CONSUMER_OFFSETS);
+        }
         let mut shards = self.shards.write().unwrap();
         for p in 0..t.partitions {
             let leads = t.registration(p).is_none_or(|r| r.leader == me);

@@ -294,7 +294,18 @@ impl TransactionCoordinator {
         self.partition_count
             .store(t.partitions, std::sync::atomic::Ordering::Release);
         let me = broker.node_id();
-        let hosted = broker.replicas.topic_partitions(TRANSACTION_STATE);
+        let mut hosted = broker.replicas.topic_partitions(TRANSACTION_STATE);
+        if hosted
+            .as_ref()
+            .is_none_or(|h| (h.len() as i32) < t.partitions)
+        {
+            // The image is ahead of the hosted partitions (a request
+            // racing the image follower): host them now.
+            if let Err(e) = broker.apply_image() {
+                tracing::warn!(error = %e, "cannot apply the metadata image");
+            }
+            hosted = broker.replicas.topic_partitions(TRANSACTION_STATE);
+        }
         let mut loaded = Vec::new();
         for p in 0..t.partitions {
             let leads = t.registration(p).is_none_or(|r| r.leader == me);
