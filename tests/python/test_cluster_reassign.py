@@ -51,6 +51,25 @@ def test_reassign_onto_an_added_broker_copies_the_data_first(cluster_factory, tm
     wait_until(lambda: not c.node(1).partition_dir(topic, 0).exists(), 30,
                "node 1 to delete its replica")
 
+    # a move onto a registered broker that is down stays in progress: listed,
+    # --verify exits 1, --cancel restores the replicas
+    c.node(3).kill9()
+    c.wait_brokers([1, 2, 4], timeout=60)
+    r = c.cli("cluster", "reassign", "--topic", topic, "--partition", "0", "--replicas", "4,2,3")
+    assert f"Started the reassignment of {topic}-0" in r.stdout, r.stdout
+    listed = c.cli_json("cluster", "reassign", "--list")
+    assert listed == [{"topic": topic, "partition": 0, "replicas": [4, 2, 3], "adding": [3],
+                       "removing": []}], listed
+    r = c.cli("cluster", "reassign", "--topic", topic, "--partition", "0", "--replicas", "4,2,3",
+              "--verify", check=False)
+    assert r.returncode == 1 and "is still in progress" in r.stdout, r.stdout
+    r = c.cli("cluster", "reassign", "--topic", topic, "--partition", "0", "--cancel")
+    assert f"Cancelled the reassignment of {topic}-0" in r.stdout, r.stdout
+    assert not c.cli_json("cluster", "reassign", "--list")
+    assert c.partition_state(topic, 0)[1] == [4, 2]
+    c.node(3).restart()
+    c.wait_brokers([1, 2, 3, 4], timeout=60)
+
     # a single partition by flags, and a cancel of something not moving
     r = c.cli("cluster", "reassign", "--topic", topic, "--partition", "0", "--cancel",
               check=False)
