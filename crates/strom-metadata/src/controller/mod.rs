@@ -509,6 +509,9 @@ mod tests {
             if let Some(id) = out.registered {
                 self.state.registered_at(id, self.index);
             }
+            if let Some(id) = out.shutdown_of {
+                self.state.controlled_shutdown_started(id, self.index);
+            }
             out.response
         }
         fn tick(&mut self) -> usize {
@@ -696,5 +699,93 @@ mod tests {
         })]);
         h.tick();
         assert_eq!(h.partition("clean").leader, 2);
+    }
+
+    #[test]
+    fn create_partitions_checks_manual_assignments_and_keeps_existing_ones() {
+        let mut h = Harness::new();
+        for id in 1..=3 {
+            let e = h.register(id);
+            h.heartbeat(id, e);
+        }
+        h.create("t", vec![1, 2], &[]);
+        let mut grow = |h: &mut Harness, a: Option<Vec<Vec<i32>>>| match h.handle(
+            ControllerRequest::CreatePartitions {
+                topic: "t".into(),
+                count: 3,
+                assignments: a,
+                validate_only: false,
+            },
+        ) {
+            ControllerResponse::CreatePartitions { error, .. } => error.error_code,
+            other => panic!("{other:?}"),
+        };
+        for bad in [
+            vec![vec![1, 2]],
+            vec![vec![1, 2], vec![3]],
+            vec![vec![1, 2], vec![3, 9]],
+            vec![vec![1, 2], vec![3, 3]],
+        ] {
+            assert_eq!(
+                grow(&mut h, Some(bad.clone())),
+                ec::INVALID_REPLICA_ASSIGNMENT,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(h.image.topic("t").unwrap().partitions.len(), 1);
+        assert_eq!(grow(&mut h, Some(vec![vec![2, 3], vec![3, 1]])), ec::NONE);
+        let t = h.image.topic("t").unwrap();
+        assert_eq!(t.partitions[&0].replicas, vec![1, 2]);
+        assert_eq!(
+            (t.partitions[&2].replicas.clone(), t.partitions[&2].leader),
+            (vec![3, 1], 3)
+        );
+        let unknown = h.handle(ControllerRequest::CreatePartitions {
+            topic: "nope".into(),
+            count: 3,
+            assignments: None,
+            validate_only: false,
+        });
+        assert!(matches!(
+            unknown,
+            ControllerResponse::CreatePartitions { error, .. }
+                if error.error_code == ec::UNKNOWN_TOPIC_OR_PARTITION
+        ));
+    }
+
+    #[test]
+    fn controlled_shutdown_of_the_last_in_sync_replica_leaves_the_partition_leaderless() {
+        let mut h = Harness::new();
+        let e1 = h.register(1);
+        let e2 = h.register(2);
+        h.heartbeat(1, e1);
+        h.heartbeat(2, e2);
+        h.create("t", vec![1, 2], &[]);
+        let id = h.image.topic("t").unwrap().id;
+        h.apply(&[MetadataRecord::PartitionChange(
+            crate::records::PartitionChangeRecord {
+                topic_id: id,
+                partition_id: 0,
+                isr: Some(vec![1]),
+                ..Default::default()
+            },
+        )]);
+        let shutdown = |h: &mut Harness| match h.handle(ControllerRequest::BrokerHeartbeat {
+            broker_id: 1,
+            broker_epoch: e1,
+            current_metadata_offset: h.index as i64,
+            want_fence: false,
+            want_shutdown: true,
+        }) {
+            ControllerResponse::BrokerHeartbeat {
+                should_shutdown, ..
+            } => should_shutdown,
+            other => panic!("{other:?}"),
+        };
+        assert!(!shutdown(&mut h));
+        let p = h.partition("t");
+        // Kafka keeps the last ISR member: 2 may lack committed data.
+        assert_eq!((p.leader, p.isr), (NO_LEADER, vec![1]));
+        assert!(shutdown(&mut h));
     }
 }
