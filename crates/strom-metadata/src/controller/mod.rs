@@ -709,7 +709,7 @@ mod tests {
             h.heartbeat(id, e);
         }
         h.create("t", vec![1, 2], &[]);
-        let mut grow = |h: &mut Harness, a: Option<Vec<Vec<i32>>>| match h.handle(
+        let grow = |h: &mut Harness, a: Option<Vec<Vec<i32>>>| match h.handle(
             ControllerRequest::CreatePartitions {
                 topic: "t".into(),
                 count: 3,
