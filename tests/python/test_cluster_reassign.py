@@ -119,6 +119,55 @@ def test_preferred_leader_election_after_a_restart(cluster_factory):
     assert r.returncode == 1 and "UnknownTopicOrPartition" in r.stdout, r.stdout
 
 
+def test_unclean_election_brings_an_offline_partition_back(cluster_factory):
+    """The last ISR member dies: the partition is offline, and stays so when an
+    out-of-sync replica returns (unclean.leader.election.enable is off) until
+    `strom cluster elect-leaders --election-type UNCLEAN` makes it leader; the old
+    leader then truncates to the new leader's log (what only it had is lost, as
+    Kafka warns). Replicas on broker-only node 4 (the leader) and voter 1, so that
+    the metadata quorum (voters 1-3) keeps a majority throughout."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    c = cluster_factory(n=4, voters=3)
+    topic = "unclean"
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, replica_assignment=[[4, 1]])],
+                        request_timeout=30)[topic].result(timeout=30)
+    c.wait_isr(topic, 0, 2)
+    assert c.leader_of(topic, 0) == 4
+    assert produce(c.node(4).bootstrap, topic, 0, [b"both-%d" % i for i in range(100)])[0] == 0
+    c.node(1).kill9()
+    c.wait_isr(topic, 0, 1, timeout=60)
+    assert produce(c.node(4).bootstrap, topic, 0, [b"only-4-%d" % i for i in range(10)])[0] == 0
+    c.node(4).kill9()
+    wait_until(lambda: c.partition_state(topic, 0)[0] == -1, 60, f"{topic}-0 to go offline")
+    c.node(1).restart()
+    c.wait_brokers([1, 2, 3], timeout=60)
+    # node 1 is not in the ISR: no clean election brings it back (the preferred
+    # replica, 4, is down: Kafka's PREFERRED_LEADER_NOT_AVAILABLE)
+    assert c.partition_state(topic, 0)[0] == -1
+    r = c.cli("cluster", "elect-leaders", "--preferred", "--topic", topic, "--partition", "0",
+              check=False)
+    assert r.returncode == 1 and "PreferredLeaderNotAvailable" in r.stdout, r.stdout
+    r = c.cli("cluster", "elect-leaders", "--election-type", "UNCLEAN", "--topic", topic,
+              "--partition", "0")
+    assert f"Successfully completed leader election (UNCLEAN) for partitions {topic}-0" in r.stdout
+    assert c.leader_of(topic, 0) == 1
+    # the new leader takes writes once it has applied the election
+    errors = []
+
+    def written():
+        err = produce(c.node(1).bootstrap, topic, 0, [b"after"], acks=1)[0]
+        errors.append(err)
+        return err == 0
+    wait_until(written, 30, "the unclean leader to take a write", 0.2)
+    c.node(4).restart()
+    c.wait_isr(topic, 0, 2, timeout=90)
+    wait_until(lambda: c.node(4).log_bytes(topic, 0) == c.node(1).log_bytes(topic, 0), 30,
+               "node 4's log to equal the unclean leader's")
+    log = c.node(4).log_bytes(topic, 0)
+    assert b"only-4-" not in log and b"both-99" in log and b"after" in log
+
+
 def test_replication_factor_above_the_live_brokers_is_refused(cluster_factory):
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
