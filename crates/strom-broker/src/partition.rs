@@ -653,8 +653,8 @@ impl Partition {
 
     /// Follower: appends batches fetched from the leader, if this replica is
     /// still its follower in `leader_epoch` (role changes wait for the
-    /// append); then the high watermark follows the leader's (capped by our
-    /// log end) and the log start offset too. `Ok(false)`: not following
+    /// append); then the high watermark becomes the leader's (capped by our
+    /// log end) and the log start offset follows the leader's. `Ok(false)`: not following
     /// in that epoch any more, nothing appended.
     pub fn append_as_follower(
         &self,
@@ -671,8 +671,14 @@ impl Partition {
         if !records.is_empty() {
             self.log.append_as_follower(records, now_ms)?;
         }
+        // Set, not raised: a log opened after a restart starts with its HW
+        // at its log end (no HW checkpoint), which may be above what was
+        // committed; the leader's word replaces it.
         let hw = leader_high_watermark.min(self.log.log_end_offset());
-        self.raise_high_watermark(hw);
+        {
+            let _g = self.hw_lock.lock().unwrap();
+            self.log.update_high_watermark(hw);
+        }
         if leader_log_start > self.log.log_start_offset() && leader_log_start <= hw {
             self.log.delete_records_before(leader_log_start, now_ms)?;
         }

@@ -293,3 +293,29 @@ fn a_follower_copies_the_leader_and_takes_over_with_its_producer_state() {
         Some((LeaderEpoch(1), Offset(6)))
     );
 }
+
+#[test]
+fn a_restarted_follower_takes_the_leaders_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = partition(dir.path(), "t-0", 1);
+    produce(&p, batch(-1, -1, 6));
+    // reopened: no HW checkpoint, so the HW starts at the log end
+    let log = p.log().clone();
+    drop(p);
+    let p = Arc::new(Partition::new(
+        TopicPartition::new("t", 0),
+        Uuid::nil(),
+        LeaderEpoch(0),
+        log,
+    ));
+    assert_eq!(p.high_watermark(), Offset(6));
+    p.apply_state(2, &state(1, 1, 0, &[1, 2], &[1, 2]), 0);
+    assert!(p
+        .append_as_follower(&[], 1, Offset(2), Offset(0), 0)
+        .unwrap());
+    assert_eq!(
+        p.high_watermark(),
+        Offset(2),
+        "only what the leader committed"
+    );
+}
