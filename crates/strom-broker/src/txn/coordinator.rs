@@ -592,15 +592,30 @@ impl TransactionCoordinator {
         group: &str,
         offsets: Vec<((String, i32), OffsetCommitValue)>,
     ) -> Res<()> {
-        let shard = self.shard_for(broker, tid).await?;
-        let st = shard.state.lock().await;
-        let m = check_producer(&st, tid, pid, epoch)?;
-        let groups = broker.groups.config().offsets_topic_num_partitions;
-        let key = (CONSUMER_OFFSETS.to_string(), partition_for(group, groups));
-        if m.state != TxnState::Ongoing || !m.partitions.contains(&key) {
-            // AddOffsetsToTxn must come first
-            return Err(E::InvalidTxnState);
-        }
+        // TxnOffsetCommit goes to the group coordinator. When this broker
+        // also coordinates the transaction, the producer and the
+        // transaction's partitions are checked here; otherwise (another
+        // broker coordinates it) the producer epoch is checked by the
+        // `__consumer_offsets` partition's producer state, as in Kafka.
+        let shard = match self.shard_for(broker, tid).await {
+            Ok(shard) => Some(shard),
+            Err(E::NotCoordinator) => None,
+            Err(e) => return Err(e),
+        };
+        let _checked = match &shard {
+            Some(shard) => {
+                let st = shard.state.lock().await;
+                let m = check_producer(&st, tid, pid, epoch)?;
+                let groups = broker.groups.config().offsets_topic_num_partitions;
+                let key = (CONSUMER_OFFSETS.to_string(), partition_for(group, groups));
+                if m.state != TxnState::Ongoing || !m.partitions.contains(&key) {
+                    // AddOffsetsToTxn must come first
+                    return Err(E::InvalidTxnState);
+                }
+                Some(st)
+            }
+            None => None,
+        };
         // Kafka's way: a transactional batch of the producer in the group's
         // `__consumer_offsets` partition, pending until the marker there.
         let records = offsets
