@@ -7,7 +7,9 @@
 //! the group's `__consumer_offsets` partition, from any node; producer ids
 //! come from blocks the controller hands each broker, never twice; a
 //! transaction over partitions led by all three brokers commits and aborts
-//! (markers sent to the other leaders) as an `rdkafka` client sees it;
+//! (markers sent to the other leaders) as an `rdkafka` client sees it, and
+//! a transactional copy commits its offsets through a group coordinator on
+//! another broker than its transaction coordinator;
 //! SIGTERM of a group's coordinator is a controlled shutdown: its
 //! leaderships move before it exits and the new coordinator serves the
 //! group's committed offsets.
@@ -64,7 +66,8 @@ impl Node {
              strom.admin.listener=127.0.0.1:0\n\
              broker.session.timeout.ms=3000\n\
              broker.heartbeat.interval.ms=500\n\
-             offsets.topic.num.partitions=5\n",
+             offsets.topic.num.partitions=5\n\
+             transaction.state.log.num.partitions=5\n",
             id = self.id,
             roles = if self.voter {
                 "broker,controller"
@@ -616,4 +619,101 @@ fn all_nodes_killed_and_restarted_at_once_come_back_with_their_topics() {
         assert_eq!(md.cluster_id, cluster_id, "node {}", n.id);
         assert_eq!(md.topics[0].partitions.len(), 3);
     }
+}
+
+#[test]
+fn a_transactional_copy_commits_offsets_through_another_brokers_group_coordinator() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    use rdkafka::Message;
+
+    let nodes = start_cluster();
+    for n in &nodes {
+        wait_for(Duration::from_secs(30), "three live brokers", || {
+            (broker_ids(&n.metadata(Some(&[]))) == vec![1, 2, 3]).then_some(())
+        });
+    }
+    for t in ["src", "dst"] {
+        let resp = nodes[0].connect().create_topics(&[t], 1, 3, false);
+        assert_eq!(resp.topics[0].error_code, NONE, "{resp:?}");
+    }
+    let coordinator = |key: &str, key_type: i8| {
+        let req = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(key.to_string()))
+            .with_key_type(key_type);
+        wait_for(Duration::from_secs(20), "a coordinator", || {
+            let r = nodes[0].connect().call(&req, 3);
+            (r.error_code == NONE).then_some(r.node_id.0)
+        })
+    };
+    let tid = "copy-tx";
+    let txn_coordinator = coordinator(tid, 1);
+    let group = (0..50)
+        .map(|i| format!("copy-group-{i}"))
+        .find(|g| coordinator(g, 0) != txn_coordinator)
+        .expect("a group coordinated elsewhere");
+
+    let bootstrap = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let timeout = Duration::from_secs(30);
+    let plain: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    for i in 0..10 {
+        let v = format!("v{i}");
+        plain
+            .send(BaseRecord::to("src").partition(0).key("k").payload(&v))
+            .unwrap();
+    }
+    plain.flush(timeout).unwrap();
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", &group)
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("src", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut values = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while values.len() < 10 && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            values.push(m.unwrap().payload().unwrap().to_vec());
+        }
+    }
+    assert_eq!(values.len(), 10);
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("transactional.id", tid)
+        .create()
+        .unwrap();
+    producer.init_transactions(timeout).unwrap();
+    producer.begin_transaction().unwrap();
+    for v in &values {
+        producer
+            .send(BaseRecord::to("dst").partition(0).key("k").payload(v))
+            .unwrap();
+    }
+    let position = consumer.position().unwrap();
+    let meta = consumer.group_metadata().expect("group metadata");
+    producer
+        .send_offsets_to_transaction(&position, &meta, timeout)
+        .expect("offsets through the group coordinator");
+    producer.commit_transaction(timeout).expect("commit");
+
+    let committed = consumer.committed(timeout).unwrap();
+    let offset = committed.find_partition("src", 0).unwrap().offset();
+    assert_eq!(offset, Offset::Offset(10), "group {group}");
 }
