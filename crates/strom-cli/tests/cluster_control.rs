@@ -273,15 +273,18 @@ fn three_brokers_register_share_topics_and_coordinators() {
     leaders.sort();
     leaders.dedup();
     assert_eq!(leaders.len(), 3, "leaders of rf3: {leaders:?}");
-    // Each node hosts a log for every partition it replicates.
+    // Each node hosts a log for every partition it replicates (created by
+    // its image follower as the change arrives).
     for n in &nodes {
-        for p in 0..3 {
-            assert!(
-                n.dir.path().join(format!("data/rf3-{p}")).is_dir(),
-                "node {} lacks rf3-{p}",
-                n.id
-            );
-        }
+        wait_for(
+            Duration::from_secs(10),
+            "the rf3 logs on every node",
+            || {
+                (0..3)
+                    .all(|p| n.dir.path().join(format!("data/rf3-{p}")).is_dir())
+                    .then_some(())
+            },
+        );
     }
 
     // RF above the live brokers: refused by the controller, nothing created.
