@@ -40,6 +40,42 @@ from strom_helpers import wait_until
 
 HOST = "127.0.0.1"
 
+# Errors a raw Produce may get while leadership is settling (nothing was appended):
+# UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER.
+RETRIABLE_PRODUCE_ERRORS = {3, 5, 6}
+
+
+def _ephemeral_range():
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_handed_out = set()
+
+
+def cluster_port():
+    """A free loopback port below the kernel's ephemeral range. Nodes keep their
+    ports across restarts (the others' configs name them); a port from the
+    ephemeral range could meanwhile become some client connection's source port."""
+    import random
+    lo, _ = _ephemeral_range()
+    floor = 20000 if lo > 21000 else 1024
+    for _ in range(1000):
+        port = random.randrange(floor, lo)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    return free_port()
+
 # Fast failure detection for tests (Kafka's defaults are 9000/2000/30000 ms).
 FAST = {
     "broker.session.timeout.ms": "3000",
@@ -230,6 +266,18 @@ def produce(addr, topic, partition, values, acks=-1, timeout_ms=5000, timeout=No
     raise ValueError("empty Produce answer")
 
 
+def produce_settled(addr, topic, partition, values, acks=-1, timeout_ms=5000, within=30):
+    """`produce`, again while the broker answers an error that means leadership is
+    still settling (NOT_LEADER_OR_FOLLOWER…: nothing appended), as a client's retry
+    would. Returns the last (error_code, base_offset)."""
+    deadline = time.monotonic() + within
+    while True:
+        err, base = produce(addr, topic, partition, values, acks, timeout_ms)
+        if err not in RETRIABLE_PRODUCE_ERRORS or time.monotonic() > deadline:
+            return err, base
+        time.sleep(0.1)
+
+
 def find_coordinator(addr, key, key_type=0, timeout=3.0):
     """Raw FindCoordinator v1 (`key_type` 0: group, 1: transactional id); returns
     (error_code, node_id)."""
@@ -363,10 +411,10 @@ class ClusterNode(StromBroker):
         super().__init__(workdir, overrides)
         self.cluster = cluster
         self.node_id = node_id
-        self.port = free_port()
-        self.controller_port = free_port()
-        self.client_port = free_port() if cluster.client_listener else None
-        self.admin_port = free_port()
+        self.port = cluster_port()
+        self.controller_port = cluster_port()
+        self.client_port = cluster_port() if cluster.client_listener else None
+        self.admin_port = cluster_port()
         self.voter = node_id <= cluster.voters
         # Filled in by the cluster when this node's traffic goes through proxies.
         self.advertised_port = self.port

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from cluster import FAST, cluster_factory, produce, scrape_metrics  # noqa: F401 (fixture)
+from cluster import FAST, cluster_factory, produce, produce_settled, scrape_metrics  # noqa: F401
 from strom_helpers import wait_until
 
 NOT_ENOUGH_REPLICAS = 19
@@ -179,7 +179,7 @@ def test_two_of_three_down_refuses_acks_all_and_keeps_acknowledged(cluster_facto
     values = [b"before-%05d" % i for i in range(500)]
     leader = c.leader_of(topic, 0)
     for i in range(0, len(values), 100):
-        err, _ = produce(c.node(leader).bootstrap, topic, 0, values[i:i + 100])
+        err, _ = produce_settled(c.node(leader).bootstrap, topic, 0, values[i:i + 100])
         assert err == 0, f"acks=all produce with a full ISR failed: error {err}"
 
     for victim in (2, 3):
@@ -201,13 +201,13 @@ def test_two_of_three_down_refuses_acks_all_and_keeps_acknowledged(cluster_facto
     assert out[0] is not None and out[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, out
 
     # acks=1 is not held to min.insync.replicas
-    err, _ = produce(c.node(1).bootstrap, topic, 0, [b"acks-1"], acks=1)
+    err, _ = produce_settled(c.node(1).bootstrap, topic, 0, [b"acks-1"], acks=1)
     assert err == 0
 
     for victim in (2, 3):
         c.node(victim).restart()
     c.wait_isr(topic, 0, 3, timeout=90)
-    err, _ = produce(c.node(c.leader_of(topic, 0)).bootstrap, topic, 0, [b"after"])
+    err, _ = produce_settled(c.node(c.leader_of(topic, 0)).bootstrap, topic, 0, [b"after"])
     assert err == 0
     got = [v for _, v in read_partition(c.bootstrap, topic, 0, len(values) + 2)]
     assert got == values + [b"acks-1", b"after"], "acknowledged records lost or refused ones kept"
@@ -382,7 +382,7 @@ def test_restarting_all_nodes_at_once_keeps_everything(cluster_factory):
         c.wait_isr(topic, p, 3)
         leader = c.leader_of(topic, p)
         for i in range(0, 1000, 250):
-            err, _ = produce(c.node(leader).bootstrap, topic, p, values[p][i:i + 250])
+            err, _ = produce_settled(c.node(leader).bootstrap, topic, p, values[p][i:i + 250])
             assert err == 0, f"acks=all produce failed: {err}"
     for node in c.nodes.values():
         node.kill9()
@@ -396,5 +396,36 @@ def test_restarting_all_nodes_at_once_keeps_everything(cluster_factory):
         got = [v for _, v in read_partition(c.bootstrap, topic, p, 1000)]
         assert got == values[p], f"partition {p}: {len(got)} of 1000 records after the restart"
         leader = c.leader_of(topic, p)
-        err, _ = produce(c.node(leader).bootstrap, topic, p, [b"after"])
+        err, _ = produce_settled(c.node(leader).bootstrap, topic, p, [b"after"])
         assert err == 0
+
+
+def test_controlled_shutdown_moves_leadership_first(cluster_factory):
+    """SIGTERM of the partition leader: it exits cleanly only after the controller
+    moved its leaderships, so the others name a new leader the moment it is gone
+    (no waiting for the session to expire) and the producer barely pauses."""
+    c = cluster_factory(n=3)
+    topic = "controlled"
+    c.create_topic(topic, 1, 3, {"min.insync.replicas": "2"})
+    c.wait_isr(topic, 0, 3)
+    prod = ContinuousProducer(c.bootstrap, topic).start()
+    wait_until(lambda: prod.count() > 200, 60, "the first acknowledgements")
+    victim = c.leader_of(topic, 0)
+    others = [i for i in (1, 2, 3) if i != victim]
+    t_term = time.monotonic()
+    assert c.node(victim).stop() == 0, "controlled shutdown did not exit cleanly"
+    stopped_after = time.monotonic() - t_term
+    for i in others:
+        leader = c.partition_state(topic, 0, via=i)[0]
+        assert leader in others, f"node {i} still names leader {leader} after the clean exit"
+    before = prod.count()
+    wait_resumed(prod, before, f"the controlled shutdown of node {victim}")
+    times = [t for t in prod.ack_times() if t >= t_term - 1]
+    gap = max((b - a for a, b in zip(times, times[1:])), default=0.0)
+    print(f"\ncontrolled shutdown of leader {victim}: exited after {stopped_after:.2f}s, "
+          f"longest gap between acknowledgements {gap:.2f}s")
+    c.node(victim).restart()
+    c.wait_isr(topic, 0, 3, timeout=90)
+    prod.stop()
+    assert not prod.errors, prod.errors[:3]
+    check_exactly_once(c, topic, prod)

@@ -14,7 +14,7 @@ while the test still reaches it at its real port. Then:
 
 import time
 
-from cluster import cluster_factory, produce  # noqa: F401 (fixture)
+from cluster import cluster_factory, produce, produce_settled  # noqa: F401 (fixture)
 from strom_helpers import wait_until
 
 TOPIC = "split"
@@ -34,7 +34,7 @@ def test_isolated_leader_cannot_ack_and_its_divergent_tail_is_truncated(cluster_
     c.wait_isr(TOPIC, 0, 3)
 
     before = [b"before-%04d" % i for i in range(200)]
-    err, _ = produce(c.node(1).bootstrap, TOPIC, 0, before)
+    err, _ = produce_settled(c.node(1).bootstrap, TOPIC, 0, before)
     assert err == 0, f"acks=all with a full ISR: error {err}"
     wait_until(lambda: all(c.node(n).log_bytes(TOPIC, 0) == c.node(1).log_bytes(TOPIC, 0)
                            for n in (2, 3)), 30, "the followers to copy the first batch")

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from cluster import cluster_factory, produce  # noqa: F401 (fixture)
+from cluster import cluster_factory, produce, produce_settled  # noqa: F401 (fixture)
 from strom_helpers import wait_until
 
 
@@ -23,7 +23,7 @@ def test_reassign_onto_an_added_broker_copies_the_data_first(cluster_factory, tm
     leader = c.leader_of(topic, 0)
     values = [b"moving-%05d" % i for i in range(3000)]
     for i in range(0, len(values), 500):
-        err, _ = produce(c.node(leader).bootstrap, topic, 0, values[i:i + 500])
+        err, _ = produce_settled(c.node(leader).bootstrap, topic, 0, values[i:i + 500])
         assert err == 0
 
     new = c.add_node()
@@ -134,10 +134,10 @@ def test_unclean_election_brings_an_offline_partition_back(cluster_factory):
                         request_timeout=30)[topic].result(timeout=30)
     c.wait_isr(topic, 0, 2)
     assert c.leader_of(topic, 0) == 4
-    assert produce(c.node(4).bootstrap, topic, 0, [b"both-%d" % i for i in range(100)])[0] == 0
+    assert produce_settled(c.node(4).bootstrap, topic, 0, [b"both-%d" % i for i in range(100)])[0] == 0
     c.node(1).kill9()
     c.wait_isr(topic, 0, 1, timeout=60)
-    assert produce(c.node(4).bootstrap, topic, 0, [b"only-4-%d" % i for i in range(10)])[0] == 0
+    assert produce_settled(c.node(4).bootstrap, topic, 0, [b"only-4-%d" % i for i in range(10)])[0] == 0
     c.node(4).kill9()
     wait_until(lambda: c.partition_state(topic, 0)[0] == -1, 60, f"{topic}-0 to go offline")
     c.node(1).restart()
