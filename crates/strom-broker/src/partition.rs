@@ -359,6 +359,33 @@ impl Partition {
         })
     }
 
+    /// Appends coordinator batches (transaction markers) and resolves once
+    /// the ISR has them (Kafka writes markers with `acks=all`), or with the
+    /// error of [`Partition::wait_for_high_watermark`] after `timeout`.
+    pub async fn append_control_replicated(
+        self: &Arc<Self>,
+        records: impl Into<Bytes>,
+        now_ms: i64,
+        timeout: std::time::Duration,
+    ) -> Result<LogAppendInfo, kafka_protocol::error::ResponseError> {
+        use kafka_protocol::error::ResponseError;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let epoch = self.leader_epoch();
+        let info = match self.start_append_control(records, now_ms).await {
+            Ok(Ok(info)) => info,
+            Ok(Err(e)) => return Err(crate::errors::log_error_code(&e)),
+            Err(_) => return Err(ResponseError::UnknownServerError),
+        };
+        self.wait_for_high_watermark(info.last_offset.plus(1), epoch, deadline)
+            .await
+            .or_else(|e| match e {
+                // markers are written whatever min.insync.replicas says
+                ResponseError::NotEnoughReplicasAfterAppend => Ok(()),
+                e => Err(e),
+            })?;
+        Ok(info)
+    }
+
     /// Writes producer batches as leader, without the flush policy's fsync
     /// (see [`Partition::complete_append`]). Blocks: blocking pool only.
     fn write_append(&self, records: &[u8], now_ms: i64) -> Result<LogAppendInfo, LogError> {

@@ -295,10 +295,12 @@ impl TransactionCoordinator {
             .store(t.partitions, std::sync::atomic::Ordering::Release);
         let me = broker.node_id();
         let mut hosted = broker.replicas.topic_partitions(TRANSACTION_STATE);
-        if hosted
-            .as_ref()
-            .is_none_or(|h| (h.len() as i32) < t.partitions)
-        {
+        let me_now = broker.node_id();
+        let unhosted_lead = (0..t.partitions).any(|p| {
+            t.registration(p).is_some_and(|r| r.leader == me_now)
+                && hosted.as_ref().is_none_or(|h| h.get(p as usize).is_none())
+        });
+        if unhosted_lead {
             // The image is ahead of the hosted partitions (a request
             // racing the image follower): host them now.
             if let Err(e) = broker.apply_image() {
@@ -1013,16 +1015,21 @@ pub async fn write_marker_here(
             ..BatchOptions::default()
         },
     );
+    // acks=all, as Kafka writes markers: a marker the ISR lacks could be
+    // lost with this leader while the transaction is already complete
     match part
-        .start_append_control(BytesMut::from(&batch[..]), now)
+        .append_control_replicated(
+            BytesMut::from(&batch[..]),
+            now,
+            std::time::Duration::from_secs(30),
+        )
         .await
     {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => {
-            warn!(partition = %part.topic_partition, error = %e, "cannot write transaction marker");
-            Err(crate::errors::log_error_code(&e))
+        Ok(_) => Ok(()),
+        Err(code) => {
+            warn!(partition = %part.topic_partition, error = ?code, "cannot write transaction marker");
+            Err(code)
         }
-        Err(_) => Err(E::UnknownServerError),
     }
 }
 
