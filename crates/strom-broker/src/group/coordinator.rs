@@ -89,10 +89,12 @@ impl GroupCoordinator {
         };
         let me = broker.node_id();
         let mut hosted = broker.replicas.topic_partitions(CONSUMER_OFFSETS);
-        if hosted
-            .as_ref()
-            .is_none_or(|h| (h.len() as i32) < t.partitions)
-        {
+        let me_now = broker.node_id();
+        let unhosted_lead = (0..t.partitions).any(|p| {
+            t.registration(p).is_some_and(|r| r.leader == me_now)
+                && hosted.as_ref().is_none_or(|h| h.get(p as usize).is_none())
+        });
+        if unhosted_lead {
             // The image is ahead of the hosted partitions (a request
             // racing the image follower): host them now.
             if let Err(e) = broker.apply_image() {
