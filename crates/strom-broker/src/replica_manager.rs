@@ -84,6 +84,8 @@ impl ReplicaManager {
     /// replica fetchers (truncation first, then fetching); a partition this
     /// broker no longer replicates stops fetching (the log is deleted by the
     /// caller). Stale states (older epochs than applied) are ignored.
+    /// Call it inside the broker's Tokio runtime: fetchers and the ISR task
+    /// are spawned on it.
     pub fn apply_partition_states(
         &self,
         broker: &Arc<Broker>,

@@ -474,3 +474,72 @@ fn a_divergent_tail_of_a_deposed_leader_is_truncated() {
     assert!(text.contains("committed-19") && text.contains("after-9"));
     assert!(new_epoch > epoch);
 }
+
+/// The batches of `log` (concatenated segment files) from `offset` on.
+fn batches_from(log: &[u8], offset: i64) -> &[u8] {
+    let mut pos = 0;
+    while pos + 12 <= log.len() {
+        let base = i64::from_be_bytes(log[pos..pos + 8].try_into().unwrap());
+        let len = i32::from_be_bytes(log[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        if base >= offset {
+            return &log[pos..];
+        }
+        pos += 12 + len;
+    }
+    &[]
+}
+
+#[test]
+fn a_follower_behind_the_leaders_log_start_restarts_its_log_there() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsRequest, DeleteRecordsTopic,
+    };
+    let mut cluster = Cluster::start(3);
+    cluster.create_topic("del", "1");
+    let (leader, _) = cluster.wait_isr("del", &[1, 2, 3]);
+    let mut raw = RawClient::connect(cluster.node(leader).addr());
+    let value = vec![b'x'; 1000];
+    for _ in 0..100 {
+        let r = raw.produce("del", 0, record_batch(&[(b"k", &value)]), -1);
+        assert_eq!(r.error_code, NONE, "{r:?}");
+    }
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.node(follower).kill9();
+    let rest: Vec<i32> = (1..=3).filter(|id| *id != follower).collect();
+    cluster.wait_isr("del", &rest);
+    for _ in 0..100 {
+        let r = raw.produce("del", 0, record_batch(&[(b"k", &value)]), -1);
+        assert_eq!(r.error_code, NONE, "{r:?}");
+    }
+    // the leader's log now starts past everything the follower has
+    let req = DeleteRecordsRequest::default()
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(topic_name("del"))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(150)])])
+        .with_timeout_ms(10_000);
+    let resp = raw.call(&req, 2);
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (NONE, 150), "{resp:?}");
+
+    // the follower's fetch from offset 100 is out of range: it empties its
+    // log, restarts it at 150, copies the rest and rejoins the ISR
+    cluster.node(follower).spawn();
+    cluster.wait_isr("del", &[1, 2, 3]);
+    let leader_dir = cluster.node(leader).log_dir();
+    let follower_dir = cluster.node(follower).log_dir();
+    cluster.wait(
+        Duration::from_secs(30),
+        "the follower's log = the leader's from 150",
+        || {
+            let want = log_bytes(&leader_dir, "del");
+            let got = log_bytes(&follower_dir, "del");
+            (!got.is_empty() && got == batches_from(&want, 150)).then_some(())
+        },
+    );
+    assert!(follower_dir
+        .join("del-0")
+        .join(format!("{:020}.log", 150))
+        .exists());
+}
