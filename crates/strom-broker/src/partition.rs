@@ -570,17 +570,18 @@ impl Partition {
     /// `updateFollowerFetchState`): its log end offset is the fetch offset,
     /// and it was caught up at this fetch if it reached the log end offset
     /// the leader had at its previous fetch. Moves the high watermark.
-    /// `Err` when `replica_id` is not a replica of this partition.
+    /// `false` when `replica_id` is not a replica of this partition.
+    #[must_use]
     pub fn update_follower_fetch_state(
         &self,
         replica_id: i32,
         fetch_offset: Offset,
         now_ms: i64,
-    ) -> Result<(), ()> {
+    ) -> bool {
         let leo = self.log.log_end_offset();
         let mut rs = self.replica_set();
         let Some(f) = rs.followers.get_mut(&replica_id) else {
-            return Err(());
+            return false;
         };
         if fetch_offset >= leo {
             f.last_caught_up_ms = f.last_caught_up_ms.max(now_ms);
@@ -594,7 +595,7 @@ impl Partition {
             drop(rs);
             self.changed.notify_waiters();
         }
-        Ok(())
+        true
     }
 
     /// Leader: reads for a follower's fetch, up to the log end offset (a

@@ -455,9 +455,7 @@ fn follower_read(
             log_error_code(&e)
         })?;
     let now = crate::broker::now_ms();
-    if p.update_follower_fetch_state(replica_id, t.fetch_offset, now)
-        .is_err()
-    {
+    if !p.update_follower_fetch_state(replica_id, t.fetch_offset, now) {
         return Err(ResponseError::NotLeaderOrFollower);
     }
     if let Some(change) = p.isr_expansion_for(replica_id, now) {

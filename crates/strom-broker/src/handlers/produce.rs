@@ -25,6 +25,10 @@ use crate::partition::{complete_all, start_appends, write_all, Partition};
 use crate::replica_manager::missing_partition_error;
 use crate::security::acl::{AclOperation, ResourceType};
 
+/// The appends of one request, handed back by the append task.
+type Appends = Vec<(Arc<Partition>, Bytes)>;
+type AppendResult = Result<LogAppendInfo, LogError>;
+
 enum Pending {
     /// Index into the request's appends.
     Appending(usize),
@@ -124,10 +128,7 @@ pub async fn handle(
     } else {
         start_appends(appends, now)
     };
-    let (appended, mut results): (
-        Vec<(Arc<Partition>, Bytes)>,
-        Vec<Option<Result<LogAppendInfo, LogError>>>,
-    ) = match task.await {
+    let (appended, mut results): (Appends, Vec<Option<AppendResult>>) = match task.await {
         Ok((appended, results)) => (appended, results.into_iter().map(Some).collect()),
         Err(join) => {
             // a panic in the append task: every append of it is unknown

@@ -94,17 +94,17 @@ fn the_hw_is_the_smallest_log_end_of_the_isr_and_never_goes_back() {
     assert_eq!(produce(&p, batch(-1, -1, 10)), Offset(10));
     // followers have not fetched in this epoch: unknown, HW stays
     assert_eq!(p.high_watermark(), Offset(0));
-    p.update_follower_fetch_state(2, Offset(10), 10).unwrap();
+    assert!(p.update_follower_fetch_state(2, Offset(10), 10));
     assert_eq!(p.high_watermark(), Offset(0));
-    p.update_follower_fetch_state(3, Offset(4), 10).unwrap();
+    assert!(p.update_follower_fetch_state(3, Offset(4), 10));
     assert_eq!(p.high_watermark(), Offset(4));
-    p.update_follower_fetch_state(3, Offset(10), 11).unwrap();
+    assert!(p.update_follower_fetch_state(3, Offset(10), 11));
     assert_eq!(p.high_watermark(), Offset(10));
     // a follower that truncated and refetches from below does not lower it
-    p.update_follower_fetch_state(3, Offset(7), 12).unwrap();
+    assert!(p.update_follower_fetch_state(3, Offset(7), 12));
     assert_eq!(p.high_watermark(), Offset(10));
     // a non-replica's fetch is refused
-    assert!(p.update_follower_fetch_state(9, Offset(0), 12).is_err());
+    assert!(!p.update_follower_fetch_state(9, Offset(0), 12));
     // the epoch starts at the log end it had when elected
     assert_eq!(
         p.log().leader_epoch_start_offsets(),
@@ -122,8 +122,8 @@ fn isr_shrinks_after_the_lag_and_expands_when_caught_up() {
     let p = partition(dir.path(), "t-0", 1);
     p.apply_state(1, &state(1, 1, 0, &[1, 2, 3], &[1, 2, 3]), 1_000);
     produce(&p, batch(-1, -1, 5));
-    p.update_follower_fetch_state(2, Offset(5), 1_100).unwrap();
-    p.update_follower_fetch_state(3, Offset(2), 1_100).unwrap();
+    assert!(p.update_follower_fetch_state(2, Offset(5), 1_100));
+    assert!(p.update_follower_fetch_state(3, Offset(2), 1_100));
     // within the lag nobody leaves
     assert_eq!(p.isr_shrink(5_000, 10_000), None);
     // follower 3 never caught up: out after the lag; 2 is at the log end
@@ -139,7 +139,7 @@ fn isr_shrinks_after_the_lag_and_expands_when_caught_up() {
 
     // 3 catches up: asked to join once, HW waits for it meanwhile
     assert_eq!(p.isr_expansion_for(3, 30_500), None, "behind the HW");
-    p.update_follower_fetch_state(3, Offset(5), 31_000).unwrap();
+    assert!(p.update_follower_fetch_state(3, Offset(5), 31_000));
     let change = p.isr_expansion_for(3, 31_000).unwrap();
     assert_eq!(change.new_isr, vec![1, 2, 3]);
     assert_eq!(p.isr_expansion_for(3, 31_000), None);
@@ -148,10 +148,10 @@ fn isr_shrinks_after_the_lag_and_expands_when_caught_up() {
     assert_eq!(p.isr_expansion_for(3, 31_500), None);
     assert_eq!(p.isr_expansion_for(3, 32_000).unwrap(), change);
     produce(&p, batch(-1, -1, 1));
-    p.update_follower_fetch_state(2, Offset(6), 31_100).unwrap();
+    assert!(p.update_follower_fetch_state(2, Offset(6), 31_100));
     assert_eq!(p.high_watermark(), Offset(5), "maximal ISR includes 3");
     p.adopt_isr(1, 2, vec![1, 2, 3]);
-    p.update_follower_fetch_state(3, Offset(6), 31_200).unwrap();
+    assert!(p.update_follower_fetch_state(3, Offset(6), 31_200));
     assert_eq!(p.high_watermark(), Offset(6));
     assert_eq!(p.replication().partition_epoch, 2);
 
@@ -166,13 +166,12 @@ fn a_follower_catching_up_slowly_counts_as_caught_up_at_its_previous_fetch() {
     let p = partition(dir.path(), "t-0", 1);
     p.apply_state(1, &state(1, 1, 0, &[1, 2], &[1, 2]), 0);
     produce(&p, batch(-1, -1, 5));
-    p.update_follower_fetch_state(2, Offset(0), 1_000).unwrap();
+    assert!(p.update_follower_fetch_state(2, Offset(0), 1_000));
     produce(&p, batch(-1, -1, 5));
     // reached the leader's end as of its previous fetch (5): caught up then
-    p.update_follower_fetch_state(2, Offset(5), 20_000).unwrap();
+    assert!(p.update_follower_fetch_state(2, Offset(5), 20_000));
     assert_eq!(p.replication().followers[&2].last_caught_up_ms, 1_000);
-    p.update_follower_fetch_state(2, Offset(10), 25_000)
-        .unwrap();
+    assert!(p.update_follower_fetch_state(2, Offset(10), 25_000));
     assert_eq!(p.replication().followers[&2].last_caught_up_ms, 25_000);
 }
 
@@ -192,7 +191,7 @@ async fn acks_all_waits_for_the_isr() {
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiter.is_finished());
-    p.update_follower_fetch_state(2, end, 10).unwrap();
+    assert!(p.update_follower_fetch_state(2, end, 10));
     assert_eq!(waiter.await.unwrap(), Ok(()));
 
     // nobody fetches: REQUEST_TIMED_OUT at the deadline
@@ -259,16 +258,14 @@ fn a_follower_copies_the_leader_and_takes_over_with_its_producer_state() {
     let got = leader
         .read_for_follower(follower.log_end_offset(), 1 << 20, true)
         .unwrap();
-    leader
-        .update_follower_fetch_state(2, follower.log_end_offset(), 5)
-        .unwrap();
+    assert!(leader.update_follower_fetch_state(2, follower.log_end_offset(), 5));
     assert!(follower
         .append_as_follower(&got.records, 1, leader.high_watermark(), Offset(0), 5)
         .unwrap());
     assert_eq!(follower.log_end_offset(), Offset(6));
     assert_eq!(follower.high_watermark(), Offset(0));
     // next fetch: the leader's HW moves, the follower learns it
-    leader.update_follower_fetch_state(2, Offset(6), 6).unwrap();
+    assert!(leader.update_follower_fetch_state(2, Offset(6), 6));
     assert_eq!(leader.high_watermark(), Offset(6));
     follower
         .append_as_follower(&[], 1, leader.high_watermark(), Offset(0), 6)
