@@ -365,6 +365,34 @@ def test_hung_leader_is_fenced_and_rejoins_as_follower(cluster_factory):
     c.wait_brokers([1, 2, 3], timeout=60)
 
 
+def test_hung_node_leading_both_the_quorum_and_a_partition(cluster_factory):
+    """SIGSTOP of the node that is the active controller and a partition's leader:
+    the voters elect another controller, which fences the hung broker and moves its
+    leadership. Kafka's bound is the election plus broker.session.timeout.ms."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    c = cluster_factory(n=3)
+    controller = c.controller_id()
+    others = [i for i in (1, 2, 3) if i != controller]
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    admin.create_topics([NewTopic("both", 1, replica_assignment=[[controller] + others],
+                                  config={"min.insync.replicas": "2"})],
+                        request_timeout=30)["both"].result(timeout=30)
+    c.wait_isr("both", 0, 3)
+    assert c.leader_of("both", 0) == controller
+    t_stop = time.monotonic()
+    c.node(controller).sigstop()
+    try:
+        new_leader = c.leader_of("both", 0, among=others, exclude=(controller,), timeout=90)
+        moved = time.monotonic() - t_stop
+        print(f"\nhung controller+leader {controller}: node {new_leader} leads after {moved:.2f}s")
+        assert moved < 20, f"leadership moved only {moved:.1f}s after the hang"
+        err, _ = produce_settled(c.node(new_leader).bootstrap, "both", 0, [b"x"])
+        assert err == 0
+    finally:
+        c.node(controller).sigcont()
+    c.wait_isr("both", 0, 3, timeout=90)
+
+
 def quorum_leader_or_none(node):
     from cluster import quorum_leader
     try:
