@@ -272,7 +272,8 @@ def test_health_and_metrics_show_under_replicated_while_a_node_is_down(cluster_f
     assert [(p["topic"], p["partition"], p["leader"]) for p in offline] == [("lonely", 0, -1)]
     listed = c.cli_json("cluster", "partitions", "--under-replicated", "--topic", topic)
     assert {p["partition"] for p in listed} >= {0}
-    assert all(victim in p["out_of_sync"] for p in listed), listed
+    assert all(victim in p["out_of_sync"] and p["offline_replicas"] == [victim]
+               for p in listed), listed
 
     c.node(victim).restart()
     for p in range(3):

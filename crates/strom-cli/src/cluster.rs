@@ -257,6 +257,9 @@ struct PartitionState {
     isr: Vec<i32>,
     /// Replicas not in the ISR.
     out_of_sync: Vec<i32>,
+    /// Replicas on brokers the cluster does not list as live (kafka-topics'
+    /// `Offline:`).
+    offline_replicas: Vec<i32>,
     under_replicated: bool,
     offline: bool,
 }
@@ -268,7 +271,14 @@ impl PartitionState {
 }
 
 impl PartitionState {
-    fn new(topic: &str, partition: i32, leader: i32, replicas: &[i32], isr: &[i32]) -> Self {
+    fn new(
+        topic: &str,
+        partition: i32,
+        leader: i32,
+        replicas: &[i32],
+        isr: &[i32],
+        live: &[i32],
+    ) -> Self {
         let offline = leader < 0;
         PartitionState {
             topic: topic.to_string(),
@@ -281,6 +291,11 @@ impl PartitionState {
                 .copied()
                 .filter(|r| !isr.contains(r))
                 .collect(),
+            offline_replicas: replicas
+                .iter()
+                .copied()
+                .filter(|r| !live.contains(r))
+                .collect(),
             // As Kafka counts them: an offline partition is offline only.
             under_replicated: !offline && isr.len() < replicas.len(),
             offline,
@@ -290,12 +305,14 @@ impl PartitionState {
 
 /// Every partition in `md`, sorted by topic and partition.
 fn partition_states(md: &rdkafka::metadata::Metadata) -> Vec<PartitionState> {
+    let live: Vec<i32> = md.brokers().iter().map(|b| b.id()).collect();
+    let live = &live;
     let mut out: Vec<PartitionState> = md
         .topics()
         .iter()
         .flat_map(|t| {
             t.partitions().iter().map(move |p| {
-                PartitionState::new(t.name(), p.id(), p.leader(), p.replicas(), p.isr())
+                PartitionState::new(t.name(), p.id(), p.leader(), p.replicas(), p.isr(), live)
             })
         })
         .collect();
@@ -332,7 +349,15 @@ fn partitions(
         print_json(&shown)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut t = Table::new(&["TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR", "STATUS"]);
+    let mut t = Table::new(&[
+        "TOPIC",
+        "PARTITION",
+        "LEADER",
+        "REPLICAS",
+        "ISR",
+        "OFFLINE",
+        "STATUS",
+    ]);
     for p in &shown {
         let status = if p.offline {
             "offline".to_string()
@@ -354,6 +379,7 @@ fn partitions(
             },
             crate::output::ids(&p.replicas),
             crate::output::ids(&p.isr),
+            crate::output::ids(&p.offline_replicas),
             status,
         ]);
     }
@@ -1103,9 +1129,12 @@ mod tests {
 
     #[test]
     fn partition_states_and_filters() {
-        let ok = PartitionState::new("t", 0, 1, &[1, 2, 3], &[3, 1, 2]);
-        let under = PartitionState::new("t", 1, 2, &[1, 2, 3], &[2]);
-        let offline = PartitionState::new("t", 2, -1, &[1, 2], &[]);
+        let live = [1, 2, 3];
+        let ok = PartitionState::new("t", 0, 1, &[1, 2, 3], &[3, 1, 2], &live);
+        let under = PartitionState::new("t", 1, 2, &[1, 2, 3], &[2], &[2, 3]);
+        let offline = PartitionState::new("t", 2, -1, &[1, 2], &[], &live);
+        assert!(ok.offline_replicas.is_empty());
+        assert_eq!(under.offline_replicas, vec![1]);
         assert!(!ok.under_replicated && !ok.offline && ok.out_of_sync.is_empty());
         assert!(under.under_replicated && !under.offline);
         assert_eq!(under.out_of_sync, vec![1, 3]);
