@@ -191,6 +191,7 @@ def test_two_of_three_down_refuses_acks_all_and_keeps_acknowledged(cluster_facto
         err, _ = produce(c.node(1).bootstrap, topic, 0, [b"refused"])
         errs.add(err)
     assert errs == {NOT_ENOUGH_REPLICAS}, f"acks=all with ISR {{1}} answered {errs}"
+    assert scrape_metrics(c.node(1))["kafka_server_replicamanager_underminisrpartitioncount"] == 1
 
     # confluent-kafka sees the same code in its delivery report
     from confluent_kafka import KafkaError, Producer
@@ -209,6 +210,8 @@ def test_two_of_three_down_refuses_acks_all_and_keeps_acknowledged(cluster_facto
     c.wait_isr(topic, 0, 3, timeout=90)
     err, _ = produce_settled(c.node(c.leader_of(topic, 0)).bootstrap, topic, 0, [b"after"])
     assert err == 0
+    wait_until(lambda: sum(scrape_metrics(n)["kafka_server_replicamanager_underminisrpartitioncount"]
+                           for n in c.running()) == 0, 30, "UnderMinIsrPartitionCount to clear")
     got = [v for _, v in read_partition(c.bootstrap, topic, 0, len(values) + 2)]
     assert got == values + [b"acks-1", b"after"], "acknowledged records lost or refused ones kept"
     # every replica holds the same log

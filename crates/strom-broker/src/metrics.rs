@@ -274,7 +274,10 @@ impl Collector for BrokerCollector {
             return Ok(());
         };
         let image = broker.metadata.image();
+        let registrations = broker.metadata.quorum().image();
+        let node_id = broker.node_id();
         let mut partitions = 0i64;
+        let mut under_min_isr = 0i64;
         let mut size = Vec::new();
         let mut end = Vec::new();
         let mut start = Vec::new();
@@ -282,8 +285,15 @@ impl Collector for BrokerCollector {
             let Some(parts) = broker.replicas.topic_partitions(&t.name) else {
                 continue;
             };
+            let topic = registrations.topic(&t.name);
             for p in parts.iter() {
                 partitions += 1;
+                let led = topic
+                    .and_then(|ti| ti.partitions.get(&p.topic_partition.partition))
+                    .filter(|r| r.leader == node_id);
+                if led.is_some_and(|r| (r.isr.len() as u32) < p.log().min_insync_replicas()) {
+                    under_min_isr += 1;
+                }
                 let labels = vec![
                     ("topic", t.name.clone()),
                     ("partition", p.topic_partition.partition.to_string()),
@@ -293,7 +303,7 @@ impl Collector for BrokerCollector {
                 start.push((labels, p.log_start_offset().0));
             }
         }
-        let cluster = ClusterCounts::of(&broker.metadata.quorum().image(), broker.node_id());
+        let cluster = ClusterCounts::of(&registrations, node_id);
         let leaders = cluster.leaders;
         let under_replicated = cluster.under_replicated;
         // Kafka reports offline partitions (and the controller count) on the
@@ -302,7 +312,7 @@ impl Collector for BrokerCollector {
             .metadata
             .quorum()
             .leader()
-            .is_some_and(|(id, _)| id == broker.node_id());
+            .is_some_and(|(id, _)| id == node_id);
         let offline = if active_controller {
             cluster.offline
         } else {
@@ -325,6 +335,12 @@ impl Collector for BrokerCollector {
             "kafka_server_replicamanager_underreplicatedpartitions",
             "Led partitions whose ISR is smaller than their replica set",
             under_replicated,
+        )?;
+        gauge(
+            &mut encoder,
+            "kafka_server_replicamanager_underminisrpartitioncount",
+            "Led partitions whose ISR is smaller than their min.insync.replicas",
+            under_min_isr,
         )?;
         gauge(
             &mut encoder,
