@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::security::SecurityProtocol;
 use strom_protocol::TimestampType;
@@ -107,7 +108,7 @@ const KNOWN_KEYS: &[&str] = &[
     "listeners",
     "advertised.listeners",
     "listener.security.protocol.map",
-    // validated to name a listener; nothing routes by them yet (one node)
+    // replica fetchers connect to the leader's inter-broker listener
     "inter.broker.listener.name",
     "controller.listener.names",
     "process.roles",
@@ -116,6 +117,9 @@ const KNOWN_KEYS: &[&str] = &[
     "broker.session.timeout.ms",
     "broker.rack",
     "controlled.shutdown.enable",
+    // the active controller's policy (issue 7)
+    "leader.imbalance.check.interval.seconds",
+    "auto.leader.rebalance.enable",
     "controller.quorum.voters",
     "metadata.log.dir",
     "log.dirs",
@@ -666,6 +670,33 @@ fn quorum_settings(
     if let Some(d) = raw.get("metadata.log.dir") {
         s.log_dir = Some(PathBuf::from(d.trim()));
     }
+    let policy = &mut s.controller_policy;
+    if let Some(v) = raw.get("broker.session.timeout.ms") {
+        let ms: u64 = parse_num("broker.session.timeout.ms", v)?;
+        policy.broker_session_timeout = Duration::from_millis(ms);
+    }
+    if let Some(v) = raw.get("leader.imbalance.check.interval.seconds") {
+        let secs: u64 = parse_num("leader.imbalance.check.interval.seconds", v)?;
+        policy.leader_imbalance_check_interval = Duration::from_secs(secs.max(1));
+    }
+    for (key, flag) in [
+        (
+            "auto.leader.rebalance.enable",
+            &mut policy.auto_leader_rebalance_enable,
+        ),
+        (
+            "unclean.leader.election.enable",
+            &mut policy.unclean_leader_election_enable,
+        ),
+    ] {
+        if let Some(v) = raw.get(key) {
+            *flag = match v.trim() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(invalid(key, v, "must be true or false")),
+            };
+        }
+    }
     Ok(s)
 }
 
@@ -1023,6 +1054,8 @@ mod tests {
             ("listeners", "localhost:9092"),
             ("auto.create.topics.enable", "yes"),
             ("strom.flush.mode", "sometimes"),
+            ("broker.session.timeout.ms", "soon"),
+            ("unclean.leader.election.enable", "maybe"),
         ] {
             let m = BTreeMap::from([(k.to_string(), v.to_string())]);
             assert!(
@@ -1030,5 +1063,28 @@ mod tests {
                 "{k}={v} must be rejected"
             );
         }
+    }
+
+    #[test]
+    fn controller_policy_reaches_the_quorum_settings() {
+        let c = BrokerConfig::from_map(BTreeMap::new()).unwrap();
+        assert_eq!(
+            c.quorum.controller_policy.broker_session_timeout,
+            Duration::from_millis(9000)
+        );
+        let m = BTreeMap::from(
+            [
+                ("broker.session.timeout.ms", "3000"),
+                ("leader.imbalance.check.interval.seconds", "5"),
+                ("auto.leader.rebalance.enable", "false"),
+                ("unclean.leader.election.enable", "true"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let p = BrokerConfig::from_map(m).unwrap().quorum.controller_policy;
+        assert_eq!(p.broker_session_timeout, Duration::from_millis(3000));
+        assert_eq!(p.leader_imbalance_check_interval, Duration::from_secs(5));
+        assert!(!p.auto_leader_rebalance_enable);
+        assert!(p.unclean_leader_election_enable);
     }
 }

@@ -215,6 +215,32 @@ pub struct QuorumSettings {
     pub controller_addr: String,
     /// `metadata.log.dir` (default: the first of `log.dirs`).
     pub log_dir: Option<PathBuf>,
+    /// The active controller's timing and election policy
+    /// (`broker.session.timeout.ms`, `leader.imbalance.check.interval.seconds`,
+    /// `auto.leader.rebalance.enable`, `unclean.leader.election.enable`).
+    pub controller_policy: ControllerPolicy,
+}
+
+/// What the active controller needs from the node's configuration, with
+/// Kafka's defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControllerPolicy {
+    pub broker_session_timeout: Duration,
+    pub leader_imbalance_check_interval: Duration,
+    pub auto_leader_rebalance_enable: bool,
+    pub unclean_leader_election_enable: bool,
+}
+
+impl Default for ControllerPolicy {
+    fn default() -> Self {
+        let q = QuorumConfig::default();
+        ControllerPolicy {
+            broker_session_timeout: q.broker_session_timeout,
+            leader_imbalance_check_interval: q.leader_imbalance_check_interval,
+            auto_leader_rebalance_enable: q.auto_leader_rebalance_enable,
+            unclean_leader_election_enable: q.unclean_leader_election_enable,
+        }
+    }
 }
 
 impl Default for QuorumSettings {
@@ -225,6 +251,7 @@ impl Default for QuorumSettings {
             voters: None,
             controller_addr: "127.0.0.1:0".into(),
             log_dir: None,
+            controller_policy: ControllerPolicy::default(),
         }
     }
 }
@@ -903,7 +930,14 @@ async fn start_quorum(
             BTreeMap::from([(node_id, addr.to_string())])
         }
     };
-    let config = QuorumConfig::default();
+    let p = &s.controller_policy;
+    let config = QuorumConfig {
+        broker_session_timeout: p.broker_session_timeout,
+        leader_imbalance_check_interval: p.leader_imbalance_check_interval,
+        auto_leader_rebalance_enable: p.auto_leader_rebalance_enable,
+        unclean_leader_election_enable: p.unclean_leader_election_enable,
+        ..QuorumConfig::default()
+    };
     if s.controller {
         let q = MetadataQuorum::start_with_listener(node_id, voters, log_dir, config, listener)
             .await
