@@ -201,6 +201,9 @@ pub struct Partition {
     /// Size of the committed ISR (`min.insync.replicas` checks).
     isr_size: AtomicUsize,
     replica_set: Mutex<ReplicaSet>,
+    /// Leader appends (shared) against role changes (exclusive); lock order:
+    /// this, then `replica_set`, then the log's own locks.
+    leader_appends: std::sync::RwLock<()>,
     log: Arc<Log>,
     /// Serializes high-watermark moves so concurrent appends never move it back.
     hw_lock: Mutex<()>,
@@ -319,6 +322,7 @@ impl Partition {
                 epoch_start_offset: log.log_end_offset(),
                 isr_retry_at_ms: 0,
             }),
+            leader_appends: std::sync::RwLock::new(()),
             log,
             hw_lock: Mutex::new(()),
             changed: Notify::new(),
@@ -350,10 +354,12 @@ impl Partition {
     ) -> JoinHandle<Result<LogAppendInfo, LogError>> {
         let (this, records) = (self.clone(), records.into());
         tokio::task::spawn_blocking(move || {
-            this.check_leader()?;
-            let info = this
-                .log
-                .append_control(&records, this.leader_epoch(), now_ms)?;
+            let info = {
+                let _leading = this.leader_append_lock();
+                this.check_leader()?;
+                this.log
+                    .append_control(&records, this.leader_epoch(), now_ms)?
+            };
             this.advance_high_watermark(info.last_offset.plus(1));
             Ok(info)
         })
@@ -389,6 +395,7 @@ impl Partition {
     /// Writes producer batches as leader, without the flush policy's fsync
     /// (see [`Partition::complete_append`]). Blocks: blocking pool only.
     fn write_append(&self, records: &[u8], now_ms: i64) -> Result<LogAppendInfo, LogError> {
+        let _leading = self.leader_append_lock();
         self.check_leader()?;
         let log = &self.log;
         // `compression.type` other than `producer`: batches of another
@@ -425,6 +432,14 @@ impl Partition {
         }
         // followers long-poll on the log end offset, consumers on the HW
         self.changed.notify_waiters();
+    }
+
+    /// Held (shared) by a leader append from its leadership check to the
+    /// end of its write; role changes take it exclusively.
+    fn leader_append_lock(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.leader_appends
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// A follower refuses local appends (NOT_LEADER_OR_FOLLOWER at the edge).
@@ -495,6 +510,12 @@ impl Partition {
     /// replica became, or `None` when `state` is stale (an older leader or
     /// partition epoch than already applied) and was ignored.
     pub fn apply_state(&self, local_id: i32, state: &PartitionState, now_ms: i64) -> Option<Role> {
+        // in-flight leader appends finish first (Kafka's leaderIsrUpdateLock):
+        // none lands after this replica became a follower and truncated
+        let _roles = self
+            .leader_appends
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         let mut rs = self.replica_set();
         let epoch = self.leader_epoch.load(Ordering::Acquire);
         let known = rs.partition_epoch >= 0;
