@@ -32,6 +32,13 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long controlled shutdown waits for the controller to move this
 /// broker's leaderships away.
 const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// While registering or fenced the broker heartbeats this often rather
+/// than every `broker.heartbeat.interval.ms`, as Kafka's lifecycle manager
+/// resends at once until caught up and unfenced: a restarted broker rejoins
+/// within a few round trips of the controller noticing it caught up.
+const FENCED_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(50);
+/// Backoff after a heartbeat or registration no controller answered.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// Kafka's error codes the lifecycle acts on.
 const STALE_BROKER_EPOCH: i16 = 77;
 
@@ -209,6 +216,22 @@ fn heartbeat_interval(broker: &Broker) -> Duration {
     Duration::from_millis(ms.max(1))
 }
 
+/// How long one heartbeat (or registration) waits for the controller: two
+/// heartbeat intervals (at least a second), never more than half of
+/// `broker.session.timeout.ms`, so a heartbeat lost to a hung controller
+/// leaves time for another before the session expires.
+fn request_timeout(broker: &Broker, interval: Duration) -> Duration {
+    let session = broker
+        .config
+        .quorum
+        .controller_policy
+        .broker_session_timeout;
+    (interval * 2)
+        .max(Duration::from_secs(1))
+        .min(session / 2)
+        .max(Duration::from_millis(100))
+}
+
 /// Whether the answer means no controller exists in this build: this node
 /// leads the quorum, so it would be the active controller, and it answers
 /// `Unavailable`.
@@ -223,6 +246,8 @@ async fn heartbeat_loop(
 ) {
     let incarnation_id = Uuid::new_v4();
     let interval = heartbeat_interval(&broker);
+    let timeout = request_timeout(&broker, interval);
+    let quorum = broker.metadata.quorum();
     let rack = broker
         .config
         .raw
@@ -236,7 +261,7 @@ async fn heartbeat_loop(
             rack: rack.clone(),
             observer_addr: observer_addr(&broker),
         };
-        match broker.metadata.controller_call(req).await {
+        match quorum.controller_call_with_timeout(req, timeout).await {
             Ok(ControllerResponse::RegisterBroker {
                 error,
                 broker_epoch,
@@ -264,7 +289,7 @@ async fn heartbeat_loop(
             }
             Err(e) => {
                 warn!(error = %e, "broker registration: no controller answered; retrying");
-                tokio::time::sleep(interval.min(Duration::from_millis(500))).await;
+                tokio::time::sleep(RETRY_BACKOFF).await;
                 continue 'register;
             }
         }
@@ -282,7 +307,8 @@ async fn heartbeat_loop(
                 want_fence: false,
                 want_shutdown: shutting_down,
             };
-            match broker.metadata.controller_call(req).await {
+            let mut answered = false;
+            match quorum.controller_call_with_timeout(req, timeout).await {
                 Ok(ControllerResponse::BrokerHeartbeat {
                     error,
                     is_fenced,
@@ -296,6 +322,7 @@ async fn heartbeat_loop(
                         );
                         continue 'register;
                     }
+                    answered = error.error_code == 0;
                     if error.error_code != 0 {
                         warn!(error_code = error.error_code, message = ?error.message, "broker heartbeat refused");
                     } else if should_shutdown && shutting_down {
@@ -320,8 +347,12 @@ async fn heartbeat_loop(
             }
             // A shutdown request goes out at once, not at the next tick.
             let mut w = want_shutdown.clone();
-            let wait = if shutting_down {
+            let wait = if !answered {
+                interval.min(RETRY_BACKOFF)
+            } else if shutting_down {
                 interval.min(Duration::from_millis(200))
+            } else if *state.borrow() != LifecycleState::Running {
+                interval.min(FENCED_HEARTBEAT_INTERVAL)
             } else {
                 interval
             };

@@ -100,7 +100,13 @@ fn main() -> ExitCode {
     let is_server = matches!(cli.command, Command::Server { .. });
     // Client commands stay quiet unless RUST_LOG asks: librdkafka's own
     // connection errors would otherwise repeat what the one-line error says.
-    let default_filter = if is_server { "info" } else { "off" };
+    // openraft logs every failed replication attempt to an unreachable peer
+    // at ERROR (every 500 ms); strom-metadata logs it once per 10 s instead.
+    let default_filter = if is_server {
+        "info,openraft::replication=off"
+    } else {
+        "off"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

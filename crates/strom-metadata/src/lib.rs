@@ -516,41 +516,88 @@ impl MetadataQuorum {
         &self,
         req: ControllerRequest,
     ) -> Result<ControllerResponse, ProposeError> {
-        let deadline = tokio::time::Instant::now() + self.propose_timeout;
+        self.controller_call_with_timeout(req, self.propose_timeout)
+            .await
+    }
+
+    /// [`Self::controller_call`] bounded by `timeout` rather than
+    /// `propose_timeout`: broker heartbeats use a timeout well below
+    /// `broker.session.timeout.ms` (Kafka's BrokerLifecycleManager), so one
+    /// heartbeat lost to a hung controller leaves time for the next.
+    ///
+    /// An attempt in flight is abandoned and sent again as soon as Raft's
+    /// known leader changes: a controller that hangs (a stopped process
+    /// accepts connections and never answers) would otherwise hold the call
+    /// until its timeout while a new controller, which granted every broker
+    /// a fresh session on takeover, hears nothing and fences them all. A
+    /// request abandoned that way may still have been decided by the old
+    /// controller, as after Kafka's NOT_CONTROLLER.
+    pub async fn controller_call_with_timeout(
+        &self,
+        req: ControllerRequest,
+        timeout: Duration,
+    ) -> Result<ControllerResponse, ProposeError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut backoff = Duration::from_millis(20);
         let mut hint: Option<String> = None;
         let mut next_voter = 0usize;
         let mut last_error = ProposeError::Unavailable("no active controller found".into());
+        let mut metrics = self.raft.metrics();
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
                 return Err(last_error);
             }
-            let result = if self.is_leader() {
-                match tokio::time::timeout(
-                    remaining,
-                    network::local_controller_call(&self.controller, req.clone()),
-                )
-                .await
-                {
-                    Ok(r) => r,
-                    Err(_) => return Err(ProposeError::Timeout(self.propose_timeout)),
-                }
-            } else {
-                let addr = match self.leader().map(|l| l.1).or_else(|| hint.take()) {
-                    Some(addr) => addr,
-                    None => {
-                        // Nobody known: ask the voters in turn (their answer names the leader).
-                        let addrs: Vec<&String> = self.voters.values().collect();
-                        next_voter += 1;
-                        addrs[next_voter % addrs.len()].clone()
+            let known_leader = metrics.borrow_and_update().current_leader;
+            let attempt = async {
+                if self.is_leader() {
+                    match tokio::time::timeout(
+                        remaining,
+                        network::local_controller_call(&self.controller, req.clone()),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(ProposeError::Timeout(timeout)),
                     }
-                };
-                match self.controller_client.call(&addr, &req, remaining).await {
-                    Ok(r) => r,
-                    Err(e) => Err(ProposeError::Unavailable(format!(
-                        "controller at {addr}: {e}"
-                    ))),
+                } else {
+                    let addr = match self.leader().map(|l| l.1).or_else(|| hint.take()) {
+                        Some(addr) => addr,
+                        None => {
+                            // Nobody known: ask the voters in turn (their answer names the leader).
+                            let addrs: Vec<&String> = self.voters.values().collect();
+                            next_voter += 1;
+                            addrs[next_voter % addrs.len()].clone()
+                        }
+                    };
+                    match self.controller_client.call(&addr, &req, remaining).await {
+                        Ok(r) => r,
+                        Err(e) => Err(ProposeError::Unavailable(format!(
+                            "controller at {addr}: {e}"
+                        ))),
+                    }
+                }
+            };
+            let leader_changed = async {
+                loop {
+                    if metrics.changed().await.is_err() {
+                        // Raft stopped: only the attempt's own timeout ends it.
+                        std::future::pending::<()>().await;
+                    }
+                    if metrics.borrow_and_update().current_leader != known_leader {
+                        return;
+                    }
+                }
+            };
+            let result = tokio::select! {
+                r = attempt => r,
+                () = leader_changed => {
+                    tracing::debug!(
+                        "the active controller changed: sending the request to the new one"
+                    );
+                    last_error = ProposeError::Unavailable("the active controller changed".into());
+                    backoff = Duration::from_millis(20);
+                    continue;
                 }
             };
             match result {

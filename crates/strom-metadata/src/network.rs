@@ -40,6 +40,11 @@ use crate::controller_api::{ControllerRequest, ControllerResponse};
 use crate::storage::Nid;
 use crate::{ProposeError, TypeConfig};
 
+/// How often a peer that stays unreachable is logged (openraft retries it
+/// every 500 ms and logs each failure; strom-cli filters openraft's
+/// replication target out of the default log filter for that reason).
+const UNREACHABLE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Bigger frames are refused (a snapshot chunk or an entries batch is far smaller).
 const MAX_FRAME: usize = 64 << 20;
 
@@ -150,6 +155,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             conn: None,
             stats: self.stats.clone(),
             connect_timeout: self.connect_timeout,
+            unreachable_logged: None,
         }
     }
 }
@@ -166,6 +172,8 @@ pub struct PeerClient {
     conn: Option<Conn>,
     stats: Arc<PeerStats>,
     connect_timeout: Duration,
+    /// When its unreachability was last logged (`None`: it answered since).
+    unreachable_logged: Option<std::time::Instant>,
 }
 
 impl PeerClient {
@@ -199,12 +207,25 @@ impl PeerClient {
         if res.is_err() {
             // The stream may hold a late reply: never reuse it.
             self.conn = None;
+        } else if self.unreachable_logged.take().is_some() {
+            tracing::info!(target_node = self.target, addr = %self.addr, "metadata quorum peer reachable again");
         }
         res
     }
 
-    fn unreachable<E: std::error::Error>(&self, e: std::io::Error) -> RPCError<Nid, BasicNode, E> {
-        tracing::debug!(target_node = self.target, addr = %self.addr, error = %e, "metadata RPC failed");
+    fn unreachable<E: std::error::Error>(
+        &mut self,
+        e: std::io::Error,
+    ) -> RPCError<Nid, BasicNode, E> {
+        let due = self
+            .unreachable_logged
+            .is_none_or(|t| t.elapsed() >= UNREACHABLE_LOG_INTERVAL);
+        if due {
+            self.unreachable_logged = Some(std::time::Instant::now());
+            tracing::warn!(target_node = self.target, addr = %self.addr, error = %e, "metadata quorum peer unreachable (logged every 10 s while it lasts)");
+        } else {
+            tracing::debug!(target_node = self.target, addr = %self.addr, error = %e, "metadata RPC failed");
+        }
         RPCError::Unreachable(Unreachable::new(&e))
     }
 
@@ -360,17 +381,19 @@ pub(crate) async fn local_controller_call(
 }
 
 /// A node's connection to the active controller, for
-/// [`crate::MetadataQuorum::controller_call`]: one connection, kept while
-/// the controller stays at the same address, used by one call at a time.
+/// [`crate::MetadataQuorum::controller_call`]: one idle connection kept
+/// while the controller stays at the same address. A call takes it out of
+/// the slot (or opens another when it is in use), so concurrent calls never
+/// queue behind one stuck on a hung controller.
 pub(crate) struct ControllerClient {
-    conn: tokio::sync::Mutex<Option<(String, Conn)>>,
+    idle: std::sync::Mutex<Option<(String, Conn)>>,
     connect_timeout: Duration,
 }
 
 impl ControllerClient {
     pub(crate) fn new(connect_timeout: Duration) -> Self {
         Self {
-            conn: tokio::sync::Mutex::new(None),
+            idle: std::sync::Mutex::new(None),
             connect_timeout,
         }
     }
@@ -385,13 +408,13 @@ impl ControllerClient {
     ) -> std::io::Result<Result<ControllerResponse, ProposeError>> {
         let payload =
             serde_json::to_vec(&Request::Controller(req.clone())).map_err(std::io::Error::other)?;
-        // The lock wait counts against `ttl` too. The connection is taken
-        // out while in use and put back only after a whole exchange, so a
-        // call cut short (error, timeout) never leaves a late reply on a
+        // The connection is out of the slot while in use and put back only
+        // after a whole exchange, so a call cut short (error, timeout, or
+        // abandoned for a new controller) never leaves a late reply on a
         // stream the next call would read.
         tokio::time::timeout(ttl, async {
-            let mut guard = self.conn.lock().await;
-            let mut conn = match guard.take() {
+            let idle = self.idle.lock().unwrap().take();
+            let mut conn = match idle {
                 Some((a, c)) if a == addr => c,
                 _ => {
                     let stream =
@@ -420,7 +443,10 @@ impl ControllerClient {
                 }
                 Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
             };
-            *guard = Some((addr.to_string(), conn));
+            let mut slot = self.idle.lock().unwrap();
+            if slot.is_none() {
+                *slot = Some((addr.to_string(), conn));
+            }
             Ok(result)
         })
         .await
