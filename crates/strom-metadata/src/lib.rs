@@ -128,13 +128,18 @@ pub struct PublishedImage {
     pub image: Arc<MetadataImage>,
 }
 
-/// Tunables of the quorum. Defaults follow Kafka's KRaft timing
-/// (`controller.quorum.election.timeout.ms` = 1000).
+/// Tunables of the quorum. Defaults follow Kafka's KRaft timing: a voter
+/// that hears no leader for `controller.quorum.fetch.timeout.ms` (2000)
+/// stands for election, a failed election is retried within
+/// `controller.quorum.election.backoff.max.ms` (1000).
 #[derive(Clone, Debug)]
 pub struct QuorumConfig {
-    /// A follower that hears no leader for a random time in
-    /// `[election_timeout_min, election_timeout_max)` starts an election
-    /// (Kafka: `controller.quorum.election.timeout.ms` and up to twice it).
+    /// A candidate retries its election after a random time in
+    /// `[election_timeout_min, election_timeout_max)`. A follower stands
+    /// for election after hearing no leader for `election_timeout_max`
+    /// (openraft's leader lease, during which it also refuses other
+    /// candidates) plus that random time: 1.5-2 s with the defaults, as
+    /// Kafka's 2 s fetch timeout.
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
     /// Leader heartbeat period (must be well below the election timeout).
@@ -172,8 +177,8 @@ pub struct QuorumConfig {
 impl Default for QuorumConfig {
     fn default() -> Self {
         Self {
-            election_timeout_min: Duration::from_millis(1000),
-            election_timeout_max: Duration::from_millis(2000),
+            election_timeout_min: Duration::from_millis(500),
+            election_timeout_max: Duration::from_millis(1000),
             heartbeat_interval: Duration::from_millis(250),
             snapshot_interval_entries: 20_000,
             log_entries_kept_after_snapshot: 1_000,
