@@ -34,8 +34,9 @@ use super::client::BrokerClient;
 use crate::broker::{now_ms, Broker};
 use crate::partition::Partition;
 
-/// The Fetch version followers send (topic names, `replica_id` field).
-const FETCH_VERSION: i16 = 12;
+/// The Fetch version followers send (topic ids, so a topic recreated under
+/// the same name is never mixed up; `replica_id` field).
+const FETCH_VERSION: i16 = 13;
 /// OffsetForLeaderEpoch v4 (flexible, `replica_id`).
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
 
@@ -401,12 +402,16 @@ async fn fetch(
     }
     let mut topics: Vec<FetchTopic> = Vec::new();
     let mut sorted = parts;
-    sorted.sort_by(|a, b| a.0.topic.cmp(&b.0.topic));
+    sorted.sort_by(|a, b| {
+        (a.1.partition.topic_id, a.0.partition).cmp(&(b.1.partition.topic_id, b.0.partition))
+    });
     for (tp, s) in &sorted {
-        if topics.last().is_none_or(|t| t.topic.as_str() != tp.topic) {
+        let id = s.partition.topic_id;
+        if topics.last().is_none_or(|t| t.topic_id != id) {
             topics.push(
                 FetchTopic::default()
-                    .with_topic(TopicName(StrBytes::from_string(tp.topic.clone()))),
+                    .with_topic(TopicName(StrBytes::from_string(tp.topic.clone())))
+                    .with_topic_id(id),
             );
         }
         topics.last_mut().unwrap().partitions.push(
@@ -442,10 +447,12 @@ async fn fetch(
     let backoff = Duration::from_millis(cfg.replica_fetch_backoff_ms);
     for t in resp.responses {
         for d in t.partitions {
-            let tp = TopicPartition::new(t.topic.as_str(), d.partition_index);
-            let Some((_, s)) = sorted.iter().find(|(k, _)| *k == tp) else {
+            let Ok(i) = sorted.binary_search_by(|(k, s)| {
+                (s.partition.topic_id, k.partition).cmp(&(t.topic_id, d.partition_index))
+            }) else {
                 continue;
             };
+            let (tp, s) = (&sorted[i].0, &sorted[i].1);
             match ResponseError::try_from_code(d.error_code) {
                 None => {
                     let records = d.records.unwrap_or_default();
