@@ -418,7 +418,8 @@ def test_time_retention_on_a_quiet_topic(strom):
     ck_create_topic(bootstrap, topic, 1, {"retention.ms": "1000", "segment.ms": "500",
                                           "file.delete.delay.ms": "0"})
     produce(bootstrap, topic, [(b"k%d" % i, b"x" * 200) for i in range(50)])
-    assert watermarks(bootstrap, topic) == (0, 50)
+    # on a loaded machine retention (1 s) may already have run by the time we look
+    assert watermarks(bootstrap, topic) in ((0, 50), (50, 50))
     # no more appends: segment.ms rolls the active segment, retention.ms deletes it
     wait_until(lambda: watermarks(bootstrap, topic)[0] == 50, 20, "earliest offset to reach 50")
     wait_until(lambda: segment_files(data_dir, topic) == ["00000000000000000050.log"], 10,
