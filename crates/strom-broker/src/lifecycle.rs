@@ -37,7 +37,9 @@ const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// resends at once until caught up and unfenced: a restarted broker rejoins
 /// within a few round trips of the controller noticing it caught up.
 const FENCED_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(50);
-/// Backoff after a heartbeat or registration no controller answered.
+/// Backoff after a heartbeat no controller answered, and the first one
+/// after a failed registration (Kafka's lifecycle manager: 100 ms, doubling
+/// up to half the session timeout).
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// Kafka's error codes the lifecycle acts on.
 const STALE_BROKER_EPOCH: i16 = 77;
@@ -247,6 +249,22 @@ async fn heartbeat_loop(
     let incarnation_id = Uuid::new_v4();
     let interval = heartbeat_interval(&broker);
     let timeout = request_timeout(&broker, interval);
+    let max_backoff = (broker
+        .config
+        .quorum
+        .controller_policy
+        .broker_session_timeout
+        / 2)
+    .max(RETRY_BACKOFF);
+    // Registration attempts refused or unanswered in a row.
+    let mut failures = 0u32;
+    let register_backoff = |failures: &mut u32| {
+        let d = RETRY_BACKOFF
+            .saturating_mul(1 << (*failures).min(10))
+            .min(max_backoff);
+        *failures += 1;
+        d
+    };
     let quorum = broker.metadata.quorum();
     let rack = broker
         .config
@@ -266,6 +284,7 @@ async fn heartbeat_loop(
                 error,
                 broker_epoch,
             }) if error.error_code == 0 => {
+                failures = 0;
                 broker.set_broker_epoch(broker_epoch);
                 info!(broker_epoch, %incarnation_id, "registered with the active controller");
                 state.send_replace(LifecycleState::Recovery);
@@ -273,13 +292,15 @@ async fn heartbeat_loop(
             Ok(ControllerResponse::RegisterBroker { error, .. }) => {
                 // DUPLICATE_BROKER_REGISTRATION while the previous
                 // incarnation's session lasts, among others: try again.
+                // (until the old session expires: retried with a backoff so
+                // the restart registers soon after that).
                 warn!(error_code = error.error_code, message = ?error.message, "broker registration refused; retrying");
-                tokio::time::sleep(interval).await;
+                tokio::time::sleep(register_backoff(&mut failures)).await;
                 continue 'register;
             }
             Ok(other) => {
                 warn!(answer = ?other, "unexpected answer to the broker registration");
-                tokio::time::sleep(interval).await;
+                tokio::time::sleep(register_backoff(&mut failures)).await;
                 continue 'register;
             }
             Err(e) if no_controller(&broker, &e) => {
@@ -289,7 +310,7 @@ async fn heartbeat_loop(
             }
             Err(e) => {
                 warn!(error = %e, "broker registration: no controller answered; retrying");
-                tokio::time::sleep(RETRY_BACKOFF).await;
+                tokio::time::sleep(register_backoff(&mut failures)).await;
                 continue 'register;
             }
         }

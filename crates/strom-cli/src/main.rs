@@ -100,10 +100,11 @@ fn main() -> ExitCode {
     let is_server = matches!(cli.command, Command::Server { .. });
     // Client commands stay quiet unless RUST_LOG asks: librdkafka's own
     // connection errors would otherwise repeat what the one-line error says.
-    // openraft logs every failed replication attempt to an unreachable peer
-    // at ERROR (every 500 ms); strom-metadata logs it once per 10 s instead.
+    // openraft logs every failed replication attempt and heartbeat to an
+    // unreachable peer (ERROR and WARN, every 500 ms); strom-metadata logs it
+    // once per 10 s instead.
     let default_filter = if is_server {
-        "info,openraft::replication=off"
+        "info,openraft::replication=off,openraft::engine::handler::replication_handler=error"
     } else {
         "off"
     };
