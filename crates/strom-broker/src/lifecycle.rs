@@ -1,7 +1,10 @@
 //! The broker's life with the active controller (Kafka's
 //! `BrokerLifecycleManager`): registration at start-up, heartbeats every
-//! `broker.heartbeat.interval.ms`, re-registration when the controller no
-//! longer knows this broker epoch, and controlled shutdown. Also follows the
+//! `broker.heartbeat.interval.ms` (every 50 ms while registering or fenced,
+//! so a restart is unfenced within a few round trips), each bounded well
+//! below `broker.session.timeout.ms` so one lost to a hung controller leaves
+//! time for the next, re-registration when the controller no longer knows
+//! this broker epoch, and controlled shutdown. Also follows the
 //! metadata image: every applied change reaches [`Broker::apply_image`]
 //! (local logs and partition roles) and the coordinators.
 //!
