@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use strom_metadata::controller_api::{ApiError, ControllerRequest, ControllerResponse};
 
-use super::elect_leaders::{apply_wait, await_applied, forward_error};
+use super::elect_leaders::{apply_wait, forward_error};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::security::acl::AclOperation;
@@ -75,7 +75,10 @@ pub async fn handle(
                     .unwrap_or(ResponseError::UnknownServerError);
                 return fail_all(code, error.message.unwrap_or_default());
             }
-            await_applied(quorum, log_index, apply_wait(req.timeout_ms)).await;
+            broker
+                .metadata
+                .wait_for_index(log_index, apply_wait(req.timeout_ms))
+                .await;
             AlterPartitionReassignmentsResponse::default()
                 .with_responses(responses(partitions.into_iter()))
         }

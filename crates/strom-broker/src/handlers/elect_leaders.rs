@@ -2,8 +2,8 @@
 //! election, forwarded to the active controller, which elects and commits
 //! the new leaders before answering. Also the helpers the other forwarded
 //! cluster admin APIs (AlterPartitionReassignments,
-//! ListPartitionReassignments) share: error mapping and waiting for this
-//! node's image to catch up with the controller's answer.
+//! ListPartitionReassignments) share: error mapping and how long to wait for
+//! this node's image to catch up with the controller's answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use strom_metadata::controller_api::{
     ApiError, ControllerRequest, ControllerResponse, ElectionType,
 };
-use strom_metadata::{MetadataQuorum, ProposeError};
+use strom_metadata::ProposeError;
 
 use super::RequestContext;
 use crate::broker::Broker;
@@ -90,7 +90,12 @@ pub async fn handle(
                     .unwrap_or(ResponseError::UnknownServerError);
                 return fail_all(code, error.message.unwrap_or_default());
             }
-            await_applied(quorum, log_index, apply_wait(req.timeout_ms)).await;
+            // A client reading metadata from this broker right after the
+            // answer sees the change it asked for.
+            broker
+                .metadata
+                .wait_for_index(log_index, apply_wait(req.timeout_ms))
+                .await;
             ElectLeadersResponse::default()
                 .with_replica_election_results(results(partitions.into_iter()))
         }
@@ -152,22 +157,4 @@ pub(crate) fn apply_wait(timeout_ms: i32) -> Duration {
     } else {
         DEFAULT_APPLY_WAIT
     }
-}
-
-/// Waits until this node has applied the metadata log up to `index` (or
-/// `timeout` passes), so that a client reading metadata from this broker
-/// right after the answer sees the change it asked for.
-pub(crate) async fn await_applied(quorum: &MetadataQuorum, index: u64, timeout: Duration) {
-    let mut rx = quorum.subscribe();
-    let caught_up = async {
-        loop {
-            if rx.borrow_and_update().last_applied_index >= Some(index) {
-                return;
-            }
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(timeout, caught_up).await;
 }
