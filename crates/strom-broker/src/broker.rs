@@ -109,10 +109,9 @@ fn is_replica(r: &PartitionRegistration, node: i32) -> bool {
     r.replicas.contains(&node) || r.adding_replicas.contains(&node)
 }
 
-/// Whether `node` replicates any partition of `t` (then it hosts the whole
-/// topic: the replica manager indexes a topic's partitions by number, so a
-/// partition it does not replicate is an empty placeholder that never leads
-/// nor fetches).
+/// Whether `node` replicates any partition of `t` (then it hosts the topic:
+/// the replica manager keeps a slot per partition, filled only for the
+/// partitions `node` replicates).
 fn replicates(t: &TopicMetadata, node: i32) -> bool {
     t.registrations.iter().any(|r| is_replica(r, node))
 }
@@ -412,64 +411,53 @@ impl Broker {
         let mut changes = Vec::new();
         for t in image.topics().filter(|t| replicates(t, me)) {
             let prev = hosted.topics.remove(&t.name);
-            let known = prev.as_ref().map_or(0, |h| h.registrations.len());
             let log_config = topic::log_config(&self.config.log, &t.configs);
-            if known < t.registrations.len() {
-                let mut parts: Vec<Arc<Partition>> = self
-                    .replicas
-                    .topic_partitions(&t.name)
-                    .map(|p| p.to_vec())
-                    .unwrap_or_default();
-                for p in parts.len()..t.registrations.len() {
-                    let tp = TopicPartition::new(&t.name, p as i32);
-                    let log = self.log_manager.create_log(&tp, log_config.clone())?;
-                    let epoch = t.registrations[p].leader_epoch;
-                    parts.push(Arc::new(Partition::new(tp, t.id, LeaderEpoch(epoch), log)));
-                }
-                self.replicas.add_topic(&t.name, parts);
-            }
-            if prev.as_ref().is_some_and(|h| h.configs != t.configs) {
-                for p in self
-                    .replicas
-                    .topic_partitions(&t.name)
-                    .iter()
-                    .flat_map(|p| p.iter())
-                {
-                    p.log().set_config(log_config.clone());
-                }
-            }
-            if let Some(parts) = self.replicas.topic_partitions(&t.name) {
-                let mut parts = parts.to_vec();
-                let mut replaced = false;
-                for (i, reg) in t.registrations.iter().enumerate() {
-                    let before = prev.as_ref().and_then(|h| h.registrations.get(i));
-                    if before == Some(reg) {
-                        continue;
+            // A slot per partition; only partitions with this node among
+            // their replicas get a log (no directory for the others).
+            let mut parts: Vec<Option<Arc<Partition>>> = self
+                .replicas
+                .topic_partitions(&t.name)
+                .map(|p| p.to_vec())
+                .unwrap_or_default();
+            parts.resize(t.registrations.len().max(parts.len()), None);
+            let mut reshaped = false;
+            for (i, reg) in t.registrations.iter().enumerate() {
+                let before = prev.as_ref().and_then(|h| h.registrations.get(i));
+                let tp = TopicPartition::new(&t.name, i as i32);
+                match (&parts[i], is_replica(reg, me)) {
+                    (None, true) => {
+                        let log = self.log_manager.create_log(&tp, log_config.clone())?;
+                        let p =
+                            Arc::new(Partition::new(tp, t.id, LeaderEpoch(reg.leader_epoch), log));
+                        changes.push((p.clone(), PartitionState::from(reg)));
+                        parts[i] = Some(p);
+                        reshaped = true;
                     }
-                    let Some(p) = parts.get(i).cloned() else {
-                        continue;
-                    };
-                    changes.push((p.clone(), PartitionState::from(reg)));
-                    // Reassigned away while the topic stays: Kafka deletes
-                    // the replica's log; an empty placeholder takes its
-                    // place in the topic's slice.
-                    let was = before.is_some_and(|r| is_replica(r, me));
-                    if was && !is_replica(reg, me) {
-                        let tp = p.topic_partition.clone();
+                    (Some(p), true) => {
+                        if before != Some(reg) {
+                            changes.push((p.clone(), PartitionState::from(reg)));
+                        }
+                    }
+                    (Some(p), false) => {
+                        // Reassigned away while the topic stays: the
+                        // replica stops and Kafka deletes its log.
+                        changes.push((p.clone(), PartitionState::from(reg)));
                         if let Err(e) = self.log_manager.delete_log(&tp) {
                             warn!(partition = %tp, error = %e, "failed to delete the log of a replica moved away");
                         }
-                        let log = self.log_manager.create_log(&tp, log_config.clone())?;
-                        let fresh =
-                            Arc::new(Partition::new(tp, t.id, LeaderEpoch(reg.leader_epoch), log));
-                        changes.push((fresh.clone(), PartitionState::from(reg)));
-                        parts[i] = fresh;
-                        replaced = true;
-                        info!(partition = %p.topic_partition, "replica moved away: log deleted");
+                        info!(partition = %tp, "replica moved away: log deleted");
+                        parts[i] = None;
+                        reshaped = true;
                     }
+                    (None, false) => {}
                 }
-                if replaced {
-                    self.replicas.add_topic(&t.name, parts);
+            }
+            if reshaped {
+                self.replicas.add_topic(&t.name, parts);
+            }
+            if prev.as_ref().is_some_and(|h| h.configs != t.configs) {
+                for p in self.replicas.hosted_partitions(&t.name) {
+                    p.log().set_config(log_config.clone());
                 }
             }
             hosted.topics.insert(
@@ -503,7 +491,9 @@ impl Broker {
         for (name, h) in &hosted.topics {
             if let Some(parts) = self.replicas.topic_partitions(name) {
                 for (p, reg) in parts.iter().zip(&h.registrations) {
-                    changes.push((p.clone(), PartitionState::from(reg)));
+                    if let Some(p) = p {
+                        changes.push((p.clone(), PartitionState::from(reg)));
+                    }
                 }
             }
         }
@@ -522,6 +512,7 @@ impl Broker {
                 let stop = parts
                     .iter()
                     .zip(&h.registrations)
+                    .filter_map(|(p, r)| Some((p.as_ref()?, r)))
                     .map(|(p, r)| {
                         let state = PartitionState {
                             leader: -1,

@@ -286,7 +286,7 @@ impl Collector for BrokerCollector {
                 continue;
             };
             let topic = registrations.topic(&t.name);
-            for p in parts.iter() {
+            for p in parts.iter().flatten() {
                 partitions += 1;
                 let led = topic
                     .and_then(|ti| ti.partitions.get(&p.topic_partition.partition))

@@ -2,7 +2,8 @@
 //!
 //! Lookups happen on every produce and fetch, so the map is keyed by topic
 //! name (`&str` lookups, no allocation) and each topic holds its partitions
-//! in a slice indexed by partition number.
+//! in a slice indexed by partition number. A slot is `None` for a partition
+//! of the topic that this broker does not replicate: no log, no directory.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -36,7 +37,7 @@ pub fn missing_partition_error(
 /// The hosted partitions. Writers: topic create/delete. Readers: handlers.
 #[derive(Default)]
 pub struct ReplicaManager {
-    topics: RwLock<HashMap<String, Arc<[Arc<Partition>]>>>,
+    topics: RwLock<HashMap<String, Arc<[Option<Arc<Partition>>]>>>,
     /// The replica fetchers of the partitions this broker follows.
     pub fetchers: crate::replication::fetcher::ReplicaFetcherManager,
     /// Whether the ISR-shrink task runs (started when first leading).
@@ -51,15 +52,27 @@ impl ReplicaManager {
         usize::try_from(partition)
             .ok()
             .and_then(|i| parts.get(i))
-            .cloned()
+            .and_then(|slot| slot.clone())
     }
 
-    /// All partitions of a topic, in partition order.
-    pub fn topic_partitions(&self, topic: &str) -> Option<Arc<[Arc<Partition>]>> {
+    /// A topic's partition slots, indexed by partition number (`None`: not
+    /// replicated here).
+    pub fn topic_partitions(&self, topic: &str) -> Option<Arc<[Option<Arc<Partition>>]>> {
         self.topics.read().unwrap().get(topic).cloned()
     }
 
-    pub fn add_topic(&self, topic: &str, partitions: Vec<Arc<Partition>>) {
+    /// The partitions of a topic this broker hosts, in partition order.
+    pub fn hosted_partitions(&self, topic: &str) -> Vec<Arc<Partition>> {
+        self.topics
+            .read()
+            .unwrap()
+            .get(topic)
+            .map(|parts| parts.iter().flatten().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Sets a topic's partition slots (replacing any before).
+    pub fn add_topic(&self, topic: &str, partitions: Vec<Option<Arc<Partition>>>) {
         self.topics
             .write()
             .unwrap()
@@ -67,9 +80,9 @@ impl ReplicaManager {
     }
 
     /// Removes a topic; its partitions stop fetching.
-    pub fn remove_topic(&self, topic: &str) -> Option<Arc<[Arc<Partition>]>> {
+    pub fn remove_topic(&self, topic: &str) -> Option<Arc<[Option<Arc<Partition>>]>> {
         let removed = self.topics.write().unwrap().remove(topic);
-        for p in removed.iter().flat_map(|parts| parts.iter()) {
+        for p in removed.iter().flat_map(|parts| parts.iter().flatten()) {
             self.fetchers.remove(&p.topic_partition);
         }
         removed
@@ -107,12 +120,17 @@ impl ReplicaManager {
             .read()
             .unwrap()
             .values()
-            .flat_map(|p| p.iter().cloned())
+            .flat_map(|p| p.iter().flatten().cloned())
             .collect()
     }
 
     /// Number of hosted partitions.
     pub fn partition_count(&self) -> usize {
-        self.topics.read().unwrap().values().map(|p| p.len()).sum()
+        self.topics
+            .read()
+            .unwrap()
+            .values()
+            .map(|p| p.iter().flatten().count())
+            .sum()
     }
 }

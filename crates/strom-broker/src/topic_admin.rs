@@ -76,10 +76,8 @@ impl Broker {
             configs: configs.clone(),
             ..(*t).clone()
         })?;
-        if let Some(parts) = self.replicas.topic_partitions(name) {
-            for p in parts.iter() {
-                p.log().set_config(log_config.clone());
-            }
+        for p in self.replicas.hosted_partitions(name) {
+            p.log().set_config(log_config.clone());
         }
         info!(topic = name, configs = ?configs, "altered topic configs");
         Ok(())

@@ -720,3 +720,84 @@ fn a_transactional_copy_commits_offsets_through_another_brokers_group_coordinato
     let offset = committed.find_partition("src", 0).unwrap().offset();
     assert_eq!(offset, Offset::Offset(10), "group {group}");
 }
+
+/// A broker hosts only the partitions it replicates: with an RF 1 topic of
+/// six partitions spread over three brokers, each node's data dir holds a
+/// directory for its own partitions and none for the others, DescribeLogDirs
+/// lists only those, produce and fetch work on every leader, and another
+/// broker answers NOT_LEADER_OR_FOLLOWER for a partition it does not host.
+#[test]
+fn a_broker_creates_logs_only_for_the_partitions_it_replicates() {
+    use kafka_protocol::messages::DescribeLogDirsRequest;
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    let nodes = start_cluster();
+    for n in &nodes {
+        wait_for(Duration::from_secs(30), "three live brokers", || {
+            (broker_ids(&n.metadata(Some(&[]))) == vec![1, 2, 3]).then_some(())
+        });
+    }
+    let resp = nodes[0].connect().create_topics(&["rf1"], 6, 1, false);
+    assert_eq!(resp.topics[0].error_code, NONE, "{resp:?}");
+    let md = nodes[0].metadata(Some(&["rf1"]));
+    let leaders: Vec<i32> = {
+        let mut parts = md.topics[0].partitions.clone();
+        parts.sort_by_key(|p| p.partition_index);
+        parts.iter().map(|p| p.leader_id.0).collect()
+    };
+    assert_eq!(leaders.len(), 6, "{md:?}");
+    for n in &nodes {
+        assert!(
+            leaders.contains(&n.id),
+            "node {} leads none: {leaders:?}",
+            n.id
+        );
+    }
+    for n in &nodes {
+        let own: Vec<i32> = (0..6).filter(|&p| leaders[p as usize] == n.id).collect();
+        wait_for(Duration::from_secs(10), "the node's own rf1 logs", || {
+            own.iter()
+                .all(|p| n.dir.path().join(format!("data/rf1-{p}")).is_dir())
+                .then_some(())
+        });
+        let mut dirs: Vec<String> = std::fs::read_dir(n.dir.path().join("data"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("rf1-"))
+            .collect();
+        dirs.sort();
+        let expected: Vec<String> = own.iter().map(|p| format!("rf1-{p}")).collect();
+        assert_eq!(dirs, expected, "node {} data dir", n.id);
+
+        let req = DescribeLogDirsRequest::default().with_topics(None);
+        let resp = n.connect().call(&req, 4);
+        let mut listed: Vec<i32> = resp
+            .results
+            .iter()
+            .flat_map(|r| r.topics.iter())
+            .filter(|t| t.name.as_str() == "rf1")
+            .flat_map(|t| t.partitions.iter().map(|p| p.partition_index))
+            .collect();
+        listed.sort();
+        assert_eq!(listed, own, "node {} DescribeLogDirs: {resp:?}", n.id);
+    }
+
+    for p in 0..6 {
+        let leader = nodes.iter().find(|n| n.id == leaders[p as usize]).unwrap();
+        let value = format!("value-{p}");
+        let batch = common::record_batch(&[(b"k".as_slice(), value.as_bytes())]);
+        let r = leader.connect().produce("rf1", p, batch.clone(), -1);
+        assert_eq!(r.error_code, NONE, "produce rf1-{p}: {r:?}");
+        let data = leader.connect().fetch("rf1", p, 0, 100, 1);
+        assert_eq!(data.error_code, NONE, "fetch rf1-{p}: {data:?}");
+        let records = common::decode_records(data.records);
+        assert_eq!(records.len(), 1, "rf1-{p}");
+        assert_eq!(records[0].value.as_deref(), Some(value.as_bytes()));
+        let other = nodes.iter().find(|n| n.id != leaders[p as usize]).unwrap();
+        let r = other.connect().produce("rf1", p, batch, -1);
+        assert_eq!(
+            r.error_code, NOT_LEADER_OR_FOLLOWER,
+            "rf1-{p} on node {}",
+            other.id
+        );
+    }
+}

@@ -92,7 +92,9 @@ impl GroupCoordinator {
         let me_now = broker.node_id();
         let unhosted_lead = (0..t.partitions).any(|p| {
             t.registration(p).is_some_and(|r| r.leader == me_now)
-                && hosted.as_ref().is_none_or(|h| h.get(p as usize).is_none())
+                && hosted
+                    .as_ref()
+                    .is_none_or(|h| h.get(p as usize).is_none_or(|s| s.is_none()))
         });
         if unhosted_lead {
             // The image is ahead of the hosted partitions (a request
@@ -107,7 +109,7 @@ impl GroupCoordinator {
             let leads = t.registration(p).is_none_or(|r| r.leader == me);
             let part = hosted
                 .as_ref()
-                .and_then(|h| h.get(p as usize))
+                .and_then(|h| h.get(p as usize)?.as_ref())
                 .filter(|_| leads);
             match (part, shards.contains_key(&p)) {
                 (Some(part), false) => {
