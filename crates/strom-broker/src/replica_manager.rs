@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::broker::{now_ms, Broker};
 use crate::partition::{Partition, PartitionState};
+use crate::replication::client::InterBrokerSecurity;
 
 /// Kafka's answer for a partition this broker does not host: the topic
 /// and partition exist (another broker leads it) → NOT_LEADER_OR_FOLLOWER,
@@ -42,6 +43,8 @@ pub struct ReplicaManager {
     pub fetchers: crate::replication::fetcher::ReplicaFetcherManager,
     /// Whether the ISR-shrink task runs (started when first leading).
     pub(crate) isr_task_started: AtomicBool,
+    /// How the replica fetchers connect to leaders (built on first use).
+    inter_broker: std::sync::OnceLock<Result<Arc<InterBrokerSecurity>, String>>,
 }
 
 impl ReplicaManager {
@@ -112,6 +115,18 @@ impl ReplicaManager {
                 Some(role) => crate::replication::on_role_change(broker, &partition, role),
             }
         }
+    }
+
+    /// The inter-broker listener's TLS and SASL settings for the replica
+    /// fetchers, read from the config once; a bad setting is an error every
+    /// fetcher reports (naming the key).
+    pub fn inter_broker_security(
+        &self,
+        broker: &Broker,
+    ) -> Result<Arc<InterBrokerSecurity>, String> {
+        self.inter_broker
+            .get_or_init(|| InterBrokerSecurity::from_config(broker).map(Arc::new))
+            .clone()
     }
 
     /// Every hosted partition.

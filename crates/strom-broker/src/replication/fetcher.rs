@@ -224,12 +224,12 @@ async fn run(broker: Weak<Broker>, shared: Arc<FetcherShared>) {
 
 /// The leader's address on the inter-broker listener, from the image's
 /// broker registrations.
-fn leader_address(broker: &Broker, leader: i32) -> Option<String> {
+fn leader_address(broker: &Broker, leader: i32) -> Option<(String, u16)> {
     let image = broker.metadata.quorum().image();
     let reg = image.broker(leader)?;
     let name = broker.config.inter_broker_listener();
     let ep = reg.endpoints.iter().find(|e| e.name == name)?;
-    Some(format!("{}:{}", ep.host, ep.port))
+    Some((ep.host.clone(), ep.port))
 }
 
 /// One truncation pass and one fetch.
@@ -241,11 +241,18 @@ async fn round(
 ) -> Result<(), RoundError> {
     let cfg = broker.config.replication.clone();
     if client.is_none() {
-        let addr = leader_address(broker, shared.leader).ok_or(RoundError::NoEndpoint)?;
+        let (host, port) = leader_address(broker, shared.leader).ok_or(RoundError::NoEndpoint)?;
+        let addr = format!("{host}:{port}");
+        let security = broker
+            .replicas
+            .inter_broker_security(broker)
+            .map_err(RoundError::Connection)?;
         let c = BrokerClient::connect(
-            &addr,
+            &host,
+            port,
             format!("strom-replica-fetcher-{}", broker.node_id()),
             Duration::from_secs(10),
+            &security,
         )
         .await
         .map_err(|e| RoundError::Connection(format!("connect to {addr}: {e}")))?;

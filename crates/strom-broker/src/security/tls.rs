@@ -43,6 +43,7 @@ pub const SSL_KEYS: &[&str] = &[
     "ssl.cipher.suites",
     "ssl.protocol",
     "ssl.principal.mapping.rules",
+    "ssl.endpoint.identification.algorithm",
 ];
 
 /// Whether `key` is one of [`SSL_KEYS`], plain or after a
@@ -249,6 +250,115 @@ fn build(p: &Props, sasl_ssl: bool) -> Result<TlsListener, TlsConfigError> {
         client_auth,
         mapper,
     })
+}
+
+/// The client side of this broker's connections to the other brokers on
+/// `listener` (the inter-broker listener; Kafka's brokers use their own
+/// listener settings as clients): the listener's key store is the client
+/// certificate (for `ssl.client.auth=required`), its trust store verifies
+/// the other broker, and the host name is checked unless
+/// `ssl.endpoint.identification.algorithm` is empty (Kafka's default:
+/// `https`, checked).
+pub fn inter_broker_client_config(
+    config: &BrokerConfig,
+    listener: &str,
+) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
+    let p = Props {
+        raw: &config.raw,
+        listener,
+        prefix: format!("listener.name.{}.", listener.to_ascii_lowercase()),
+    };
+    let versions = enabled_protocols(&p)?;
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(suites) = cipher_suites(&p, &provider.cipher_suites)? {
+        provider.cipher_suites = suites;
+    }
+    let provider = Arc::new(provider);
+    let Some(roots) = load_truststore(&p)? else {
+        return Err(p.err(
+            "ssl.truststore.location",
+            "required on the inter-broker listener: the CAs that sign the other brokers' certificates",
+        ));
+    };
+    let roots = Arc::new(roots);
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| p.err("ssl.enabled.protocols", e.to_string()))?;
+    let check_host = p
+        .raw
+        .get(&format!(
+            "{}ssl.endpoint.identification.algorithm",
+            p.prefix
+        ))
+        .or_else(|| p.raw.get("ssl.endpoint.identification.algorithm"))
+        .is_none_or(|v| !v.trim().is_empty());
+    let builder = if check_host {
+        builder.with_root_certificates(roots)
+    } else {
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|e| p.err("ssl.truststore.location", e.to_string()))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoHostnameCheck(inner)))
+    };
+    let (chain, key) = load_keystore(&p)?;
+    let config = builder.with_client_auth_cert(chain, key).map_err(|e| {
+        p.err(
+            "ssl.keystore.location",
+            format!("unusable certificate or key: {e}"),
+        )
+    })?;
+    Ok(Arc::new(config))
+}
+
+/// `ssl.endpoint.identification.algorithm=` (empty): the chain is checked,
+/// the host name is not (as in Kafka's clients).
+#[derive(Debug)]
+pub struct NoHostnameCheck(pub Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for NoHostnameCheck {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
+            | Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// `ssl.enabled.protocols` (default `TLSv1.2,TLSv1.3`); anything older is

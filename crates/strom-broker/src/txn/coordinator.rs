@@ -911,10 +911,10 @@ async fn send_markers(
     use kafka_protocol::protocol::StrBytes;
     let image = broker.metadata.image();
     let listener = broker.config.inter_broker_listener();
-    let addr = image
+    let (host, port) = image
         .broker(leader)
         .and_then(|b| b.endpoints.iter().find(|e| e.name == listener))
-        .map(|e| format!("{}:{}", e.host, e.port))
+        .map(|e| (e.host.clone(), e.port))
         .ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
@@ -942,8 +942,15 @@ async fn send_markers(
         )]);
     let timeout = std::time::Duration::from_secs(10);
     let client_id = format!("broker-{}-txn-markers", broker.node_id());
-    let mut client =
-        crate::replication::client::BrokerClient::connect(&addr, client_id, timeout).await?;
+    // The inter-broker listener's TLS/SASL, as the replica fetchers use.
+    let security = broker
+        .replicas
+        .inter_broker_security(broker)
+        .map_err(std::io::Error::other)?;
+    let mut client = crate::replication::client::BrokerClient::connect(
+        &host, port, client_id, timeout, &security,
+    )
+    .await?;
     let resp = client.send(&req, 1, timeout).await?;
     let mut codes: BTreeMap<(String, i32), i16> = BTreeMap::new();
     for m in resp.markers {

@@ -24,6 +24,7 @@
 //! credentials from the metadata image (AlterUserScramCredentials);
 //! OAUTHBEARER JWTs per [`oauthbearer`].
 
+pub mod client;
 pub mod jaas;
 pub mod oauthbearer;
 pub mod plain;
@@ -207,7 +208,7 @@ impl SaslConfig {
 /// Looks `key` up for `listener` and `mechanism` the way Kafka does:
 /// `listener.name.<l>.<mech>.<key>`, `listener.name.<l>.<key>`,
 /// `<mech>.<key>`, `<key>` (listener name lowercase in the key).
-fn lookup<'a>(
+pub(crate) fn lookup<'a>(
     raw: &'a BTreeMap<String, String>,
     listener: &str,
     mechanism: Option<&str>,
