@@ -274,11 +274,16 @@ pub fn inter_broker_client_config(
         provider.cipher_suites = suites;
     }
     let provider = Arc::new(provider);
-    let Some(roots) = load_truststore(&p)? else {
-        return Err(p.err(
-            "ssl.truststore.location",
-            "required on the inter-broker listener: the CAs that sign the other brokers' certificates",
-        ));
+    let roots = match load_truststore(&p)? {
+        Some(roots) => roots,
+        // No trust store: the system's CA bundle, as Java falls back to
+        // its default `cacerts`.
+        None => system_roots().ok_or_else(|| {
+            p.err(
+                "ssl.truststore.location",
+                format!("required on the inter-broker listener (no system CA bundle at {SYSTEM_CA_BUNDLE}): the CAs that sign the other brokers' certificates"),
+            )
+        })?,
     };
     let roots = Arc::new(roots);
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -310,6 +315,18 @@ pub fn inter_broker_client_config(
         )
     })?;
     Ok(Arc::new(config))
+}
+
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The system's CA bundle, if there is one with a usable certificate.
+fn system_roots() -> Option<RootCertStore> {
+    let pem = std::fs::read(SYSTEM_CA_BUNDLE).ok()?;
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&pem).flatten() {
+        let _ = roots.add(c);
+    }
+    (!roots.is_empty()).then_some(roots)
 }
 
 /// `ssl.endpoint.identification.algorithm=` (empty): the chain is checked,
@@ -1087,6 +1104,25 @@ mod tests {
                 "-----BEGIN CERTIFICATE-----"
             )]),
             "ssl.keystore.certificate.chain"
+        );
+    }
+
+    #[test]
+    fn inter_broker_client_errors_name_the_listener_key() {
+        let key = |pairs: &[(&str, &str)]| match inter_broker_client_config(&config(pairs), "SSL") {
+            Ok(_) => panic!("{pairs:?} must be rejected"),
+            Err(e) => e.key,
+        };
+        assert_eq!(
+            key(&[(
+                "listener.name.ssl.ssl.truststore.location",
+                "/nonexistent/ca.pem"
+            )]),
+            "listener.name.ssl.ssl.truststore.location"
+        );
+        assert_eq!(
+            key(&[("ssl.enabled.protocols", "TLSv1.1")]),
+            "ssl.enabled.protocols"
         );
     }
 
