@@ -332,7 +332,7 @@ async fn truncate(
         };
         if a.error_code != 0 {
             debug!(partition = %tp, code = a.error_code, "OffsetForLeaderEpoch refused; retrying after the backoff");
-            delay(shared, &tp, &s, backoff);
+            delay(shared, &tp, &s, retry_after(a.error_code, backoff));
             continue;
         }
         let leo = s.partition.log_end_offset();
@@ -387,6 +387,21 @@ async fn finish_truncation(
 ) {
     if truncate_to(shared, tp, s, to).await {
         shared.update(tp, s.leader_epoch, |st| st.truncating = false);
+    }
+}
+
+/// How long to wait before asking the leader again after `error_code`.
+/// Right after a leader change the follower often learns of the new epoch
+/// before the new leader has applied it: the leader answers
+/// UNKNOWN_LEADER_EPOCH (or NOT_LEADER_OR_FOLLOWER) for a moment, so those
+/// retry soon instead of after a whole `replica.fetch.backoff.ms` — that wait
+/// delayed every acks=all write after a failover by about a second.
+fn retry_after(error_code: i16, backoff: Duration) -> Duration {
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    const UNKNOWN_LEADER_EPOCH: i16 = 75;
+    match error_code {
+        NOT_LEADER_OR_FOLLOWER | UNKNOWN_LEADER_EPOCH => backoff.min(Duration::from_millis(50)),
+        _ => backoff,
     }
 }
 
@@ -496,7 +511,7 @@ async fn fetch(
                     // NOT_LEADER_OR_FOLLOWER, FENCED/UNKNOWN_LEADER_EPOCH,
                     // UNKNOWN_TOPIC_OR_PARTITION…: the image will tell
                     debug!(partition = %tp, error = ?e, "follower fetch refused; backing off");
-                    delay(shared, &tp, s, backoff);
+                    delay(shared, &tp, s, retry_after(d.error_code, backoff));
                 }
             }
         }
