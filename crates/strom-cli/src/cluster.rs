@@ -379,7 +379,12 @@ fn partitions(
             },
             crate::output::ids(&p.replicas),
             crate::output::ids(&p.isr),
-            crate::output::ids(&p.offline_replicas),
+            // "-" rather than an empty cell, so the columns stay aligned
+            if p.offline_replicas.is_empty() {
+                "-".to_string()
+            } else {
+                crate::output::ids(&p.offline_replicas)
+            },
             status,
         ]);
     }

@@ -505,13 +505,21 @@ fn cluster_partitions() {
     let header: Vec<&str> = lines[0].split_whitespace().collect();
     assert_eq!(
         header,
-        ["TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR", "STATUS"]
+        [
+            "TOPIC",
+            "PARTITION",
+            "LEADER",
+            "REPLICAS",
+            "ISR",
+            "OFFLINE",
+            "STATUS"
+        ]
     );
     let id = common::NODE_ID.to_string();
     let row: Vec<&str> = lines[2].split_whitespace().collect();
     assert_eq!(
         row,
-        ["pa", "1", id.as_str(), id.as_str(), id.as_str(), "ok"]
+        ["pa", "1", id.as_str(), id.as_str(), id.as_str(), "-", "ok"]
     );
 
     let out = strom(&server, &["cluster", "partitions", "--topic", "nope"]);
