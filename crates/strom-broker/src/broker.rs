@@ -191,9 +191,24 @@ impl Broker {
         let _ = broker.this.set(Arc::downgrade(&broker));
         broker.apply_image()?;
         for (tp, log) in logs {
-            if broker.replicas.partition(&tp.topic, tp.partition).is_none() {
-                warn!(partition = %tp, dir = %log.dir().display(), "log directory of a partition this broker does not replicate left untouched");
+            if broker.replicas.partition(&tp.topic, tp.partition).is_some() {
+                continue;
             }
+            // An empty log of a partition this broker does not replicate is
+            // the placeholder earlier versions created for the other
+            // partitions of a hosted topic: nothing to keep.
+            if log.log_start_offset().0 == 0 && log.log_end_offset().0 == 0 {
+                match broker.log_manager.delete_log(&tp) {
+                    Ok(()) => {
+                        info!(partition = %tp, "empty log of a partition this broker does not replicate deleted")
+                    }
+                    Err(e) => {
+                        warn!(partition = %tp, error = %e, "cannot delete an empty log of a partition this broker does not replicate")
+                    }
+                }
+                continue;
+            }
+            warn!(partition = %tp, dir = %log.dir().display(), "log directory of a partition this broker does not replicate left untouched");
         }
         broker
             .metrics

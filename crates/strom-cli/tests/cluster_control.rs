@@ -730,7 +730,7 @@ fn a_transactional_copy_commits_offsets_through_another_brokers_group_coordinato
 fn a_broker_creates_logs_only_for_the_partitions_it_replicates() {
     use kafka_protocol::messages::DescribeLogDirsRequest;
     const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    let nodes = start_cluster();
+    let mut nodes = start_cluster();
     for n in &nodes {
         wait_for(Duration::from_secs(30), "three live brokers", || {
             (broker_ids(&n.metadata(Some(&[]))) == vec![1, 2, 3]).then_some(())
@@ -800,4 +800,27 @@ fn a_broker_creates_logs_only_for_the_partitions_it_replicates() {
             other.id
         );
     }
+
+    // An empty placeholder log that an earlier version left for a partition
+    // the node does not replicate is deleted when it restarts; its own logs
+    // and records stay.
+    let foreign = (0..6).find(|&p| leaders[p as usize] != 1).unwrap();
+    let own = (0..6).find(|&p| leaders[p as usize] == 1).unwrap();
+    let mut c = nodes[0].child.take().unwrap();
+    let _ = c.kill();
+    let _ = c.wait();
+    let placeholder = nodes[0].dir.path().join(format!("data/rf1-{foreign}"));
+    std::fs::create_dir(&placeholder).unwrap();
+    let voters = voters_of(&nodes);
+    nodes[0].spawn(&voters);
+    wait_ready(&mut nodes[..1]);
+    assert!(
+        !placeholder.exists(),
+        "the placeholder survived the restart"
+    );
+    let data = wait_for(Duration::from_secs(30), "node 1 leads again", || {
+        let data = nodes[0].connect().fetch("rf1", own, 0, 100, 1);
+        (data.error_code == NONE).then_some(data)
+    });
+    assert_eq!(common::decode_records(data.records).len(), 1, "rf1-{own}");
 }
