@@ -12,7 +12,8 @@
 //! another broker than its transaction coordinator;
 //! SIGTERM of a group's coordinator is a controlled shutdown: its
 //! leaderships move before it exits and the new coordinator serves the
-//! group's committed offsets.
+//! group's committed offsets; a broker hosts logs (directories, DescribeLogDirs
+//! entries) only for the partitions it replicates.
 
 mod common;
 
