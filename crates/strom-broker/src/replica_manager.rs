@@ -35,10 +35,13 @@ pub fn missing_partition_error(
     }
 }
 
+/// A topic's partitions by number; `None` where this broker is no replica.
+pub type PartitionSlots = Arc<[Option<Arc<Partition>>]>;
+
 /// The hosted partitions. Writers: topic create/delete. Readers: handlers.
 #[derive(Default)]
 pub struct ReplicaManager {
-    topics: RwLock<HashMap<String, Arc<[Option<Arc<Partition>>]>>>,
+    topics: RwLock<HashMap<String, PartitionSlots>>,
     /// The replica fetchers of the partitions this broker follows.
     pub fetchers: crate::replication::fetcher::ReplicaFetcherManager,
     /// Whether the ISR-shrink task runs (started when first leading).
@@ -60,7 +63,7 @@ impl ReplicaManager {
 
     /// A topic's partition slots, indexed by partition number (`None`: not
     /// replicated here).
-    pub fn topic_partitions(&self, topic: &str) -> Option<Arc<[Option<Arc<Partition>>]>> {
+    pub fn topic_partitions(&self, topic: &str) -> Option<PartitionSlots> {
         self.topics.read().unwrap().get(topic).cloned()
     }
 
@@ -83,7 +86,7 @@ impl ReplicaManager {
     }
 
     /// Removes a topic; its partitions stop fetching.
-    pub fn remove_topic(&self, topic: &str) -> Option<Arc<[Option<Arc<Partition>>]>> {
+    pub fn remove_topic(&self, topic: &str) -> Option<PartitionSlots> {
         let removed = self.topics.write().unwrap().remove(topic);
         for p in removed.iter().flat_map(|parts| parts.iter().flatten()) {
             self.fetchers.remove(&p.topic_partition);

@@ -488,9 +488,9 @@ async fn fetch(
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => {
                             warn!(partition = %tp, error = %e, "follower append failed");
-                            delay(shared, &tp, s, backoff);
+                            delay(shared, tp, s, backoff);
                         }
-                        Err(_) => delay(shared, &tp, s, backoff),
+                        Err(_) => delay(shared, tp, s, backoff),
                     }
                 }
                 Some(ResponseError::OffsetOutOfRange) => {
@@ -504,14 +504,14 @@ async fn fetch(
                     } else {
                         // we are ahead of the leader: find where we diverge
                         info!(partition = %tp, "fetch offset beyond the leader's log end; truncating");
-                        shared.update(&tp, s.leader_epoch, |st| st.truncating = true);
+                        shared.update(tp, s.leader_epoch, |st| st.truncating = true);
                     }
                 }
                 Some(e) => {
                     // NOT_LEADER_OR_FOLLOWER, FENCED/UNKNOWN_LEADER_EPOCH,
                     // UNKNOWN_TOPIC_OR_PARTITION…: the image will tell
                     debug!(partition = %tp, error = ?e, "follower fetch refused; backing off");
-                    delay(shared, &tp, s, retry_after(d.error_code, backoff));
+                    delay(shared, tp, s, retry_after(d.error_code, backoff));
                 }
             }
         }
