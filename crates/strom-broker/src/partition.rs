@@ -300,8 +300,8 @@ impl Partition {
         leader_epoch: LeaderEpoch,
         log: Arc<Log>,
     ) -> Self {
-        // A single node: everything in the log is committed once written.
-        log.update_high_watermark(log.log_end_offset());
+        // The log's high watermark is what its checkpoint restored (the log
+        // end without one); becoming a solo leader raises it to the end.
         Partition {
             topic_partition,
             topic_id,

@@ -114,7 +114,7 @@ fn stream_consumer_subscribes_commits_and_resumes() {
         seen
     });
     // A new consumer of the group resumes from the commits: 50 records left.
-    let seen = rt.block_on(async {
+    rt.block_on(async {
         let c: StreamConsumer = consumer_config(&server, "g-stream").create().unwrap();
         c.subscribe(&["stream"]).unwrap();
         let mut n = 0;

@@ -9,15 +9,20 @@ use std::path::Path;
 /// Writes `contents` to `path` via temp file + fsync + rename, without
 /// syncing the directory (callers that need the rename durable sync it).
 pub(crate) fn write_atomic_no_dir_sync(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
+    let tmp = tmp_path(path);
     {
         let mut f = File::create(&tmp)?;
         f.write_all(contents)?;
         f.sync_all()?;
     }
     fs::rename(&tmp, path)
+}
+
+/// `<path>.tmp`, where the new contents are written before the rename.
+fn tmp_path(path: &Path) -> std::path::PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    tmp.into()
 }
 
 /// [`write_atomic_no_dir_sync`] then fsync of the parent directory.

@@ -224,7 +224,7 @@ pub(crate) fn lookup_offset_file(path: &Path, rel: i64) -> io::Result<u64> {
 /// [`lookup_offset_file`] on an already opened index (so the lookup sees the
 /// same segment generation as the log file opened with it).
 pub(crate) fn lookup_offset_open(f: &File, rel: i64) -> io::Result<u64> {
-    let (n, last) = partition_point_file(&f, OFFSET_ENTRY, |b| {
+    let (n, last) = partition_point_file(f, OFFSET_ENTRY, |b| {
         (OffsetEntry::decode(b).rel as i64) <= rel
     })?;
     Ok(if n == 0 {

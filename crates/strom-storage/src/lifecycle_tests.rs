@@ -730,3 +730,56 @@ fn readers_during_cleaning_see_whole_batches() {
     reader.join().unwrap();
     assert_eq!(latest(&all_records(&log)), want);
 }
+
+/// The high watermark survives a restart through Kafka's
+/// `replication-offset-checkpoint` (written at shutdown and every 5 s by
+/// `flush_due`), so a restarted leader does not expose records beyond it;
+/// a log dir without the file (an earlier version's) starts at the log end.
+#[test]
+fn high_watermark_checkpoint_survives_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = vec![root.path().join("a")];
+    let c = cfg(1 << 20);
+    let tp = TopicPartition::new("t", 0);
+    let mgr = LogManager::open(dirs.clone(), c.clone()).unwrap();
+    let log = mgr.create_log(&tp, c.clone()).unwrap();
+    let one = || kv_batch(&[(Some("k"), Some("v"))], NOW, Compression::None);
+    for _ in 0..10 {
+        append_at(&log, one(), NOW);
+    }
+    log.update_high_watermark(Offset(6));
+    drop(log);
+    mgr.shutdown().unwrap();
+    drop(mgr);
+    let ckpt = dirs[0].join("replication-offset-checkpoint");
+    assert_eq!(fs::read_to_string(&ckpt).unwrap(), "0\n1\nt 0 6\n");
+
+    let mgr = LogManager::open(dirs.clone(), c.clone()).unwrap();
+    mgr.load_logs(|_| c.clone()).unwrap();
+    let log = mgr.get(&tp).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(10));
+    assert_eq!(log.high_watermark(), Offset(6));
+    // the periodic write: first call sets the baseline and writes, an
+    // unchanged high watermark is not rewritten, a moved one is
+    log.update_high_watermark(Offset(8));
+    mgr.flush_due(NOW);
+    assert_eq!(fs::read_to_string(&ckpt).unwrap(), "0\n1\nt 0 8\n");
+    log.update_high_watermark(Offset(9));
+    mgr.flush_due(NOW + 1_000);
+    assert_eq!(fs::read_to_string(&ckpt).unwrap(), "0\n1\nt 0 8\n");
+    mgr.flush_due(NOW + 5_000);
+    assert_eq!(fs::read_to_string(&ckpt).unwrap(), "0\n1\nt 0 9\n");
+    // a crash after that: the checkpointed value, not the log end
+    drop(log);
+    drop(mgr);
+    let mgr = LogManager::open(dirs.clone(), c.clone()).unwrap();
+    mgr.load_logs(|_| c.clone()).unwrap();
+    assert_eq!(mgr.get(&tp).unwrap().high_watermark(), Offset(9));
+    drop(mgr);
+
+    // no file at all: the log end, as before the checkpoint existed
+    fs::remove_file(&ckpt).unwrap();
+    let mgr = LogManager::open(dirs.clone(), c.clone()).unwrap();
+    mgr.load_logs(|_| c.clone()).unwrap();
+    assert_eq!(mgr.get(&tp).unwrap().high_watermark(), Offset(10));
+}

@@ -56,6 +56,23 @@ struct Active {
     rolling_ts: Option<i64>,
 }
 
+/// One run of batches for [`Log::write_and_publish`].
+struct SegmentWrite<'a> {
+    /// The bytes written, from the first batch's start to the last's end.
+    span: &'a [u8],
+    /// `(position in span, size)` of each batch.
+    batches: &'a [(usize, usize)],
+    /// Each batch's header as written (offsets and epoch assigned).
+    headers: &'a [[u8; HEADER_SIZE]],
+    /// `(position in span, last offset, max timestamp, size)` per batch.
+    metas: &'a [(u64, Offset, i64, u64)],
+    /// Leader epochs starting in these batches, ascending.
+    epochs: &'a [(LeaderEpoch, Offset)],
+    first: Offset,
+    last: Offset,
+    staged: Option<StagedAppend>,
+}
+
 struct Segment {
     base: Offset,
     size: u64,
@@ -94,6 +111,10 @@ struct LogState {
     pending_sync: Vec<(Offset, Arc<File>)>,
     /// A segment file was created or removed since the last directory fsync.
     dir_dirty: bool,
+    /// `epochs` gained an entry the leader-epoch checkpoint lacks (a leader
+    /// change or an append of a new epoch); the next flush writes it before
+    /// the recovery point passes data of that epoch.
+    epochs_dirty: bool,
 }
 
 impl LogState {
@@ -304,6 +325,13 @@ impl Log {
             let file = open_rw(&path, false)?;
             let size = file.metadata()?.len();
             if i >= recover_from {
+                if i == recover_from {
+                    // the scan below rebuilds every epoch that starts in the
+                    // recovered range (Kafka's assign during segment recovery);
+                    // the checkpoint may hold stale entries there, as it is
+                    // written without fsync until a flush needs it
+                    epochs.retain(|(_, o)| *o < base);
+                }
                 let out =
                     scan::scan_segment(&file, base, 0, base, IndexState::new(), interval, true)?;
                 let mut stop = false;
@@ -489,7 +517,6 @@ impl Log {
             rolling_ts,
         });
         let log_start = Offset(*segments.keys().next().unwrap());
-        let before = epochs.len();
         epochs.retain(|(_, o)| *o < log_end);
         let state = LogState {
             segments,
@@ -498,6 +525,7 @@ impl Log {
             epochs,
             pending_sync: Vec::new(),
             dir_dirty: false,
+            epochs_dirty: false,
         };
         let log = Log {
             config: RwLock::new(Arc::new(config)),
@@ -515,9 +543,14 @@ impl Log {
             state: RwLock::new(state),
             dir,
         };
-        if needs_recovery || read(&log.state).epochs.len() != before {
+        // Entries dropped only because they start at the log end (an epoch
+        // that never received data, e.g. an empty partition's) are dropped
+        // again at every load, so the file is left as it is: rewriting it
+        // cost two fsyncs per empty partition at every start (10 s for 10,000).
+        if needs_recovery {
             log.write_epoch_checkpoint()?;
         }
+
         log.load_producer_state(!needs_recovery)?;
         Ok(log)
     }
@@ -862,9 +895,52 @@ impl Log {
                 last = v.last_offset();
             }
         }
-        if self.should_roll(size, last, now_ms) {
-            self.roll(first)?;
+        // relative positions: the write starts at the first batch
+        let origin = batches[0].0;
+        let rel: Vec<(usize, usize)> = batches.iter().map(|&(p, s)| (p - origin, s)).collect();
+        let end = batches.last().map_or(origin, |&(p, s)| p + s);
+        let log_start = self.write_and_publish(
+            cfg,
+            SegmentWrite {
+                span: &records[origin..end],
+                batches: &rel,
+                headers: &headers,
+                metas: &metas,
+                epochs: &epochs,
+                first,
+                last,
+                staged,
+            },
+            now_ms,
+        )?;
+        Ok(LogAppendInfo {
+            first_offset: first,
+            last_offset: last,
+            log_append_time: -1,
+            log_start_offset: log_start,
+            max_timestamp: max_ts,
+            record_count,
+            bytes: size as usize,
+            duplicate: false,
+        })
+    }
+
+    /// The tail leader and follower appends share (writer lock held): roll
+    /// if the batches do not fit, write them at the active segment's end
+    /// with one `pwritev` (patched headers + bodies from the caller's
+    /// buffer), then publish them — new leader epochs, index entries, sizes,
+    /// the log end, producer state. Returns the log start offset.
+    fn write_and_publish(
+        &self,
+        cfg: &LogConfig,
+        w: SegmentWrite<'_>,
+        now_ms: i64,
+    ) -> Result<Offset, LogError> {
+        let size = w.span.len() as u64;
+        if self.should_roll(size, w.last, now_ms) {
+            self.roll(w.first)?;
         }
+        // the data write: writer lock only
         let (file, pos, base) = {
             let st = read(&self.state);
             let seg = st.active();
@@ -874,26 +950,21 @@ impl Log {
                 seg.base,
             )
         };
-        // relative positions: the write starts at the first batch
-        let origin = batches[0].0;
-        let rel: Vec<(usize, usize)> = batches.iter().map(|&(p, s)| (p - origin, s)).collect();
-        let span = &records[origin..batches.last().map_or(origin, |&(p, s)| p + s)];
-        if let Err(e) = write_batches_at(&file, pos, span, &rel, &headers) {
+        if let Err(e) = write_batches_at(&file, pos, w.span, w.batches, w.headers) {
             let _ = file.set_len(pos);
             return Err(e.into());
         }
-        let mut epoch_changed = false;
         let log_start = {
             let mut st = write(&self.state);
-            for (e, o) in epochs {
+            for &(e, o) in w.epochs {
                 if st.epochs.last().is_none_or(|(le, _)| e > *le) {
                     st.epochs.push((e, o));
-                    epoch_changed = true;
+                    st.epochs_dirty = true;
                 }
             }
             let seg = st.active_mut();
             let act = seg.active.as_mut().unwrap();
-            for &(bpos, blast, bts, bsize) in &metas {
+            for &(bpos, blast, bts, bsize) in w.metas {
                 act.idx.on_batch(
                     base,
                     pos + bpos,
@@ -907,30 +978,13 @@ impl Log {
             seg.max_ts = act.idx.max_ts;
             seg.offset_of_max_ts = act.idx.offset_of_max_ts;
             seg.size += size;
-            st.log_end = last.plus(1);
+            st.log_end = w.last.plus(1);
             st.log_start
         };
-        if let Some(staged) = staged {
+        if let Some(staged) = w.staged {
             self.apply_producers(staged, base);
         }
-        if epoch_changed {
-            if let Err(e) = self.write_epoch_checkpoint() {
-                warn!(
-                    "failed to write leader-epoch-checkpoint in {}: {e}",
-                    self.dir.display()
-                );
-            }
-        }
-        Ok(LogAppendInfo {
-            first_offset: first,
-            last_offset: last,
-            log_append_time: -1,
-            log_start_offset: log_start,
-            max_timestamp: max_ts,
-            record_count,
-            bytes: size as usize,
-            duplicate: false,
-        })
+        Ok(log_start)
     }
 
     /// Records that leader epoch `epoch` starts at `offset` (Kafka's
@@ -948,12 +1002,7 @@ impl Log {
                 st.epochs.pop();
             }
             st.epochs.push((epoch, offset));
-        }
-        if let Err(e) = self.write_epoch_checkpoint() {
-            warn!(
-                "failed to write leader-epoch-checkpoint in {}: {e}",
-                self.dir.display()
-            );
+            st.epochs_dirty = true;
         }
     }
 
@@ -1028,63 +1077,21 @@ impl Log {
         }
         let last = next.plus(-1);
 
-        if self.should_roll(records.len() as u64, last, now_ms) {
-            self.roll(first)?;
-        }
-
-        // the data write: writer lock only
-        let (file, pos, base) = {
-            let st = read(&self.state);
-            let seg = st.active();
-            (
-                seg.active.as_ref().unwrap().file.clone(),
-                seg.size,
-                seg.base,
-            )
-        };
-        if let Err(e) = write_batches_at(&file, pos, records, &batches, &headers) {
-            let _ = file.set_len(pos);
-            return Err(e.into());
-        }
-
-        // publish
-        let mut epoch_changed = false;
-        let log_start = {
-            let mut st = write(&self.state);
-            if leader_epoch.0 >= 0 && st.epochs.last().is_none_or(|(e, _)| leader_epoch > *e) {
-                st.epochs.push((leader_epoch, first));
-                epoch_changed = true;
-            }
-            let seg = st.active_mut();
-            let act = seg.active.as_mut().unwrap();
-            for &(bpos, blast, bts, bsize) in &metas {
-                act.idx.on_batch(
-                    base,
-                    pos + bpos,
-                    blast,
-                    bts,
-                    bsize,
-                    cfg.index_interval_bytes,
-                );
-            }
-            act.rolling_ts.get_or_insert(now_ms);
-            seg.max_ts = act.idx.max_ts;
-            seg.offset_of_max_ts = act.idx.offset_of_max_ts;
-            seg.size += records.len() as u64;
-            st.log_end = next;
-            st.log_start
-        };
-        if let Some(staged) = staged {
-            self.apply_producers(staged, base);
-        }
-        if epoch_changed {
-            if let Err(e) = self.write_epoch_checkpoint() {
-                warn!(
-                    "failed to write leader-epoch-checkpoint in {}: {e}",
-                    self.dir.display()
-                );
-            }
-        }
+        let epochs = [(leader_epoch, first)];
+        let log_start = self.write_and_publish(
+            &cfg,
+            SegmentWrite {
+                span: records,
+                batches: &batches,
+                headers: &headers,
+                metas: &metas,
+                epochs: if leader_epoch.0 >= 0 { &epochs } else { &[] },
+                first,
+                last,
+                staged,
+            },
+            now_ms,
+        )?;
         drop(guard);
 
         Ok(LogAppendInfo {
@@ -1430,17 +1437,19 @@ impl Log {
         if *flushed >= target && !must_sync_rolled {
             return Ok(());
         }
-        let (pending, active, end, dir_dirty) = {
+        let (pending, active, end, dir_dirty, epochs_dirty) = {
             let mut st = write(&self.state);
             let act = st.active();
             let (file, base) = (act.active.as_ref().unwrap().file.clone(), act.base);
             let end = if include_active { st.log_end } else { base };
             let dd = std::mem::take(&mut st.dir_dirty);
+            let ed = std::mem::take(&mut st.epochs_dirty);
             (
                 std::mem::take(&mut st.pending_sync),
                 include_active.then_some(file),
                 end,
                 dd,
+                ed,
             )
         };
         let res = (|| -> io::Result<()> {
@@ -1451,7 +1460,13 @@ impl Log {
             if let Some(f) = &active {
                 f.sync_data()?;
             }
-            if dir_dirty {
+            if epochs_dirty {
+                checkpoint::write_atomic_no_dir_sync(
+                    &self.dir.join(EPOCH_CHECKPOINT),
+                    &checkpoint::render(&self.epoch_lines()),
+                )?;
+            }
+            if dir_dirty || epochs_dirty {
                 checkpoint::sync_dir(&self.dir)?;
             }
             Ok(())
@@ -1462,6 +1477,7 @@ impl Log {
             pending.append(&mut st.pending_sync);
             st.pending_sync = pending;
             st.dir_dirty |= dir_dirty;
+            st.epochs_dirty |= epochs_dirty;
             return Err(e.into());
         }
         if end > *flushed {
@@ -2163,19 +2179,31 @@ impl Log {
             let base = seg.base;
             let act = seg.active.as_mut().unwrap();
             act.idx.maybe_time_entry(base);
-            index::append_entries(
-                &self.dir,
-                base,
-                &act.idx.index[act.index_written..],
-                &act.idx.time_index[act.time_index_written..],
-            )?;
-            act.index_written = act.idx.index.len();
-            act.time_index_written = act.idx.time_index.len();
-            index::sync_index_files(&self.dir, base)?;
+            // unchanged index files were synced when written (last close,
+            // roll or recovery): a partition without new entries skips this
+            if act.index_written < act.idx.index.len()
+                || act.time_index_written < act.idx.time_index.len()
+            {
+                index::append_entries(
+                    &self.dir,
+                    base,
+                    &act.idx.index[act.index_written..],
+                    &act.idx.time_index[act.time_index_written..],
+                )?;
+                act.index_written = act.idx.index.len();
+                act.time_index_written = act.idx.time_index.len();
+                index::sync_index_files(&self.dir, base)?;
+            }
         }
+        // writes the leader-epoch checkpoint too if data came after its last
+        // change; an epoch still unwritten after this never received data,
+        // and the next load would drop it anyway
         self.flush()?;
-        self.write_epoch_checkpoint()?;
-        self.take_producer_snapshot(self.log_end_offset())?;
+        let end = self.log_end_offset();
+        // Kafka's takeSnapshot: nothing new since the snapshot at the log end
+        if !producer_state::snapshot_path(&self.dir, end).exists() {
+            self.take_producer_snapshot(end)?;
+        }
         Ok(())
     }
 
@@ -2185,15 +2213,18 @@ impl Log {
         self.closed.store(true, Ordering::Release);
     }
 
-    fn write_epoch_checkpoint(&self) -> io::Result<()> {
-        let lines: Vec<String> = read(&self.state)
+    fn epoch_lines(&self) -> Vec<String> {
+        read(&self.state)
             .epochs
             .iter()
             .map(|(e, o)| format!("{} {}", e.0, o.0))
-            .collect();
+            .collect()
+    }
+
+    fn write_epoch_checkpoint(&self) -> io::Result<()> {
         checkpoint::write_atomic(
             &self.dir.join(EPOCH_CHECKPOINT),
-            &checkpoint::render(&lines),
+            &checkpoint::render(&self.epoch_lines()),
         )
     }
 }

@@ -21,6 +21,14 @@ pub(crate) const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
 /// How often [`LogManager::flush_due`] rewrites the recovery-point
 /// checkpoints (Kafka's `log.flush.offset.checkpoint.interval.ms`).
 const CHECKPOINT_INTERVAL_MS: i64 = 60_000;
+/// Kafka's per-log-dir file of high watermarks: a restarted leader starts
+/// from it instead of its log end, so it never shows consumers records its
+/// followers may not have (they would be truncated if another replica led).
+pub(crate) const HIGH_WATERMARK_CHECKPOINT: &str = "replication-offset-checkpoint";
+/// How often [`LogManager::flush_due`] rewrites the high-watermark
+/// checkpoints when they changed (Kafka's
+/// `replica.high.watermark.checkpoint.interval.ms`).
+const HW_CHECKPOINT_INTERVAL_MS: i64 = 5_000;
 
 struct Entry {
     log: Arc<Log>,
@@ -44,6 +52,9 @@ pub struct LogManager {
     needs_recovery: Vec<bool>,
     logs: RwLock<HashMap<TopicPartition, Entry>>,
     last_checkpoint_ms: Mutex<Option<i64>>,
+    /// When the high watermarks were last checkpointed, and what each log
+    /// dir's file holds (rewritten only when it would change).
+    last_hw_checkpoint: Mutex<(Option<i64>, Vec<Vec<u8>>)>,
     uniq: AtomicU64,
 }
 
@@ -84,6 +95,7 @@ impl LogManager {
             needs_recovery,
             logs: RwLock::new(HashMap::new()),
             last_checkpoint_ms: Mutex::new(None),
+            last_hw_checkpoint: Mutex::new((None, Vec::new())),
             uniq: AtomicU64::new(0),
         })
     }
@@ -119,6 +131,15 @@ impl LogManager {
                 read_recovery_points(&dir.join(LOG_START_CHECKPOINT))?
                     .into_iter()
                     .collect();
+            // Without the file (a dir of an earlier version) the high
+            // watermark starts at the log end, as it did there; a partition
+            // missing from it was created after it was written: start at 0.
+            let hw_path = dir.join(HIGH_WATERMARK_CHECKPOINT);
+            let hws: Option<HashMap<TopicPartition, Offset>> = hw_path
+                .exists()
+                .then(|| read_recovery_points(&hw_path))
+                .transpose()?
+                .map(|v| v.into_iter().collect());
             let mut names: Vec<_> = fs::read_dir(dir)?.filter_map(|e| e.ok()).collect();
             names.sort_by_key(|e| e.file_name());
             for entry in names {
@@ -155,6 +176,10 @@ impl LogManager {
                 )?);
                 if let Some(o) = starts.get(&tp) {
                     log.restore_log_start(*o);
+                }
+                if let Some(hws) = &hws {
+                    // clamped into [log start, log end]
+                    log.update_high_watermark(hws.get(&tp).copied().unwrap_or(Offset(0)));
                 }
                 self.logs.write().unwrap().insert(
                     tp.clone(),
@@ -262,6 +287,22 @@ impl LogManager {
             }
             Some(_) => {}
         }
+        drop(last);
+        let due = {
+            let mut hw = self.last_hw_checkpoint.lock().unwrap();
+            match hw.0 {
+                Some(t) if now_ms - t < HW_CHECKPOINT_INTERVAL_MS => false,
+                _ => {
+                    hw.0 = Some(now_ms);
+                    true
+                }
+            }
+        };
+        if due {
+            if let Err(e) = self.write_high_watermark_checkpoints() {
+                error!("writing high-watermark checkpoints failed: {e}");
+            }
+        }
     }
 
     /// One retention pass (Kafka's `log.retention.check.interval.ms` task):
@@ -330,42 +371,59 @@ impl LogManager {
         out
     }
 
-    fn write_log_start_checkpoints(&self) -> Result<(), LogError> {
+    /// Renders each log dir's checkpoint of `offset_of` every log in it
+    /// (Kafka's `<topic> <partition> <offset>` lines, sorted).
+    fn render_offset_checkpoints(&self, offset_of: impl Fn(&Log) -> Offset) -> Vec<Vec<u8>> {
         let logs = self.logs.read().unwrap();
-        for (i, dir) in self.log_dirs.iter().enumerate() {
-            let mut lines: Vec<String> = logs
-                .iter()
-                .filter(|(_, e)| e.dir_index == i)
-                .map(|(tp, e)| {
-                    format!(
-                        "{} {} {}",
-                        tp.topic,
-                        tp.partition,
-                        e.log.log_start_offset().0
-                    )
-                })
-                .collect();
-            lines.sort();
-            checkpoint::write_atomic(&dir.join(LOG_START_CHECKPOINT), &checkpoint::render(&lines))?;
+        (0..self.log_dirs.len())
+            .map(|i| {
+                let mut lines: Vec<String> = logs
+                    .iter()
+                    .filter(|(_, e)| e.dir_index == i)
+                    .map(|(tp, e)| format!("{} {} {}", tp.topic, tp.partition, offset_of(&e.log).0))
+                    .collect();
+                lines.sort();
+                checkpoint::render(&lines)
+            })
+            .collect()
+    }
+
+    /// Writes `file` in every log dir from [`Self::render_offset_checkpoints`].
+    fn write_offset_checkpoints(
+        &self,
+        file: &str,
+        offset_of: impl Fn(&Log) -> Offset,
+    ) -> Result<(), LogError> {
+        for (dir, contents) in self
+            .log_dirs
+            .iter()
+            .zip(self.render_offset_checkpoints(offset_of))
+        {
+            checkpoint::write_atomic(&dir.join(file), &contents)?;
         }
         Ok(())
     }
 
+    fn write_log_start_checkpoints(&self) -> Result<(), LogError> {
+        self.write_offset_checkpoints(LOG_START_CHECKPOINT, Log::log_start_offset)
+    }
+
     fn write_recovery_checkpoints(&self) -> Result<(), LogError> {
-        let logs = self.logs.read().unwrap();
-        for (i, dir) in self.log_dirs.iter().enumerate() {
-            let mut lines: Vec<String> = logs
-                .iter()
-                .filter(|(_, e)| e.dir_index == i)
-                .map(|(tp, e)| {
-                    format!("{} {} {}", tp.topic, tp.partition, e.log.recovery_point().0)
-                })
-                .collect();
-            lines.sort();
-            checkpoint::write_atomic(
-                &dir.join(RECOVERY_POINT_CHECKPOINT),
-                &checkpoint::render(&lines),
-            )?;
+        self.write_offset_checkpoints(RECOVERY_POINT_CHECKPOINT, Log::recovery_point)
+    }
+
+    /// Rewrites the high-watermark checkpoint of each log dir whose
+    /// contents changed since the last write (an idle broker writes nothing).
+    fn write_high_watermark_checkpoints(&self) -> Result<(), LogError> {
+        let rendered = self.render_offset_checkpoints(Log::high_watermark);
+        let mut last = self.last_hw_checkpoint.lock().unwrap();
+        last.1.resize(rendered.len(), Vec::new());
+        for ((dir, contents), written) in self.log_dirs.iter().zip(rendered).zip(last.1.iter_mut())
+        {
+            if *written != contents {
+                checkpoint::write_atomic(&dir.join(HIGH_WATERMARK_CHECKPOINT), &contents)?;
+                *written = contents;
+            }
         }
         Ok(())
     }
@@ -386,6 +444,7 @@ impl LogManager {
         }
         self.write_recovery_checkpoints()?;
         self.write_log_start_checkpoints()?;
+        self.write_high_watermark_checkpoints()?;
         for dir in &self.log_dirs {
             checkpoint::write_atomic(&dir.join(CLEAN_SHUTDOWN), b"")?;
         }

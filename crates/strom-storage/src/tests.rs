@@ -728,6 +728,9 @@ fn leader_epoch_cache() {
         (LeaderEpoch(4), Offset(6)),
     ];
     assert_eq!(log.leader_epoch_start_offsets(), want);
+    // the file is written by the flush that makes data of the epochs durable
+    assert!(!dir.path().join("t-0/leader-epoch-checkpoint").exists());
+    log.flush().unwrap();
     let text = fs::read_to_string(dir.path().join("t-0/leader-epoch-checkpoint")).unwrap();
     assert_eq!(text, "0\n3\n1 0\n3 4\n4 6\n");
     drop(log);
@@ -739,6 +742,48 @@ fn leader_epoch_cache() {
     assert_eq!(log.leader_epoch_start_offsets(), want[..2]);
     log.truncate_to(Offset(5)).unwrap(); // drops the whole batch 4..=5
     assert_eq!(log.leader_epoch_start_offsets(), want[..1]);
+}
+
+/// The leader-epoch checkpoint is written at flushes, not at each leader
+/// change, so after a crash the file may hold entries the data above the
+/// recovery point contradicts: recovery rebuilds that range from the
+/// batches. An epoch that never received data is never written.
+#[test]
+fn leader_epoch_checkpoint_above_the_recovery_point_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    let ckpt = path.join("leader-epoch-checkpoint");
+    let log = open(dir.path(), LogConfig::default());
+    log.append_as_leader(&mut batch(2, 1, 1), LeaderEpoch(1), 0)
+        .unwrap();
+    log.flush().unwrap();
+    log.append_as_leader(&mut batch(2, 1, 1), LeaderEpoch(2), 0)
+        .unwrap();
+    drop(log);
+    // an OS crash kept a stale version claiming epoch 5 starts at offset 2
+    fs::write(&ckpt, "0\n2\n1 0\n5 2\n").unwrap();
+    let log =
+        Log::open_with_recovery_point(path.clone(), LogConfig::default(), true, Some(Offset(2)))
+            .unwrap();
+    let want = vec![(LeaderEpoch(1), Offset(0)), (LeaderEpoch(2), Offset(2))];
+    assert_eq!(log.leader_epoch_start_offsets(), want);
+    // a new leader epoch at the log end, then a clean close: the entry has no
+    // data, so it is not written (a load would drop it)
+    log.assign_leader_epoch(LeaderEpoch(7), Offset(4));
+    log.close().unwrap();
+    drop(log);
+    let before = fs::read_to_string(&ckpt).unwrap();
+    assert_eq!(before, "0\n2\n1 0\n2 2\n");
+    let log = Log::open(path.clone(), LogConfig::default(), false).unwrap();
+    assert_eq!(log.leader_epoch_start_offsets(), want);
+    assert_eq!(fs::read_to_string(&ckpt).unwrap(), before);
+    // data of a new epoch makes it part of the file again
+    log.assign_leader_epoch(LeaderEpoch(8), Offset(4));
+    log.append_as_leader(&mut batch(1, 1, 1), LeaderEpoch(8), 0)
+        .unwrap();
+    log.close().unwrap();
+    drop(log);
+    assert_eq!(fs::read_to_string(&ckpt).unwrap(), "0\n3\n1 0\n2 2\n8 4\n");
 }
 
 #[test]

@@ -123,17 +123,39 @@ impl ControllerState {
     /// liveness in `image` (see [`reconcile`]).
     pub(super) fn reconcile_partitions(&self, image: &MetadataImage) -> Vec<MetadataRecord> {
         let mut out = Vec::new();
+        // one line for all partitions going offline (a lone broker's
+        // shutdown takes every partition it leads): the first few by name
+        let mut offline = Vec::new();
         for t in image.topics() {
             for (id, p) in &t.partitions {
                 if let Some((isr, leader)) = reconcile(p, image, || self.unclean(image, &t.name)) {
                     if leader == NO_LEADER && p.leader != NO_LEADER {
-                        tracing::warn!(topic = %t.name, partition = id, "no in-sync replica is live: partition is offline");
+                        offline.push((&t.name, *id));
                     }
                     out.push(MetadataRecord::PartitionChange(change_record(
                         t.id, *id, p, isr, leader,
                     )));
                 }
             }
+        }
+        if !offline.is_empty() {
+            const NAMED: usize = 5;
+            let named: Vec<String> = offline
+                .iter()
+                .take(NAMED)
+                .map(|(t, p)| format!("{t}-{p}"))
+                .collect();
+            let more = offline.len().saturating_sub(NAMED);
+            tracing::warn!(
+                count = offline.len(),
+                "no in-sync replica is live: partitions offline: {}{}",
+                named.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            );
         }
         out
     }
