@@ -188,14 +188,17 @@ pub enum ControllerResponse {
     },
     ListPartitionReassignments {
         error: ApiError,
-        /// (topic, partition, replicas, adding, removing)
-        partitions: Vec<(String, i32, Vec<NodeId>, Vec<NodeId>, Vec<NodeId>)>,
+        partitions: Vec<OngoingReassignment>,
     },
     Propose {
         error: ApiError,
         log_index: u64,
     },
 }
+
+/// ListPartitionReassignments' per-partition answer: (topic, partition,
+/// replicas, adding replicas, removing replicas).
+pub type OngoingReassignment = (String, i32, Vec<NodeId>, Vec<NodeId>, Vec<NodeId>);
 
 /// AlterPartition's per-partition answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

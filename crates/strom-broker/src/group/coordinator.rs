@@ -12,6 +12,7 @@ use kafka_protocol::error::ResponseError;
 use strom_storage::LogError;
 use tracing::info;
 
+use super::hosting::{led_partitions, sync_shards};
 use super::runtime::ShardHandle;
 use super::{partition_for, GroupConfig, CONSUMER_OFFSETS};
 use crate::broker::{Broker, NewTopic, TopicError};
@@ -87,54 +88,23 @@ impl GroupCoordinator {
             }
             return;
         };
-        let me = broker.node_id();
-        let mut hosted = broker.replicas.topic_partitions(CONSUMER_OFFSETS);
-        let me_now = broker.node_id();
-        let unhosted_lead = (0..t.partitions).any(|p| {
-            t.registration(p).is_some_and(|r| r.leader == me_now)
-                && hosted
-                    .as_ref()
-                    .is_none_or(|h| h.get(p as usize).is_none_or(|s| s.is_none()))
-        });
-        if unhosted_lead {
-            // The image is ahead of the hosted partitions (a request
-            // racing the image follower): host them now.
-            if let Err(e) = broker.apply_image() {
-                tracing::warn!(error = %e, "cannot apply the metadata image");
-            }
-            hosted = broker.replicas.topic_partitions(CONSUMER_OFFSETS);
-        }
-        let mut shards = self.shards.write().unwrap();
-        for p in 0..t.partitions {
-            let leads = t.registration(p).is_none_or(|r| r.leader == me);
-            let part = hosted
-                .as_ref()
-                .and_then(|h| h.get(p as usize)?.as_ref())
-                .filter(|_| leads);
-            match (part, shards.contains_key(&p)) {
-                (Some(part), false) => {
-                    info!(
-                        partition = p,
-                        "group coordinator: loading {CONSUMER_OFFSETS} partition"
-                    );
-                    let h = ShardHandle::start(
-                        part.clone(),
-                        self.config.clone(),
-                        self.committed.clone(),
-                    );
-                    shards.insert(p, h);
-                }
-                (None, true) => {
-                    info!(
-                        partition = p,
-                        "group coordinator: unloading {CONSUMER_OFFSETS} partition"
-                    );
-                    shards.remove(&p);
-                }
-                _ => {}
-            }
-        }
-        shards.retain(|p, _| *p < t.partitions);
+        let led = led_partitions(broker, CONSUMER_OFFSETS, t);
+        let load = |p, part| {
+            info!(
+                partition = p,
+                "group coordinator: loading {CONSUMER_OFFSETS} partition"
+            );
+            let h = ShardHandle::start(part, self.config.clone(), self.committed.clone());
+            std::future::ready(Some(h))
+        };
+        sync_shards(
+            &self.shards,
+            led,
+            "group coordinator",
+            CONSUMER_OFFSETS,
+            load,
+        )
+        .await;
     }
 
     /// Creates `__consumer_offsets` (Kafka's `offsets.topic.*` settings,

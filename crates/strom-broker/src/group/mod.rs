@@ -10,9 +10,12 @@
 //!   the high watermark, replays, then answers; loading is replay.
 //! - [`coordinator`]: routes a group to its partition and creates the topic
 //!   on first use.
+//! - [`hosting`]: which partitions this broker loads (those it leads), also
+//!   used by the transaction coordinator.
 
 pub mod consumer;
 pub mod coordinator;
+pub(crate) mod hosting;
 pub mod records;
 pub mod runtime;
 pub mod state;

@@ -10,12 +10,12 @@ use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
 };
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, TopicName,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use strom_metadata::controller_api::{ApiError, ControllerRequest, ControllerResponse};
+use strom_metadata::controller_api::{ApiError, ControllerRequest};
 
-use super::elect_leaders::{apply_wait, forward_error};
+use super::forward::{by_topic, error_message, forward_partition_change};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::security::acl::AclOperation;
@@ -60,36 +60,19 @@ pub async fn handle(
             "Cluster authorization failed.".into(),
         );
     }
-    let quorum = broker.metadata.quorum();
-    let call = quorum.controller_call(ControllerRequest::AlterPartitionReassignments {
+    let request = ControllerRequest::AlterPartitionReassignments {
         reassignments: requested.clone(),
-    });
-    match call.await {
-        Ok(ControllerResponse::AlterPartitionReassignments {
-            error,
-            partitions,
-            log_index,
-        }) => {
-            if error.error_code != 0 {
-                let code = ResponseError::try_from_code(error.error_code)
-                    .unwrap_or(ResponseError::UnknownServerError);
-                return fail_all(code, error.message.unwrap_or_default());
-            }
-            broker
-                .metadata
-                .wait_for_index(log_index, apply_wait(req.timeout_ms))
-                .await;
-            AlterPartitionReassignmentsResponse::default()
-                .with_responses(responses(partitions.into_iter()))
-        }
-        Ok(other) => fail_all(
-            ResponseError::UnknownServerError,
-            format!("the controller answered AlterPartitionReassignments with {other:?}"),
-        ),
-        Err(e) => {
-            let (code, msg) = forward_error(&e);
-            fail_all(code, msg)
-        }
+    };
+    let answer = forward_partition_change(
+        broker,
+        "AlterPartitionReassignments",
+        request,
+        req.timeout_ms,
+    );
+    match answer.await {
+        Ok(partitions) => AlterPartitionReassignmentsResponse::default()
+            .with_responses(responses(partitions.into_iter())),
+        Err((code, msg)) => fail_all(code, msg),
     }
 }
 
@@ -97,24 +80,19 @@ pub async fn handle(
 fn responses(
     partitions: impl Iterator<Item = (String, i32, ApiError)>,
 ) -> Vec<ReassignableTopicResponse> {
-    let mut out: Vec<ReassignableTopicResponse> = Vec::new();
-    for (topic, partition, error) in partitions {
-        let p = ReassignablePartitionResponse::default()
+    let entries = partitions.map(|(topic, partition, error)| {
+        let response = ReassignablePartitionResponse::default()
             .with_partition_index(partition)
             .with_error_code(error.error_code)
-            .with_error_message(
-                (error.error_code != 0)
-                    .then(|| error.message.map(StrBytes::from_string))
-                    .flatten(),
-            );
-        match out.last_mut().filter(|r| r.name.as_str() == topic) {
-            Some(r) => r.partitions.push(p),
-            None => out.push(
-                ReassignableTopicResponse::default()
-                    .with_name(TopicName(StrBytes::from_string(topic)))
-                    .with_partitions(vec![p]),
-            ),
-        }
-    }
-    out
+            .with_error_message(error_message(error));
+        (topic, response)
+    });
+    by_topic(entries)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            ReassignableTopicResponse::default()
+                .with_name(topic)
+                .with_partitions(partitions)
+        })
+        .collect()
 }

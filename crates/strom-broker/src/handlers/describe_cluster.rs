@@ -6,7 +6,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::metadata::{controller_id, live_brokers, CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED};
+use super::metadata::{listed_brokers, CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::security::acl::{ResourceType, CLUSTER_NAME};
@@ -16,21 +16,15 @@ pub async fn handle(
     ctx: &RequestContext,
     req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let image = broker.metadata.image();
-    let live = live_brokers(broker, &image, &ctx.listener);
     // Controllers are not reachable on broker listeners: both endpoint
     // types list the brokers (as a combined-mode cluster answers).
-    let controller_id = controller_id(broker, &live);
-    let brokers = live
-        .into_iter()
-        .map(|b| {
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(b.id))
-                .with_host(StrBytes::from_string(b.host))
-                .with_port(b.port)
-                .with_rack(b.rack.map(StrBytes::from_string))
-        })
-        .collect();
+    let (brokers, controller_id) = listed_brokers(broker, &ctx.listener, |id, host, port, rack| {
+        DescribeClusterBroker::default()
+            .with_broker_id(id)
+            .with_host(host)
+            .with_port(port)
+            .with_rack(rack)
+    });
     DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
         .with_cluster_id(StrBytes::from_string(

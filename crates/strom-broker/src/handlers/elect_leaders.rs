@@ -1,29 +1,18 @@
 //! ElectLeaders (key 43, KIP-183/KIP-460): preferred or unclean leader
 //! election, forwarded to the active controller, which elects and commits
-//! the new leaders before answering. Also the helpers the other forwarded
-//! cluster admin APIs (AlterPartitionReassignments,
-//! ListPartitionReassignments) share: error mapping and how long to wait for
-//! this node's image to catch up with the controller's answer.
+//! the new leaders before answering.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
-use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
-use kafka_protocol::protocol::StrBytes;
-use strom_metadata::controller_api::{
-    ApiError, ControllerRequest, ControllerResponse, ElectionType,
-};
-use strom_metadata::ProposeError;
+use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse};
+use strom_metadata::controller_api::{ApiError, ControllerRequest, ElectionType};
 
+use super::forward::{by_topic, error_message, forward_partition_change};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::security::acl::AclOperation;
-
-/// How long a forwarded request waits for this node to replay the
-/// controller's change when the client gave no timeout.
-const DEFAULT_APPLY_WAIT: Duration = Duration::from_secs(30);
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -74,39 +63,15 @@ pub async fn handle(
             format!("Unknown election type {}", req.election_type),
         );
     };
-    let quorum = broker.metadata.quorum();
-    let call = quorum.controller_call(ControllerRequest::ElectLeaders {
+    let request = ControllerRequest::ElectLeaders {
         election_type,
         partitions: requested.clone(),
-    });
-    match call.await {
-        Ok(ControllerResponse::ElectLeaders {
-            error,
-            partitions,
-            log_index,
-        }) => {
-            if error.error_code != 0 {
-                let code = ResponseError::try_from_code(error.error_code)
-                    .unwrap_or(ResponseError::UnknownServerError);
-                return fail_all(code, error.message.unwrap_or_default());
-            }
-            // A client reading metadata from this broker right after the
-            // answer sees the change it asked for.
-            broker
-                .metadata
-                .wait_for_index(log_index, apply_wait(req.timeout_ms))
-                .await;
-            ElectLeadersResponse::default()
-                .with_replica_election_results(results(partitions.into_iter()))
-        }
-        Ok(other) => fail_all(
-            ResponseError::UnknownServerError,
-            format!("the controller answered ElectLeaders with {other:?}"),
-        ),
-        Err(e) => {
-            let (code, msg) = forward_error(&e);
-            fail_all(code, msg)
-        }
+    };
+    let answer = forward_partition_change(broker, "ElectLeaders", request, req.timeout_ms);
+    match answer.await {
+        Ok(partitions) => ElectLeadersResponse::default()
+            .with_replica_election_results(results(partitions.into_iter())),
+        Err((code, msg)) => fail_all(code, msg),
     }
 }
 
@@ -114,47 +79,19 @@ pub async fn handle(
 fn results(
     partitions: impl Iterator<Item = (String, i32, ApiError)>,
 ) -> Vec<ReplicaElectionResult> {
-    let mut out: Vec<ReplicaElectionResult> = Vec::new();
-    for (topic, partition, error) in partitions {
+    let entries = partitions.map(|(topic, partition, error)| {
         let result = PartitionResult::default()
             .with_partition_id(partition)
             .with_error_code(error.error_code)
-            .with_error_message(
-                (error.error_code != 0)
-                    .then(|| error.message.map(StrBytes::from_string))
-                    .flatten(),
-            );
-        match out.last_mut().filter(|r| r.topic.as_str() == topic) {
-            Some(r) => r.partition_result.push(result),
-            None => out.push(
-                ReplicaElectionResult::default()
-                    .with_topic(TopicName(StrBytes::from_string(topic)))
-                    .with_partition_result(vec![result]),
-            ),
-        }
-    }
-    out
-}
-
-/// The Kafka error a client gets when the controller could not be reached
-/// or did not commit in time.
-pub(crate) fn forward_error(e: &ProposeError) -> (ResponseError, String) {
-    let code = match e {
-        ProposeError::NotLeader { .. } => ResponseError::NotController,
-        ProposeError::Timeout(_) => ResponseError::RequestTimedOut,
-        ProposeError::Rejected { .. } | ProposeError::Unavailable(_) => {
-            ResponseError::UnknownServerError
-        }
-    };
-    (code, e.to_string())
-}
-
-/// The client's `timeout_ms` as the time to wait for the local image (a
-/// non-positive one means our default).
-pub(crate) fn apply_wait(timeout_ms: i32) -> Duration {
-    if timeout_ms > 0 {
-        Duration::from_millis(timeout_ms as u64)
-    } else {
-        DEFAULT_APPLY_WAIT
-    }
+            .with_error_message(error_message(error));
+        (topic, result)
+    });
+    by_topic(entries)
+        .into_iter()
+        .map(|(topic, results)| {
+            ReplicaElectionResult::default()
+                .with_topic(topic)
+                .with_partition_result(results)
+        })
+        .collect()
 }

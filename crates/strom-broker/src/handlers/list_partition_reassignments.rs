@@ -9,12 +9,12 @@ use kafka_protocol::messages::list_partition_reassignments_response::{
     OngoingPartitionReassignment, OngoingTopicReassignment,
 };
 use kafka_protocol::messages::{
-    BrokerId, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, TopicName,
+    BrokerId, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use strom_metadata::controller_api::{ControllerRequest, ControllerResponse};
 
-use super::elect_leaders::forward_error;
+use super::forward::{by_topic, forward};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::security::acl::AclOperation;
@@ -42,43 +42,35 @@ pub async fn handle(
             .flat_map(|t| t.partition_indexes.iter().map(|&p| (t.name.to_string(), p)))
             .collect()
     });
-    let call = broker
-        .metadata
-        .quorum()
-        .controller_call(ControllerRequest::ListPartitionReassignments { partitions });
-    match call.await {
-        Ok(ControllerResponse::ListPartitionReassignments { error, partitions }) => {
-            if error.error_code != 0 {
-                let code = ResponseError::try_from_code(error.error_code)
-                    .unwrap_or(ResponseError::UnknownServerError);
-                return fail(code, error.message.unwrap_or_default());
-            }
-            let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect();
-            let mut topics: Vec<OngoingTopicReassignment> = Vec::new();
-            for (topic, partition, replicas, adding, removing) in partitions {
-                let p = OngoingPartitionReassignment::default()
-                    .with_partition_index(partition)
-                    .with_replicas(ids(replicas))
-                    .with_adding_replicas(ids(adding))
-                    .with_removing_replicas(ids(removing));
-                match topics.last_mut().filter(|t| t.name.as_str() == topic) {
-                    Some(t) => t.partitions.push(p),
-                    None => topics.push(
-                        OngoingTopicReassignment::default()
-                            .with_name(TopicName(StrBytes::from_string(topic)))
-                            .with_partitions(vec![p]),
-                    ),
-                }
-            }
-            ListPartitionReassignmentsResponse::default().with_topics(topics)
+    let request = ControllerRequest::ListPartitionReassignments { partitions };
+    let answer = forward(broker, "ListPartitionReassignments", request, |r| match r {
+        ControllerResponse::ListPartitionReassignments { error, partitions } => {
+            Ok((error, partitions))
         }
-        Ok(other) => fail(
-            ResponseError::UnknownServerError,
-            format!("the controller answered ListPartitionReassignments with {other:?}"),
-        ),
-        Err(e) => {
-            let (code, msg) = forward_error(&e);
-            fail(code, msg)
-        }
-    }
+        other => Err(other),
+    });
+    let partitions = match answer.await {
+        Ok(partitions) => partitions,
+        Err((code, msg)) => return fail(code, msg),
+    };
+    let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect();
+    let entries = partitions
+        .into_iter()
+        .map(|(topic, partition, replicas, adding, removing)| {
+            let p = OngoingPartitionReassignment::default()
+                .with_partition_index(partition)
+                .with_replicas(ids(replicas))
+                .with_adding_replicas(ids(adding))
+                .with_removing_replicas(ids(removing));
+            (topic, p)
+        });
+    let topics = by_topic(entries)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            OngoingTopicReassignment::default()
+                .with_name(topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListPartitionReassignmentsResponse::default().with_topics(topics)
 }

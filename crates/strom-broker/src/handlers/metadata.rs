@@ -76,6 +76,31 @@ pub fn controller_id(broker: &Broker, listed: &[BrokerView]) -> i32 {
     }
 }
 
+/// What Metadata and DescribeCluster tell a client connected on `listener`:
+/// the live brokers with their endpoint for that listener, each made into
+/// the response's broker entry by `entry` (id, host, port, rack), and the
+/// controller id.
+pub fn listed_brokers<B>(
+    broker: &Broker,
+    listener: &str,
+    entry: impl Fn(BrokerId, StrBytes, i32, Option<StrBytes>) -> B,
+) -> (Vec<B>, i32) {
+    let live = live_brokers(broker, &broker.metadata.image(), listener);
+    let controller_id = controller_id(broker, &live);
+    let brokers = live
+        .into_iter()
+        .map(|b| {
+            entry(
+                BrokerId(b.id),
+                StrBytes::from_string(b.host),
+                b.port,
+                b.rack.map(StrBytes::from_string),
+            )
+        })
+        .collect();
+    (brokers, controller_id)
+}
+
 /// One partition as clients see it.
 pub struct PartitionView {
     pub leader: i32,
@@ -135,19 +160,13 @@ pub async fn handle(
     req: MetadataRequest,
 ) -> MetadataResponse {
     let version = ctx.version();
-    let image = broker.metadata.image();
-    let live = live_brokers(broker, &image, &ctx.listener);
-    let controller_id = controller_id(broker, &live);
-    let brokers = live
-        .into_iter()
-        .map(|b| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.id))
-                .with_host(StrBytes::from_string(b.host))
-                .with_port(b.port)
-                .with_rack(b.rack.map(StrBytes::from_string))
-        })
-        .collect();
+    let (brokers, controller_id) = listed_brokers(broker, &ctx.listener, |id, host, port, rack| {
+        MetadataResponseBroker::default()
+            .with_node_id(id)
+            .with_host(host)
+            .with_port(port)
+            .with_rack(rack)
+    });
     let topic_ops = if req.include_topic_authorized_operations {
         TOPIC_OPERATIONS
     } else {

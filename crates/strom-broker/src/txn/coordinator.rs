@@ -33,6 +33,7 @@ use tracing::{info, warn};
 
 use super::{TxnConfig, TRANSACTION_STATE};
 use crate::broker::{now_ms, Broker, NewTopic, TopicError};
+use crate::group::hosting::{led_partitions, sync_shards};
 use crate::group::records::{CoordinatorRecord, OffsetCommitValue};
 use crate::group::runtime::{append_kv, replay_kv, TxnWrite};
 use crate::group::{partition_for, CONSUMER_OFFSETS};
@@ -293,67 +294,33 @@ impl TransactionCoordinator {
         };
         self.partition_count
             .store(t.partitions, std::sync::atomic::Ordering::Release);
-        let me = broker.node_id();
-        let mut hosted = broker.replicas.topic_partitions(TRANSACTION_STATE);
-        let me_now = broker.node_id();
-        let unhosted_lead = (0..t.partitions).any(|p| {
-            t.registration(p).is_some_and(|r| r.leader == me_now)
-                && hosted
-                    .as_ref()
-                    .is_none_or(|h| h.get(p as usize).is_none_or(|s| s.is_none()))
-        });
-        if unhosted_lead {
-            // The image is ahead of the hosted partitions (a request
-            // racing the image follower): host them now.
-            if let Err(e) = broker.apply_image() {
-                tracing::warn!(error = %e, "cannot apply the metadata image");
-            }
-            hosted = broker.replicas.topic_partitions(TRANSACTION_STATE);
-        }
-        let mut loaded = Vec::new();
-        for p in 0..t.partitions {
-            let leads = t.registration(p).is_none_or(|r| r.leader == me);
-            let part = hosted
-                .as_ref()
-                .and_then(|h| h.get(p as usize)?.as_ref())
-                .filter(|_| leads)
-                .cloned();
-            let present = self.shards.read().unwrap().contains_key(&p);
-            match (part, present) {
-                (Some(part), false) => {
-                    let p2 = part.clone();
-                    let txns = match tokio::task::spawn_blocking(move || load(&p2)).await {
-                        Ok(Ok(txns)) => txns,
-                        other => {
-                            warn!(partition = p, result = ?other.map(|r| r.map(|_| ())), "cannot load {TRANSACTION_STATE} partition");
-                            continue;
-                        }
-                    };
-                    info!(
-                        partition = p,
-                        "transaction coordinator: loaded {TRANSACTION_STATE} partition"
-                    );
-                    let shard = Arc::new(Shard {
-                        partition: part,
-                        state: tokio::sync::Mutex::new(ShardState { txns }),
-                    });
-                    self.shards.write().unwrap().insert(p, shard.clone());
-                    loaded.push(shard);
+        let led = led_partitions(broker, TRANSACTION_STATE, t);
+        let load_shard = |p, part: Arc<Partition>| async move {
+            let p2 = part.clone();
+            let txns = match tokio::task::spawn_blocking(move || load(&p2)).await {
+                Ok(Ok(txns)) => txns,
+                other => {
+                    warn!(partition = p, result = ?other.map(|r| r.map(|_| ())), "cannot load {TRANSACTION_STATE} partition");
+                    return None;
                 }
-                (None, true) => {
-                    info!(
-                        partition = p,
-                        "transaction coordinator: unloading {TRANSACTION_STATE} partition"
-                    );
-                    self.shards.write().unwrap().remove(&p);
-                }
-                _ => {}
-            }
-        }
-        self.shards
-            .write()
-            .unwrap()
-            .retain(|p, _| *p < t.partitions);
+            };
+            info!(
+                partition = p,
+                "transaction coordinator: loaded {TRANSACTION_STATE} partition"
+            );
+            Some(Arc::new(Shard {
+                partition: part,
+                state: tokio::sync::Mutex::new(ShardState { txns }),
+            }))
+        };
+        let loaded = sync_shards(
+            &self.shards,
+            led,
+            "transaction coordinator",
+            TRANSACTION_STATE,
+            load_shard,
+        )
+        .await;
         // finish what a crash (or the previous coordinator) interrupted
         for shard in loaded {
             let mut st = shard.state.lock().await;
