@@ -381,7 +381,13 @@ impl BrokerConfig {
         let quota = crate::quota::QuotaConfig::from_raw(&raw)
             .map_err(|(key, value, reason)| invalid(&key, &value, &reason))?;
         let sasl = crate::security::sasl::SaslConfig::from_raw(&raw, &listeners)?;
-        let quorum = quorum_settings(&raw, node_id, &mut listeners, &mut advertised_listeners)?;
+        let quorum = quorum_settings(
+            &raw,
+            node_id,
+            &protocol_map,
+            &mut listeners,
+            &mut advertised_listeners,
+        )?;
         let replication = crate::replication::ReplicationConfig::from_raw(&raw)
             .map_err(|(key, value, reason)| invalid(&key, &value, &reason))?;
         let ignored = raw
@@ -585,6 +591,7 @@ fn group_config(raw: &BTreeMap<String, String>) -> Result<crate::group::GroupCon
 fn quorum_settings(
     raw: &BTreeMap<String, String>,
     node_id: i32,
+    protocol_map: &BTreeMap<String, SecurityProtocol>,
     listeners: &mut Vec<Listener>,
     advertised: &mut Vec<Listener>,
 ) -> Result<crate::metadata::QuorumSettings, ConfigError> {
@@ -614,6 +621,34 @@ fn quorum_settings(
                 .collect()
         })
         .unwrap_or_default();
+    for name in &controller_names {
+        let protocol = listeners
+            .iter()
+            .find(|l| &l.name == name)
+            .map(|l| l.security_protocol)
+            .or_else(|| protocol_map.get(name).copied())
+            .or_else(|| SecurityProtocol::parse(name))
+            .unwrap_or(SecurityProtocol::Plaintext);
+        // The quorum's transport speaks TCP or TLS, not SASL: refusing is
+        // better than serving a listener the user believes authenticated.
+        if !matches!(
+            protocol,
+            SecurityProtocol::Plaintext | SecurityProtocol::Ssl
+        ) {
+            return Err(invalid(
+                "listener.security.protocol.map",
+                raw.get("listener.security.protocol.map")
+                    .map_or(name.as_str(), |v| v.as_str()),
+                &format!(
+                    "controller listener {name}: SASL on the controller listener is not supported yet; use PLAINTEXT or SSL"
+                ),
+            ));
+        }
+        if s.controller_listener.is_none() {
+            s.controller_listener = Some(name.clone());
+            s.controller_protocol = protocol;
+        }
+    }
     if let Some(l) = listeners
         .iter()
         .find(|l| controller_names.contains(&l.name))
@@ -844,16 +879,18 @@ pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
 mod tests {
     use super::*;
 
+    /// The config of these key/value pairs.
+    fn m(pairs: &[(&str, &str)]) -> Result<BrokerConfig, ConfigError> {
+        BrokerConfig::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
     #[test]
     fn listener_security_protocols_come_from_the_map_or_the_name() {
-        let m = |pairs: &[(&str, &str)]| {
-            BrokerConfig::from_map(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            )
-        };
         let c = m(&[
             ("listeners", "SSL://:1,INTERNAL://:2"),
             ("listener.security.protocol.map", "INTERNAL:SASL_PLAINTEXT"),
@@ -873,15 +910,54 @@ mod tests {
     }
 
     #[test]
-    fn quorum_roles_voters_and_the_controller_listener() {
-        let m = |pairs: &[(&str, &str)]| {
-            BrokerConfig::from_map(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            )
+    fn the_controller_listener_is_plaintext_or_ssl() {
+        let with = |map: &str| {
+            m(&[
+                (
+                    "listeners",
+                    "PLAINTEXT://:19092,CONTROLLER://127.0.0.1:19093",
+                ),
+                ("listener.security.protocol.map", map),
+                ("controller.listener.names", "CONTROLLER"),
+            ])
         };
+        let c = with("PLAINTEXT:PLAINTEXT,CONTROLLER:SSL").unwrap();
+        assert_eq!(c.quorum.controller_listener.as_deref(), Some("CONTROLLER"));
+        assert_eq!(c.quorum.controller_protocol, SecurityProtocol::Ssl);
+        let c = with("PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT").unwrap();
+        assert_eq!(c.quorum.controller_protocol, SecurityProtocol::Plaintext);
+        for sasl in ["SASL_SSL", "SASL_PLAINTEXT"] {
+            let e = with(&format!("PLAINTEXT:PLAINTEXT,CONTROLLER:{sasl}"))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("listener.security.protocol.map"), "{e}");
+            assert!(
+                e.contains(
+                    "SASL on the controller listener is not supported yet; use PLAINTEXT or SSL"
+                ),
+                "{e}"
+            );
+        }
+        // A broker-only node names the controller listener in the map only.
+        let e = m(&[
+            ("process.roles", "broker"),
+            ("node.id", "4"),
+            ("controller.quorum.voters", "1@127.0.0.1:19093"),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:SASL_SSL",
+            ),
+            ("controller.listener.names", "CONTROLLER"),
+        ])
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("SASL on the controller listener"), "{e}");
+    }
+
+    #[test]
+    fn quorum_roles_voters_and_the_controller_listener() {
         // Embedded default: combined mode, one voter on an ephemeral loopback port.
         let c = m(&[]).unwrap();
         assert!(c.quorum.broker && c.quorum.controller);
@@ -946,14 +1022,6 @@ mod tests {
 
     #[test]
     fn inter_broker_and_controller_listener_names_must_name_listeners() {
-        let m = |pairs: &[(&str, &str)]| {
-            BrokerConfig::from_map(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            )
-        };
         let listeners = ("listeners", "PLAINTEXT://:1,CONTROLLER://:2");
         let map = (
             "listener.security.protocol.map",

@@ -51,7 +51,7 @@ pub enum ServerError {
 /// serving, then a clean shutdown that flushes every log and writes the
 /// clean-shutdown marker.
 pub async fn run(
-    config: BrokerConfig,
+    mut config: BrokerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     for key in &config.ignored {
@@ -60,6 +60,7 @@ pub async fn run(
     // Certificates are loaded once, before recovery: a bad TLS setting stops
     // the start at once.
     let tls = security::tls::load_listeners(&config)?;
+    config.quorum.tls = security::tls::controller_tls(&config)?;
     let started = std::time::Instant::now();
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await

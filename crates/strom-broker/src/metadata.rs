@@ -219,6 +219,14 @@ pub struct QuorumSettings {
     /// (`broker.session.timeout.ms`, `leader.imbalance.check.interval.seconds`,
     /// `auto.leader.rebalance.enable`, `unclean.leader.election.enable`).
     pub controller_policy: ControllerPolicy,
+    /// The first of `controller.listener.names` (`None`: not set), whose
+    /// settings the controller listener is served and dialled with.
+    pub controller_listener: Option<String>,
+    /// Its security protocol: PLAINTEXT or SSL (config.rs refuses SASL).
+    pub controller_protocol: crate::security::SecurityProtocol,
+    /// Its TLS, built from the certificates at start-up
+    /// ([`crate::security::tls::controller_tls`]); `None`: plaintext.
+    pub tls: Option<strom_metadata::QuorumTls>,
 }
 
 /// What the active controller needs from the node's configuration, with
@@ -252,6 +260,9 @@ impl Default for QuorumSettings {
             controller_addr: "127.0.0.1:0".into(),
             log_dir: None,
             controller_policy: ControllerPolicy::default(),
+            controller_listener: None,
+            controller_protocol: crate::security::SecurityProtocol::Plaintext,
+            tls: None,
         }
     }
 }
@@ -936,6 +947,7 @@ async fn start_quorum(
         leader_imbalance_check_interval: p.leader_imbalance_check_interval,
         auto_leader_rebalance_enable: p.auto_leader_rebalance_enable,
         unclean_leader_election_enable: p.unclean_leader_election_enable,
+        tls: s.tls.clone(),
         ..QuorumConfig::default()
     };
     if s.controller {

@@ -176,6 +176,34 @@ pub struct QuorumConfig {
     /// `unclean.leader.election.enable` (Kafka: false); cluster-wide and
     /// topic configs of that name override it.
     pub unclean_leader_election_enable: bool,
+    /// TLS on the controller listener (its security protocol is SSL);
+    /// `None`: plaintext.
+    pub tls: Option<QuorumTls>,
+}
+
+/// The controller listener's TLS, built by the node from that listener's
+/// `ssl.*` settings (Kafka's): `server` accepts voters, brokers and the
+/// leader's replication to observers (it enforces `ssl.client.auth`);
+/// `client` is what this node dials other nodes' controller listeners with
+/// (their trust store, and its key store as client certificate). Shared
+/// read-only by every connection.
+#[derive(Clone)]
+pub struct QuorumTls {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for QuorumTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QuorumTls")
+    }
+}
+
+/// The same configuration objects (certificates are not compared).
+impl PartialEq for QuorumTls {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.server, &other.server) && Arc::ptr_eq(&self.client, &other.client)
+    }
 }
 
 impl Default for QuorumConfig {
@@ -195,6 +223,7 @@ impl Default for QuorumConfig {
             leader_imbalance_check_interval: Duration::from_secs(300),
             auto_leader_rebalance_enable: true,
             unclean_leader_election_enable: false,
+            tls: None,
         }
     }
 }
@@ -421,9 +450,10 @@ impl MetadataQuorum {
         let log = LogStore::open(&dir, config.segment_bytes).map_err(io)?;
         let (sm, image) = StateMachine::open(&dir).map_err(io)?;
         let stats = Arc::new(PeerStats::new());
+        let transport = network::Transport::new(config.connect_timeout, config.tls.clone());
         let network = NetworkFactory {
             stats: stats.clone(),
-            connect_timeout: config.connect_timeout,
+            transport: transport.clone(),
         };
         let raft = Raft::new(node_id as Nid, raft_config, network, log, sm)
             .await
@@ -446,6 +476,7 @@ impl MetadataQuorum {
         let mut tasks = vec![
             tokio::spawn(network::serve(
                 listener,
+                transport.clone(),
                 raft.clone(),
                 controller_tx.clone(),
             )),
@@ -457,13 +488,16 @@ impl MetadataQuorum {
             .map(|(id, addr)| (*id as Nid, BasicNode { addr: addr.clone() }))
             .collect();
         // Observers never form a quorum: they wait for the leader to add them.
-        let formed = if voter {
+        // A restarted voter's log already holds the membership: asking again
+        // only makes openraft log "Can not initialize" at ERROR.
+        let pristine = voter && !raft.is_initialized().await.unwrap_or(false);
+        let formed = if pristine {
             raft.initialize(members).await
         } else {
             Ok(())
         };
         match formed {
-            Ok(()) if voter => tracing::info!(
+            Ok(()) if pristine => tracing::info!(
                 node_id,
                 "metadata quorum formed from controller.quorum.voters"
             ),
@@ -488,7 +522,7 @@ impl MetadataQuorum {
             local_addr,
             propose_timeout: config.propose_timeout,
             controller: controller_tx,
-            controller_client: network::ControllerClient::new(config.connect_timeout),
+            controller_client: network::ControllerClient::new(transport),
             tasks,
         })
     }

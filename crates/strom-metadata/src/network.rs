@@ -1,5 +1,7 @@
 //! Raft RPCs between controller voters, and brokers' requests to the
-//! active controller, over TCP (the controller listener).
+//! active controller, over TCP or TLS (the controller listener; TLS when
+//! [`crate::QuorumConfig::tls`] is set, on both the accepting and the
+//! dialling side, see [`Transport`]).
 //!
 //! Frames are `[u32 BE length][JSON]`; JSON because `serde_json` is already
 //! in the build and metadata traffic is small. A request is one of
@@ -30,7 +32,7 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, Raft};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -38,12 +40,16 @@ use tokio::task::JoinSet;
 use crate::controller::Call;
 use crate::controller_api::{ControllerRequest, ControllerResponse};
 use crate::storage::Nid;
-use crate::{ProposeError, TypeConfig};
+use crate::{ProposeError, QuorumTls, TypeConfig};
 
 /// How often a peer that stays unreachable is logged (openraft retries it
 /// every 500 ms and logs each failure; strom-cli filters openraft's
 /// replication target out of the default log filter for that reason).
 const UNREACHABLE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long an accepted connection may take over its TLS handshake (a
+/// peer that connects and stays silent would hold its task otherwise).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bigger frames are refused (a snapshot chunk or an entries batch is far smaller).
 const MAX_FRAME: usize = 64 << 20;
@@ -139,10 +145,89 @@ impl PeerStats {
     }
 }
 
+/// A byte stream on the controller listener: TCP, or TLS over TCP. Not the
+/// data path, so a boxed stream is cheap enough.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
+
+/// One connection, buffered both ways.
+type Conn = BufStream<Box<dyn Stream>>;
+
+/// How this node dials and accepts controller-listener connections: plain
+/// TCP, or TLS with the listener's [`QuorumTls`]. Cloned into every client
+/// and the accept loop (it holds only `Arc`s).
+#[derive(Clone)]
+pub(crate) struct Transport {
+    connect_timeout: Duration,
+    tls: Option<QuorumTls>,
+}
+
+impl Transport {
+    pub(crate) fn new(connect_timeout: Duration, tls: Option<QuorumTls>) -> Self {
+        Self {
+            connect_timeout,
+            tls,
+        }
+    }
+
+    /// Connects to `addr` (`host:port`), with the TLS handshake when the
+    /// listener uses TLS (the host is the name the certificate must carry),
+    /// all within the connect timeout.
+    async fn connect(&self, addr: &str) -> std::io::Result<Conn> {
+        let setup = async {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let stream: Box<dyn Stream> = match &self.tls {
+                None => Box::new(tcp),
+                Some(tls) => {
+                    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                    let name = rustls::pki_types::ServerName::try_from(
+                        host.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .to_string(),
+                    )
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                    let stream = tokio_rustls::TlsConnector::from(tls.client.clone())
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| {
+                            std::io::Error::new(e.kind(), format!("TLS handshake: {e}"))
+                        })?;
+                    Box::new(stream)
+                }
+            };
+            Ok(BufStream::new(stream))
+        };
+        tokio::time::timeout(self.connect_timeout, setup)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+    }
+
+    /// The server side of an accepted connection: as is, or after the TLS
+    /// handshake (which checks the client certificate per `ssl.client.auth`).
+    async fn accept(&self, tcp: TcpStream) -> std::io::Result<Conn> {
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = match &self.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let accept = tokio_rustls::TlsAcceptor::from(tls.server.clone()).accept(tcp);
+                let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept)
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+                    })?
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
+                Box::new(stream)
+            }
+        };
+        Ok(BufStream::new(stream))
+    }
+}
+
 /// Creates a [`PeerClient`] per target.
 pub struct NetworkFactory {
     pub(crate) stats: Arc<PeerStats>,
-    pub(crate) connect_timeout: Duration,
+    pub(crate) transport: Transport,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -154,16 +239,11 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             addr: node.addr.clone(),
             conn: None,
             stats: self.stats.clone(),
-            connect_timeout: self.connect_timeout,
+            transport: self.transport.clone(),
             unreachable_logged: None,
         }
     }
 }
-
-type Conn = (
-    BufReader<tokio::net::tcp::OwnedReadHalf>,
-    BufWriter<tokio::net::tcp::OwnedWriteHalf>,
-);
 
 /// One voter's client connection.
 pub struct PeerClient {
@@ -171,7 +251,7 @@ pub struct PeerClient {
     addr: String,
     conn: Option<Conn>,
     stats: Arc<PeerStats>,
-    connect_timeout: Duration,
+    transport: Transport,
     /// When its unreachability was last logged (`None`: it answered since).
     unreachable_logged: Option<std::time::Instant>,
 }
@@ -181,19 +261,11 @@ impl PeerClient {
         let payload = serde_json::to_vec(req).map_err(std::io::Error::other)?;
         let res = tokio::time::timeout(ttl, async {
             if self.conn.is_none() {
-                let stream =
-                    tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
-                        .await
-                        .map_err(|_| {
-                            std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-                        })??;
-                stream.set_nodelay(true)?;
-                let (r, w) = stream.into_split();
-                self.conn = Some((BufReader::new(r), BufWriter::new(w)));
+                self.conn = Some(self.transport.connect(&self.addr).await?);
             }
-            let (r, w) = self.conn.as_mut().unwrap();
-            write_frame(w, &payload).await?;
-            let bytes = read_frame(r).await?;
+            let conn = self.conn.as_mut().unwrap();
+            write_frame(conn, &payload).await?;
+            let bytes = read_frame(conn).await?;
             serde_json::from_slice::<Reply>(&bytes)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
         })
@@ -310,6 +382,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 /// closes every connection it accepted (they live in its `JoinSet`).
 pub(crate) async fn serve(
     listener: TcpListener,
+    transport: Transport,
     raft: Raft<TypeConfig>,
     controller: mpsc::Sender<Call>,
 ) {
@@ -320,8 +393,13 @@ pub(crate) async fn serve(
                 Ok((stream, peer)) => {
                     let raft = raft.clone();
                     let controller = controller.clone();
+                    let transport = transport.clone();
                     conns.spawn(async move {
-                        if let Err(e) = serve_connection(stream, raft, controller).await {
+                        let served = match transport.accept(stream).await {
+                            Ok(conn) => serve_connection(conn, raft, controller).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = served {
                             tracing::debug!(%peer, error = %e, "controller connection closed");
                         }
                     });
@@ -338,15 +416,12 @@ pub(crate) async fn serve(
 }
 
 async fn serve_connection(
-    stream: TcpStream,
+    mut conn: Conn,
     raft: Raft<TypeConfig>,
     controller: mpsc::Sender<Call>,
 ) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let (r, w) = stream.into_split();
-    let (mut r, mut w) = (BufReader::new(r), BufWriter::new(w));
     loop {
-        let bytes = match read_frame(&mut r).await {
+        let bytes = match read_frame(&mut conn).await {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
@@ -364,7 +439,7 @@ async fn serve_connection(
             }
         };
         let payload = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
-        write_frame(&mut w, &payload).await?;
+        write_frame(&mut conn, &payload).await?;
     }
 }
 
@@ -387,14 +462,14 @@ pub(crate) async fn local_controller_call(
 /// queue behind one stuck on a hung controller.
 pub(crate) struct ControllerClient {
     idle: std::sync::Mutex<Option<(String, Conn)>>,
-    connect_timeout: Duration,
+    transport: Transport,
 }
 
 impl ControllerClient {
-    pub(crate) fn new(connect_timeout: Duration) -> Self {
+    pub(crate) fn new(transport: Transport) -> Self {
         Self {
             idle: std::sync::Mutex::new(None),
-            connect_timeout,
+            transport,
         }
     }
 
@@ -416,23 +491,10 @@ impl ControllerClient {
             let idle = self.idle.lock().unwrap().take();
             let mut conn = match idle {
                 Some((a, c)) if a == addr => c,
-                _ => {
-                    let stream =
-                        tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-                            .await
-                            .map_err(|_| {
-                                std::io::Error::new(
-                                    std::io::ErrorKind::TimedOut,
-                                    "connect timed out",
-                                )
-                            })??;
-                    stream.set_nodelay(true)?;
-                    let (r, w) = stream.into_split();
-                    (BufReader::new(r), BufWriter::new(w))
-                }
+                _ => self.transport.connect(addr).await?,
             };
-            write_frame(&mut conn.1, &payload).await?;
-            let bytes = read_frame(&mut conn.0).await?;
+            write_frame(&mut conn, &payload).await?;
+            let bytes = read_frame(&mut conn).await?;
             let result = match serde_json::from_slice::<Reply>(&bytes) {
                 Ok(Reply::Controller(result)) => result,
                 Ok(_) => {

@@ -45,7 +45,7 @@ impl InterBrokerSecurity {
             .unwrap_or(SecurityProtocol::Plaintext);
         let tls = match protocol {
             SecurityProtocol::Ssl | SecurityProtocol::SaslSsl => Some(
-                crate::security::tls::inter_broker_client_config(&broker.config, &name)
+                crate::security::tls::listener_client_config(&broker.config, &name)
                     .map_err(|e| e.to_string())?,
             ),
             _ => None,

@@ -252,14 +252,39 @@ fn build(p: &Props, sasl_ssl: bool) -> Result<TlsListener, TlsConfigError> {
     })
 }
 
-/// The client side of this broker's connections to the other brokers on
-/// `listener` (the inter-broker listener; Kafka's brokers use their own
+/// TLS on the controller listener when its security protocol is SSL
+/// (`None`: PLAINTEXT; config.rs refuses the SASL ones): the server side
+/// is built as any Kafka listener's (`listener.name.<name>.ssl.*` or
+/// `ssl.*`, `ssl.client.auth` honoured), the client side, for dialling the
+/// other nodes' controller listeners, by [`listener_client_config`].
+pub fn controller_tls(
+    config: &BrokerConfig,
+) -> Result<Option<strom_metadata::QuorumTls>, TlsConfigError> {
+    let q = &config.quorum;
+    let Some(name) = q.controller_listener.as_deref() else {
+        return Ok(None);
+    };
+    if !q.controller_protocol.uses_tls() {
+        return Ok(None);
+    }
+    let props = Props {
+        raw: &config.raw,
+        listener: name,
+        prefix: format!("listener.name.{}.", name.to_ascii_lowercase()),
+    };
+    let server = build(&props, false)?.acceptor.config().clone();
+    let client = listener_client_config(config, name)?;
+    Ok(Some(strom_metadata::QuorumTls { server, client }))
+}
+
+/// The client side of this node's connections to other nodes on `listener`
+/// (the inter-broker or the controller listener; Kafka's nodes use their own
 /// listener settings as clients): the listener's key store is the client
 /// certificate (for `ssl.client.auth=required`), its trust store verifies
-/// the other broker, and the host name is checked unless
+/// the other node, and the host name is checked unless
 /// `ssl.endpoint.identification.algorithm` is empty (Kafka's default:
 /// `https`, checked).
-pub fn inter_broker_client_config(
+pub fn listener_client_config(
     config: &BrokerConfig,
     listener: &str,
 ) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
@@ -281,7 +306,7 @@ pub fn inter_broker_client_config(
         None => system_roots().ok_or_else(|| {
             p.err(
                 "ssl.truststore.location",
-                format!("required on the inter-broker listener (no system CA bundle at {SYSTEM_CA_BUNDLE}): the CAs that sign the other brokers' certificates"),
+                format!("required on listener {listener} (no system CA bundle at {SYSTEM_CA_BUNDLE}): the CAs that sign the other nodes' certificates"),
             )
         })?,
     };
@@ -1109,7 +1134,7 @@ mod tests {
 
     #[test]
     fn inter_broker_client_errors_name_the_listener_key() {
-        let key = |pairs: &[(&str, &str)]| match inter_broker_client_config(&config(pairs), "SSL") {
+        let key = |pairs: &[(&str, &str)]| match listener_client_config(&config(pairs), "SSL") {
             Ok(_) => panic!("{pairs:?} must be rejected"),
             Err(e) => e.key,
         };
