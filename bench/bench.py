@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -160,10 +161,14 @@ class Broker:
                 return int(line.split()[1]) / 1024.0
         return None
 
-    def cpu_secs(self):
+    def cpu_times(self):
+        """(user, system) CPU seconds of the broker so far."""
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         # after the comm field: state is [0], utime [11], stime [12]
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+    def cpu_secs(self):
+        return sum(self.cpu_times())
 
 
 class Sampler:
@@ -201,9 +206,14 @@ class Sampler:
 def disk_write(dirpath, mb):
     path = Path(dirpath) / "ddtest"
     t0 = time.monotonic()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={mb}",
                         "conv=fdatasync"], capture_output=True, text=True)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     secs = time.monotonic() - t0
+    # CPU dd spent putting the bytes into the file (almost all of it the kernel's
+    # copy into the page cache): the floor under a broker's CPU per GB written.
+    dd_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     path.unlink(missing_ok=True)
     if r.returncode != 0:
         raise RuntimeError(f"dd failed: {r.stderr.strip()}")
@@ -215,6 +225,7 @@ def disk_write(dirpath, mb):
     except (IndexError, ValueError):
         nbytes = mb * 1024 * 1024
     return {"bytes": nbytes, "secs": secs, "mb_per_sec": nbytes / secs / 1e6,
+            "cpu_secs_per_gb": dd_cpu / (nbytes / 1e9),
             "command": f"dd if=/dev/zero of=<datadir>/ddtest bs=1M count={mb} conv=fdatasync"}
 
 
@@ -319,12 +330,15 @@ class Perf:
 
 
 def measured(broker, fn):
-    """Runs fn() while sampling the broker: returns (result, cpu seconds, peak RSS MB, wall s)."""
-    c0 = broker.cpu_secs()
+    """Runs fn() while sampling the broker: returns (result, cpu seconds, peak RSS MB, wall s,
+    user cpu seconds). User time is the broker's own code; the rest is the kernel's (copies
+    into and out of the page cache and sockets, and on a VM the faults behind them)."""
+    u0, s0 = broker.cpu_times()
     t0 = time.monotonic()
     with Sampler(broker) as s:
         res = fn()
-    return res, broker.cpu_secs() - c0, s.peak, time.monotonic() - t0
+    u1, s1 = broker.cpu_times()
+    return res, (u1 - u0) + (s1 - s0), s.peak, time.monotonic() - t0, u1 - u0
 
 
 def mbps(d):
@@ -352,12 +366,14 @@ def e2e_args(topic, secs, rate):
 
 def w_produce(perf, broker, name, topic, n, size, parts):
     log(f"{name}: produce {n} x {size} B, acks=all, linger 5 ms, {parts} partition(s)")
-    d, cpu, peak, _ = measured(broker, lambda: perf.run(*produce_args(topic, n, size, parts)))
+    d, cpu, peak, _, user = measured(
+        broker, lambda: perf.run(*produce_args(topic, n, size, parts)))
     gb = d["bytes"] / 1e9
     out = {"records": d["records"], "bytes": d["bytes"], "secs": d["elapsed_secs"],
            "mb_per_sec": mbps(d), "records_per_sec": d["records_per_sec"],
            "ack_p99_ms": d["latency_ms"]["p99"], "errors": d["errors"],
            "broker_cpu_secs": cpu, "cpu_secs_per_gb": cpu / gb if gb else None,
+           "user_cpu_secs_per_gb": user / gb if gb else None,
            "broker_rss_peak_mb": peak}
     log(f"  {out['mb_per_sec']:.0f} MB/s, {out['records_per_sec']:.0f} rec/s, "
         f"{out['cpu_secs_per_gb']:.3f} broker CPU s/GB, peak RSS {peak:.1f} MB")
@@ -366,7 +382,7 @@ def w_produce(perf, broker, name, topic, n, size, parts):
 
 def w_latency(perf, broker, name, topic, secs, rate=10000):
     log(f"{name}: e2e 1 KiB at {rate}/s for {secs} s, acks=all, linger 0")
-    d, cpu, peak, _ = measured(broker, lambda: perf.run(*e2e_args(topic, secs, rate)))
+    d, cpu, peak, _, _ = measured(broker, lambda: perf.run(*e2e_args(topic, secs, rate)))
     lat, ack = d["latency_ms"], d["ack_latency_ms"]
     out = {"records": d["records"], "sent": d.get("sent"), "errors": d["errors"],
            "rate": d["records_per_sec"], "e2e_p50_ms": lat["p50"], "e2e_p99_ms": lat["p99"],
@@ -380,12 +396,13 @@ def w_latency(perf, broker, name, topic, secs, rate=10000):
 
 def w_consume(perf, broker, topic, n):
     log(f"W4: consume {n} records of 1 KiB from the page cache")
-    d, cpu, peak, _ = measured(broker, lambda: perf.run(
+    d, cpu, peak, _, user = measured(broker, lambda: perf.run(
         "consume", "-t", topic, "--num-records", str(n), "--idle-timeout", "10"))
     gb = d["bytes"] / 1e9
     out = {"records": d["records"], "bytes": d["bytes"], "secs": d["elapsed_secs"],
            "mb_per_sec": mbps(d), "errors": d["errors"], "broker_cpu_secs": cpu,
-           "cpu_secs_per_gb": cpu / gb if gb else None, "broker_rss_peak_mb": peak,
+           "cpu_secs_per_gb": cpu / gb if gb else None,
+           "user_cpu_secs_per_gb": user / gb if gb else None, "broker_rss_peak_mb": peak,
            "first_record_ms": d.get("first_record_ms")}
     log(f"  {out['mb_per_sec']:.0f} MB/s, {out['cpu_secs_per_gb']:.3f} broker CPU s/GB")
     return out
@@ -426,7 +443,7 @@ def w6(perf, strom, broker, parts, producers, consumers, per_producer):
         cres = [json.loads(c.communicate(timeout=1800)[0] or "{}") for c in cons]
         return pres, cres, t_prod
 
-    (pres, cres, t_prod), cpu, peak, _ = measured(broker, run)
+    (pres, cres, t_prod), cpu, peak, _, _ = measured(broker, run)
     acked = sum(p.get("records", 0) for p in pres)
     consumed = sum(c.get("records", 0) for c in cres)
     pbytes = sum(p.get("bytes", 0) for p in pres)
@@ -611,12 +628,19 @@ def render(r):
                f"the {r['wall_secs']:.0f} s run"
                + ("  — the machine was busy: figures are pessimistic" if r["busy"] else ""))
     out.append("")
-    out.append(f"machine: disk write {m['disk_write']['mb_per_sec']:.0f} MB/s (dd, fdatasync); "
+    dd_cpu = m["disk_write"].get("cpu_secs_per_gb")
+    out.append(f"machine: disk write {m['disk_write']['mb_per_sec']:.0f} MB/s (dd, fdatasync"
+               + (f", dd itself {dd_cpu:.2f} CPU s/GB" if dd_cpu is not None else "") + "); "
                f"fsync 4 KiB p50 {m['fsync']['p50_ms']:.2f} ms p99 {m['fsync']['p99_ms']:.2f} ms; "
                f"loopback {m['loopback']['mb_per_sec']:.0f} MB/s ({m['loopback']['method']})")
+    if m.get("page_reporting_gb"):
+        out.append(f"VM free page reporting handed {m['page_reporting_gb']:.1f} GB of freed guest "
+                   "memory back to the host during the run: page-cache writes into it pay host "
+                   "faults (system CPU), so CPU per GB varies from run to run")
     out.append("")
     w = r["workloads"]
-    hdr = f"{'workload':<28} {'MB/s':>8} {'rec/s':>10} {'ack p99 ms':>10} {'CPU s/GB':>9} {'peak RSS MB':>11}"
+    hdr = (f"{'workload':<28} {'MB/s':>8} {'rec/s':>10} {'ack p99 ms':>10} {'CPU s/GB':>9} "
+           f"{'user s/GB':>9} {'peak RSS MB':>11}")
     out.append(hdr)
     out.append("-" * len(hdr))
     for k in ("W1_1p", "W1_8p", "W2_1p", "W2_8p", "W5_produce", "W4"):
@@ -628,6 +652,7 @@ def render(r):
             rps = x.get("records_per_sec") or (x["records"] / x["secs"] if x.get("secs") else None)
             out.append(f"{label:<28} {fmt(x['mb_per_sec']):>8} {fmt(rps):>10} "
                        f"{fmt(x.get('ack_p99_ms')):>10} {fmt(x['cpu_secs_per_gb'], 3):>9} "
+                       f"{fmt(x.get('user_cpu_secs_per_gb'), 3):>9} "
                        f"{fmt(x['broker_rss_peak_mb'], 1):>11}")
     out.append("")
     for k, label in (("W3", "W3 latency 10k/s"), ("W5_latency", "W5 latency, flush=always")):
@@ -666,10 +691,30 @@ def render(r):
                    f"{fmt(ratio):>6}  {'yes' if met else ('-' if met is None else 'NO')}")
     out.append("")
     out.append("ratio = measured/target for ≥ targets, target/measured for ≤ targets: ≥ 1 is met")
+    dd_cpu = m["disk_write"].get("cpu_secs_per_gb")
+    produce = [(k, w[k]["cpu_secs_per_gb"]) for k in ("W1_1p", "W1_8p", "W2_1p", "W2_8p")
+               if k in w and w[k].get("cpu_secs_per_gb")]
+    if dd_cpu and produce:
+        # The kernel's copy into the page cache is most of a produce's CPU; on
+        # some machines (VMs touching fresh memory) it alone exceeds 0.35 s/GB.
+        out.append(f"kernel floor: dd spent {dd_cpu:.2f} CPU s/GB writing into the page cache; "
+                   "broker CPU per GB as a multiple of it: "
+                   + ", ".join(f"{k.replace('_', ' ')} {v / dd_cpu:.2f}x" for k, v in produce))
     return "\n".join(out)
 
 
 # ---- main -------------------------------------------------------------------------------
+
+def page_reporting_kib():
+    """Guest memory the kernel has handed back to the host so far (virtio-balloon free
+    page reporting), or None without it. Memory handed back is faulted in again on its
+    next use: on such a VM, every fresh page-cache page a write fills costs a host fault,
+    which lands in the writer's system CPU."""
+    try:
+        return int(Path("/sys/module/page_reporting/parameters/reported_kib").read_text())
+    except (OSError, ValueError):
+        return None
+
 
 def machine_info():
     model = "?"
@@ -715,6 +760,7 @@ def main():
            "machine": machine_info(), "workloads": {}}
     w = res["workloads"]
     busy0, own0, wall0 = busy_cpu_secs(), own_cpu_secs(), time.monotonic()
+    reported0 = page_reporting_kib()
     log(f"work dir {base}; load average {res['load_start']}")
     brokers = []
     try:
@@ -723,7 +769,8 @@ def main():
         # -- machine limits, measured on the data dir's file system ----------------------
         log("machine: dd sequential write")
         res["machine"]["disk_write"] = disk_write(b.data, 256 if q else 1024)
-        log(f"  {res['machine']['disk_write']['mb_per_sec']:.0f} MB/s")
+        log(f"  {res['machine']['disk_write']['mb_per_sec']:.0f} MB/s, dd itself "
+            f"{res['machine']['disk_write']['cpu_secs_per_gb']:.2f} CPU s/GB")
         res["machine"]["fsync"] = fsync_latency(b.data, 200 if q else 1000)
         log(f"  fsync p50 {res['machine']['fsync']['p50_ms']:.2f} ms p99 "
             f"{res['machine']['fsync']['p99_ms']:.2f} ms")
@@ -786,6 +833,9 @@ def main():
     # Load averages include this run; the CPU other processes used while it ran does not.
     foreign = max(0.0, (busy_cpu_secs() - busy0) - (own_cpu_secs() - own0))
     res["wall_secs"] = wall
+    reported1 = page_reporting_kib()
+    if reported0 is not None and reported1 is not None:
+        res["machine"]["page_reporting_gb"] = (reported1 - reported0) / 1024 / 1024
     res["other_processes_cores"] = foreign / wall
     res["busy"] = (res["load_start"][0] > 0.5 * (os.cpu_count() or 1)
                    or res["other_processes_cores"] > 0.25)
