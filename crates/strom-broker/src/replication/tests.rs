@@ -292,6 +292,34 @@ fn a_follower_copies_the_leader_and_takes_over_with_its_producer_state() {
 }
 
 #[test]
+fn a_restarted_leader_keeps_its_checkpointed_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = partition(dir.path(), "t-0", 1);
+    produce(&p, batch(-1, -1, 6));
+    // reopened with a high-watermark checkpoint of 2 (what the log manager
+    // restores): the followers had only offsets 0 and 1 when it stopped
+    let log = p.log().clone();
+    drop(p);
+    log.update_high_watermark(Offset(2));
+    let p = Arc::new(Partition::new(
+        TopicPartition::new("t", 0),
+        Uuid::nil(),
+        LeaderEpoch(0),
+        log,
+    ));
+    assert_eq!(p.high_watermark(), Offset(2), "not reset to the log end");
+    // elected again with a follower in the ISR that has not fetched yet:
+    // nothing above the checkpoint becomes visible
+    p.apply_state(1, &state(1, 1, 0, &[1, 2], &[1, 2]), 0);
+    assert_eq!(p.high_watermark(), Offset(2));
+    // the follower reaches offset 4, then the log end
+    assert!(p.update_follower_fetch_state(2, Offset(4), 10));
+    assert_eq!(p.high_watermark(), Offset(4));
+    assert!(p.update_follower_fetch_state(2, Offset(6), 11));
+    assert_eq!(p.high_watermark(), Offset(6));
+}
+
+#[test]
 fn a_restarted_follower_takes_the_leaders_high_watermark() {
     let dir = tempfile::tempdir().unwrap();
     let p = partition(dir.path(), "t-0", 1);
