@@ -20,10 +20,13 @@ use crate::group::records::CoordinatorRecord;
 use crate::group::state::GroupShard;
 use crate::metrics::{GroupLag, GroupLagSource};
 
-/// Committed offsets per group: `(topic, partition) → offset`.
+/// One group's committed offsets: `(topic, partition) → offset`.
+type GroupOffsets = BTreeMap<(String, i32), i64>;
+
+/// Committed offsets per group.
 #[derive(Default)]
 pub struct CommittedOffsets {
-    groups: RwLock<BTreeMap<String, BTreeMap<(String, i32), i64>>>,
+    groups: RwLock<BTreeMap<String, GroupOffsets>>,
 }
 
 impl CommittedOffsets {

@@ -453,24 +453,6 @@ const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Produce partitions rejected with an error code.
 pub static PRODUCE_REJECTED: WarnLimiter = WarnLimiter::new();
 
-#[cfg(test)]
-mod tests {
-    use super::WarnLimiter;
-
-    #[test]
-    fn warn_limiter_allows_a_burst_per_window_and_counts_the_rest() {
-        let l = WarnLimiter::new();
-        let t0 = 1_000_000;
-        for _ in 0..WarnLimiter::BURST {
-            assert_eq!(l.allow_at(t0), Some(0));
-        }
-        assert_eq!(l.allow_at(t0 + 1), None);
-        assert_eq!(l.allow_at(t0 + 2), None);
-        assert_eq!(l.allow_at(t0 + WarnLimiter::WINDOW_MS), Some(2));
-        assert_eq!(l.allow_at(t0 + WarnLimiter::WINDOW_MS + 1), Some(0));
-    }
-}
-
 /// Binds every configured listener. A `:0` port binds an ephemeral port,
 /// which is then advertised.
 pub async fn bind_listeners(broker: &Arc<Broker>) -> std::io::Result<Vec<(String, TcpListener)>> {
@@ -493,4 +475,22 @@ pub async fn bind_listeners(broker: &Arc<Broker>) -> std::io::Result<Vec<(String
         out.push((l.name.clone(), listener));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WarnLimiter;
+
+    #[test]
+    fn warn_limiter_allows_a_burst_per_window_and_counts_the_rest() {
+        let l = WarnLimiter::new();
+        let t0 = 1_000_000;
+        for _ in 0..WarnLimiter::BURST {
+            assert_eq!(l.allow_at(t0), Some(0));
+        }
+        assert_eq!(l.allow_at(t0 + 1), None);
+        assert_eq!(l.allow_at(t0 + 2), None);
+        assert_eq!(l.allow_at(t0 + WarnLimiter::WINDOW_MS), Some(2));
+        assert_eq!(l.allow_at(t0 + WarnLimiter::WINDOW_MS + 1), Some(0));
+    }
 }

@@ -1111,14 +1111,14 @@ pub trait QuotaRequest {
     fn cap_response_bytes(&mut self, max: i32);
     /// Whether a broker sent it (a follower's Fetch): client quotas do not
     /// apply to replication, which has quotas of its own in Kafka.
-    fn from_replica(&self) -> bool;
+    fn is_from_replica(&self) -> bool;
 }
 
 impl QuotaRequest for kafka_protocol::messages::FetchRequest {
     fn cap_response_bytes(&mut self, max: i32) {
         self.max_bytes = self.max_bytes.min(max);
     }
-    fn from_replica(&self) -> bool {
+    fn is_from_replica(&self) -> bool {
         self.replica_id.0 >= 0 || self.replica_state.replica_id.0 >= 0
     }
 }
@@ -1160,7 +1160,7 @@ pub fn prepare(
     let Some(request) = request else {
         return false;
     };
-    if request.from_replica() {
+    if request.is_from_replica() {
         return true;
     }
     if !q.enabled(QuotaType::Fetch) {

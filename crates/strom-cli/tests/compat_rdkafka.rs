@@ -97,9 +97,9 @@ struct Rec {
 
 fn gen(codec: &str, i: usize) -> Rec {
     let key = format!("key-{:04}", i % 1000).into_bytes();
-    let value = if i % 997 == 0 {
+    let value = if i.is_multiple_of(997) {
         None
-    } else if i % 991 == 0 {
+    } else if i.is_multiple_of(991) {
         Some(Vec::new())
     } else {
         let len = 10 + (i * 7919) % 400;

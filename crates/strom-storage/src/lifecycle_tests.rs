@@ -63,8 +63,8 @@ fn kv_batch(recs: &[(Option<&str>, Option<&str>)], ts: i64, codec: Compression) 
     encode_batch(&recs, codec, Offset(0))
 }
 
-fn append_at(log: &Log, mut b: Vec<u8>, now: i64) -> LogAppendInfo {
-    log.append_as_leader(&mut b, LeaderEpoch(0), now).unwrap()
+fn append_at(log: &Log, b: Vec<u8>, now: i64) -> LogAppendInfo {
+    log.append_as_leader(&b, LeaderEpoch(0), now).unwrap()
 }
 
 /// Every record readable from the log start, checking batch validity.
@@ -259,7 +259,7 @@ fn delete_records_moves_log_start_and_survives_restart() {
         log.read(Offset(16), 1 << 20, Offset(30), false),
         Err(LogError::OffsetOutOfRange { .. })
     ));
-    assert_eq!(all_records(&log).first().unwrap().offset.0 <= 17, true);
+    assert!(all_records(&log).first().unwrap().offset.0 <= 17);
     // never backwards
     assert_eq!(mgr.delete_records(&tp, Offset(3), NOW).unwrap(), Offset(17));
     drop(log);
@@ -315,14 +315,14 @@ fn set_config_applies_to_the_live_log() {
     assert_eq!(log.config().segment_bytes, 100);
     // a keyless record is fine until the topic becomes compacted
     log.set_config(compact_cfg(1 << 20));
-    let mut b = kv_batch(
+    let b = kv_batch(
         &[(Some("k"), Some("v")), (None, Some("v"))],
         NOW,
         Compression::Lz4,
     );
     let end = log.log_end_offset();
     assert!(matches!(
-        log.append_as_leader(&mut b, LeaderEpoch(0), NOW),
+        log.append_as_leader(&b, LeaderEpoch(0), NOW),
         Err(LogError::InvalidRecord(_))
     ));
     assert_eq!(log.log_end_offset(), end);

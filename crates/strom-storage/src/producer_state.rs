@@ -922,8 +922,8 @@ mod tests {
             )
         }
 
-        fn app(log: &Log, mut b: Vec<u8>) -> Result<crate::LogAppendInfo, crate::LogError> {
-            log.append_as_leader(&mut b, LeaderEpoch(0), 1000)
+        fn app(log: &Log, b: Vec<u8>) -> Result<crate::LogAppendInfo, crate::LogError> {
+            log.append_as_leader(&b, LeaderEpoch(0), 1000)
         }
 
         #[test]
@@ -994,8 +994,8 @@ mod tests {
                 assert_eq!(log.last_stable_offset(), Offset(2));
                 // clients cannot write markers
                 assert!(app(&log, marker(5, 0, ControlType::Abort)).is_err());
-                let mut m = marker(5, 0, ControlType::Abort);
-                log.append_control(&mut m, LeaderEpoch(0), 1000).unwrap();
+                let m = marker(5, 0, ControlType::Abort);
+                log.append_control(&m, LeaderEpoch(0), 1000).unwrap();
                 log.update_high_watermark(log.log_end_offset());
                 assert_eq!(log.last_stable_offset(), Offset(6));
                 let ab = log.aborted_transactions(Offset(0), Offset(6));

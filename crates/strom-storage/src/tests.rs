@@ -45,8 +45,8 @@ fn open(dir: &Path, cfg: LogConfig) -> Log {
     Log::open(dir.join("t-0"), cfg, false).unwrap()
 }
 
-fn append(log: &Log, mut b: Vec<u8>) -> LogAppendInfo {
-    log.append_as_leader(&mut b, LeaderEpoch(0), 1_000).unwrap()
+fn append(log: &Log, b: Vec<u8>) -> LogAppendInfo {
+    log.append_as_leader(&b, LeaderEpoch(0), 1_000).unwrap()
 }
 
 /// `(base, last)` of every batch in `bytes`, asserting they are whole and valid.
@@ -188,46 +188,46 @@ fn invalid_appends_write_nothing() {
     let mut bad = good.clone();
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    let mut req = [good.clone(), bad].concat();
+    let req = [good.clone(), bad].concat();
     assert!(matches!(
-        log.append_as_leader(&mut req, LeaderEpoch(0), 0),
+        log.append_as_leader(&req, LeaderEpoch(0), 0),
         Err(LogError::CorruptRecord(_))
     ));
     // trailing partial batch
-    let mut req = [good.clone(), good[..30].to_vec()].concat();
+    let req = [good.clone(), good[..30].to_vec()].concat();
     assert!(matches!(
-        log.append_as_leader(&mut req, LeaderEpoch(0), 0),
+        log.append_as_leader(&req, LeaderEpoch(0), 0),
         Err(LogError::CorruptRecord(_))
     ));
     // empty
     assert!(matches!(
-        log.append_as_leader(&mut [], LeaderEpoch(0), 0),
+        log.append_as_leader(&[], LeaderEpoch(0), 0),
         Err(LogError::CorruptRecord(_))
     ));
     // magic 1
     let mut m = good.clone();
     m[16] = 1;
     assert!(matches!(
-        log.append_as_leader(&mut m, LeaderEpoch(0), 0),
+        log.append_as_leader(&m, LeaderEpoch(0), 0),
         Err(LogError::CorruptRecord(_))
     ));
     // second batch too large
-    let mut req = [good.clone(), batch(1, 1, 2000)].concat();
-    match log.append_as_leader(&mut req, LeaderEpoch(0), 0) {
+    let req = [good.clone(), batch(1, 1, 2000)].concat();
+    match log.append_as_leader(&req, LeaderEpoch(0), 0) {
         Err(LogError::RecordTooLarge { size, max }) => assert!(size > 2000 && max == 1000),
         other => panic!("{other:?}"),
     }
     // no records
-    let mut empty = encode_batch(&[], Compression::None, Offset(0));
+    let empty = encode_batch(&[], Compression::None, Offset(0));
     assert!(matches!(
-        log.append_as_leader(&mut empty, LeaderEpoch(0), 0),
+        log.append_as_leader(&empty, LeaderEpoch(0), 0),
         Err(LogError::InvalidRecord(_))
     ));
     assert_eq!(log.size_bytes(), size);
     assert_eq!(log.log_end_offset(), Offset(2));
     // a good multi-batch append gets contiguous offsets
-    let mut req = [good.clone(), good].concat();
-    let info = log.append_as_leader(&mut req, LeaderEpoch(0), 0).unwrap();
+    let req = [good.clone(), good].concat();
+    let info = log.append_as_leader(&req, LeaderEpoch(0), 0).unwrap();
     assert_eq!(
         (info.first_offset, info.last_offset, info.record_count),
         (Offset(2), Offset(5), 4)
@@ -244,10 +244,8 @@ fn log_append_time_is_stamped() {
         ..LogConfig::default()
     };
     let log = open(dir.path(), cfg);
-    let mut b = batch(3, 5, 10);
-    let info = log
-        .append_as_leader(&mut b, LeaderEpoch(2), 99_000)
-        .unwrap();
+    let b = batch(3, 5, 10);
+    let info = log.append_as_leader(&b, LeaderEpoch(2), 99_000).unwrap();
     assert_eq!(info.log_append_time, 99_000);
     assert_eq!(info.max_timestamp, 99_000);
     let r = log.read(Offset(0), usize::MAX, Offset(10), false).unwrap();
@@ -279,7 +277,7 @@ fn reopen_after_close_keeps_everything() {
     let max = log.max_timestamp_and_offset().unwrap();
     log.close().unwrap();
     assert!(matches!(
-        log.append_as_leader(&mut batch(1, 1, 1), LeaderEpoch(0), 0),
+        log.append_as_leader(&batch(1, 1, 1), LeaderEpoch(0), 0),
         Err(LogError::Closed(_))
     ));
     drop(log);
@@ -469,7 +467,7 @@ fn timestamp_lookup_is_exact_for_every_codec() {
         for i in 0..40i64 {
             let info = log
                 .append_as_leader(
-                    &mut batch_with(4, |j| 100 * i + deltas[j], 30, codec),
+                    &batch_with(4, |j| 100 * i + deltas[j], 30, codec),
                     LeaderEpoch(0),
                     0,
                 )
@@ -564,11 +562,7 @@ fn group_commit_with_concurrent_appenders() {
                 let mut got = Vec::new();
                 for i in 0..50 {
                     let info = log
-                        .append_as_leader(
-                            &mut batch(1 + (i + t) % 3, i as i64, 40),
-                            LeaderEpoch(0),
-                            0,
-                        )
+                        .append_as_leader(&batch(1 + (i + t) % 3, i as i64, 40), LeaderEpoch(0), 0)
                         .unwrap();
                     // durable before returning
                     assert!(log.recovery_point() > info.last_offset);
@@ -641,12 +635,12 @@ fn segment_ms_and_index_size_roll() {
         ..LogConfig::default()
     };
     let log = open(dir.path(), cfg);
-    log.append_as_leader(&mut batch(1, 1, 1), LeaderEpoch(0), 10_000)
+    log.append_as_leader(&batch(1, 1, 1), LeaderEpoch(0), 10_000)
         .unwrap();
-    log.append_as_leader(&mut batch(1, 1, 1), LeaderEpoch(0), 11_000)
+    log.append_as_leader(&batch(1, 1, 1), LeaderEpoch(0), 11_000)
         .unwrap();
     assert_eq!(log.segment_count(), 1);
-    log.append_as_leader(&mut batch(1, 1, 1), LeaderEpoch(0), 11_001)
+    log.append_as_leader(&batch(1, 1, 1), LeaderEpoch(0), 11_001)
         .unwrap();
     assert_eq!(log.segment_count(), 2);
     let cfg = LogConfig {
@@ -714,13 +708,13 @@ fn truncate_to_drops_suffix() {
 fn leader_epoch_cache() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), LogConfig::default());
-    log.append_as_leader(&mut batch(2, 1, 1), LeaderEpoch(1), 0)
+    log.append_as_leader(&batch(2, 1, 1), LeaderEpoch(1), 0)
         .unwrap();
-    log.append_as_leader(&mut batch(2, 1, 1), LeaderEpoch(1), 0)
+    log.append_as_leader(&batch(2, 1, 1), LeaderEpoch(1), 0)
         .unwrap();
-    log.append_as_leader(&mut batch(2, 1, 1), LeaderEpoch(3), 0)
+    log.append_as_leader(&batch(2, 1, 1), LeaderEpoch(3), 0)
         .unwrap();
-    log.append_as_leader(&mut batch(2, 1, 1), LeaderEpoch(4), 0)
+    log.append_as_leader(&batch(2, 1, 1), LeaderEpoch(4), 0)
         .unwrap();
     let want = vec![
         (LeaderEpoch(1), Offset(0)),
@@ -754,10 +748,10 @@ fn leader_epoch_checkpoint_above_the_recovery_point_is_rebuilt() {
     let path = dir.path().join("t-0");
     let ckpt = path.join("leader-epoch-checkpoint");
     let log = open(dir.path(), LogConfig::default());
-    log.append_as_leader(&mut batch(2, 1, 1), LeaderEpoch(1), 0)
+    log.append_as_leader(&batch(2, 1, 1), LeaderEpoch(1), 0)
         .unwrap();
     log.flush().unwrap();
-    log.append_as_leader(&mut batch(2, 1, 1), LeaderEpoch(2), 0)
+    log.append_as_leader(&batch(2, 1, 1), LeaderEpoch(2), 0)
         .unwrap();
     drop(log);
     // an OS crash kept a stale version claiming epoch 5 starts at offset 2
@@ -779,7 +773,7 @@ fn leader_epoch_checkpoint_above_the_recovery_point_is_rebuilt() {
     assert_eq!(fs::read_to_string(&ckpt).unwrap(), before);
     // data of a new epoch makes it part of the file again
     log.assign_leader_epoch(LeaderEpoch(8), Offset(4));
-    log.append_as_leader(&mut batch(1, 1, 1), LeaderEpoch(8), 0)
+    log.append_as_leader(&batch(1, 1, 1), LeaderEpoch(8), 0)
         .unwrap();
     log.close().unwrap();
     drop(log);

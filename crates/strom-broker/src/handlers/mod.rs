@@ -121,15 +121,17 @@ impl<T: Encodable + HeaderVersion + 'static> IntoOutcome for T {
     }
 }
 
+/// What a deferred answer waits for: a patch applied to the response
+/// before it is sent (the errors of flushes that failed).
+pub type ResponsePatch<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Box<dyn FnOnce(&mut T) + Send>> + Send>>;
+
 /// `None` means "no response to send"; a `Some` error means close.
 pub enum ProduceReply<T> {
     Response(T),
     /// The response, to be sent after the future resolves and its patch
     /// (errors of flushes that failed) is applied: fsync before ack.
-    Deferred(
-        T,
-        std::pin::Pin<Box<dyn std::future::Future<Output = Box<dyn FnOnce(&mut T) + Send>> + Send>>,
-    ),
+    Deferred(T, ResponsePatch<T>),
     NoResponse,
     Close(String),
 }
