@@ -65,10 +65,11 @@ pub(crate) async fn forward_partition_change(
 ) -> Result<Vec<(String, i32, ApiError)>, ForwardError> {
     use ControllerRequest as Asked;
     use ControllerResponse as Answer;
-    let asked = req.clone();
-    let (partitions, log_index) = forward(broker, api, req, |reply| match (&asked, reply) {
+    // the reply must be of the request's kind
+    let elect = matches!(req, Asked::ElectLeaders { .. });
+    let (partitions, log_index) = forward(broker, api, req, |reply| match (elect, reply) {
         (
-            Asked::ElectLeaders { .. },
+            true,
             Answer::ElectLeaders {
                 error,
                 partitions,
@@ -76,7 +77,7 @@ pub(crate) async fn forward_partition_change(
             },
         )
         | (
-            Asked::AlterPartitionReassignments { .. },
+            false,
             Answer::AlterPartitionReassignments {
                 error,
                 partitions,

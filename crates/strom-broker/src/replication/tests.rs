@@ -31,6 +31,19 @@ fn partition(dir: &std::path::Path, name: &str, min_isr: u32) -> Arc<Partition> 
     ))
 }
 
+/// A new `Partition` over `p`'s log, as a restart builds one over the log
+/// the log manager loaded (high watermark as the log holds it).
+fn reopened(p: Arc<Partition>) -> Arc<Partition> {
+    let log = p.log().clone();
+    drop(p);
+    Arc::new(Partition::new(
+        TopicPartition::new("t", 0),
+        Uuid::nil(),
+        LeaderEpoch(0),
+        log,
+    ))
+}
+
 fn batch(pid: i64, seq: i32, n: usize) -> bytes::Bytes {
     let recs: Vec<Record> = (0..n)
         .map(|i| Record::new(Offset(i as i64), 1_000, Some(b"k"), Some(b"value")))
@@ -298,15 +311,8 @@ fn a_restarted_leader_keeps_its_checkpointed_high_watermark() {
     produce(&p, batch(-1, -1, 6));
     // reopened with a high-watermark checkpoint of 2 (what the log manager
     // restores): the followers had only offsets 0 and 1 when it stopped
-    let log = p.log().clone();
-    drop(p);
-    log.update_high_watermark(Offset(2));
-    let p = Arc::new(Partition::new(
-        TopicPartition::new("t", 0),
-        Uuid::nil(),
-        LeaderEpoch(0),
-        log,
-    ));
+    p.log().update_high_watermark(Offset(2));
+    let p = reopened(p);
     assert_eq!(p.high_watermark(), Offset(2), "not reset to the log end");
     // elected again with a follower in the ISR that has not fetched yet:
     // nothing above the checkpoint becomes visible
@@ -325,14 +331,7 @@ fn a_restarted_follower_takes_the_leaders_high_watermark() {
     let p = partition(dir.path(), "t-0", 1);
     produce(&p, batch(-1, -1, 6));
     // reopened: no HW checkpoint, so the HW starts at the log end
-    let log = p.log().clone();
-    drop(p);
-    let p = Arc::new(Partition::new(
-        TopicPartition::new("t", 0),
-        Uuid::nil(),
-        LeaderEpoch(0),
-        log,
-    ));
+    let p = reopened(p);
     assert_eq!(p.high_watermark(), Offset(6));
     p.apply_state(2, &state(1, 1, 0, &[1, 2], &[1, 2]), 0);
     assert!(p
